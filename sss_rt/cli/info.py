@@ -1,0 +1,80 @@
+"""``sss-rt info``: versions, backends, GPUs, and a model's metadata."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import platform
+from pathlib import Path
+
+import click
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict:
+    from sss_rt import __version__
+    from sss_rt.backends import available_backends
+
+    env: dict = {
+        "sss-rt": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {
+            d: _version(d)
+            for d in ("numpy", "opencv-python-headless", "onnx", "onnxruntime", "onnxruntime-gpu",
+                      "torch", "tensorrt", "pycuda")
+        },
+        "backends": available_backends(),
+    }
+    try:
+        import onnxruntime as ort
+
+        env["onnxruntime_providers"] = ort.get_available_providers()
+    except ImportError:
+        env["onnxruntime_providers"] = []
+    env["gpus"] = _gpus()
+    return env
+
+
+def _gpus() -> list[str]:
+    if _version("torch"):
+        import torch
+
+        if torch.cuda.is_available():
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+@click.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(model: Path | None, as_json: bool) -> None:
+    """Show versions, available backends and GPUs, and MODEL's metadata (default: bundled)."""
+    from sss_rt.errors import ModelError
+    from sss_rt.extractor import default_model_path
+    from sss_rt.model_info import read_model_info
+
+    report = environment()
+    try:
+        path = model or default_model_path()
+        report["model"] = {"path": str(path), **read_model_info(path).__dict__}
+    except ModelError as exc:
+        if model is not None:
+            raise
+        report["model"] = {"error": str(exc)}
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    for key, value in report.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k, v in value.items():
+                click.echo(f"  {k}: {v}")
+        else:
+            click.echo(f"{key}: {value}")

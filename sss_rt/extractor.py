@@ -1,0 +1,132 @@
+"""The Python API: ``Extractor`` turns RGB images into semantic feature descriptors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from sss_rt.backends import Backend, create_backend
+from sss_rt.errors import ModelError
+from sss_rt.io.images import load_image
+from sss_rt.model_info import ModelInfo
+from sss_rt.postprocess.config import PostprocessConfig
+from sss_rt.postprocess.cpu import postprocess
+from sss_rt.postprocess.pca import PCABasis
+
+ImageLike = str | os.PathLike[str] | np.ndarray
+
+DEFAULT_MODEL_NAME = "default.onnx"
+
+
+def default_model_path() -> Path:
+    """The model bundled with the package (raises ``ModelError`` if this build has none)."""
+    path = Path(str(resources.files("sss_rt") / "data" / DEFAULT_MODEL_NAME))
+    if not path.is_file():
+        raise ModelError("this installation has no bundled default model; pass a model path")
+    return path
+
+
+@dataclass
+class ExtractionResult:
+    """Features of one image."""
+
+    embedding: np.ndarray  #: H×W×3 float32 in [0, 1]: the semantic feature descriptors
+    image: np.ndarray  #: H×W×3 uint8 RGB input
+    features: np.ndarray | None = None  #: H×W×128 float32 raw network features, when asked
+    basis: PCABasis | None = None  #: the per-image PCA basis
+    source: Path | None = None  #: the file the image came from, if any
+
+
+class Extractor:
+    """Semantic feature extraction: network → guided filter → PCA → [0, 1].
+
+    >>> with Extractor("model.onnx") as ex:          # doctest: +SKIP
+    ...     result = ex.extract("photo.jpg")
+    ...     result.embedding.shape                   # (H, W, 3)
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        backend: str = "auto",
+        device: str = "auto",
+        *,
+        radius: int | None = None,
+        eps: float | None = None,
+        postprocess: PostprocessConfig | None = None,
+        threads: int | None = None,
+    ) -> None:
+        config = postprocess or PostprocessConfig()
+        overrides = {k: v for k, v in (("radius", radius), ("eps", eps)) if v is not None}
+        if overrides:
+            config = PostprocessConfig(**{**config.__dict__, **overrides})
+        self.config = config
+        self.model_path = Path(model) if model is not None else default_model_path()
+        self._backend: Backend | None = create_backend(
+            backend, self.model_path, device=device, threads=threads
+        )
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise RuntimeError("this Extractor is closed")
+        return self._backend
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.backend.info
+
+    def features(self, image: np.ndarray) -> np.ndarray:
+        """Raw network features of one H×W×3 uint8 RGB image, C×H×W float32."""
+        return self.backend.run(_check_image(image)[None])[0]
+
+    def extract(self, image: ImageLike, *, return_features: bool = False) -> ExtractionResult:
+        """Semantic features of one image (an RGB uint8 array or a path to an image file)."""
+        source = None
+        if not isinstance(image, np.ndarray):
+            source = Path(image)
+            image = load_image(source)
+        image = _check_image(image)
+        raw = self.features(image)
+        embedding, basis = postprocess(raw, image, self.config)
+        return ExtractionResult(
+            embedding=embedding,
+            image=image,
+            features=np.moveaxis(raw, 0, -1) if return_features else None,
+            basis=basis,
+            source=source,
+        )
+
+    def extract_many(
+        self, images: Iterable[ImageLike], *, return_features: bool = False
+    ) -> Iterator[ExtractionResult]:
+        """Lazily extract a sequence of images, one result per input, in order."""
+        for image in images:
+            yield self.extract(image, return_features=return_features)
+
+    def close(self) -> None:
+        """Release the backend; the Extractor cannot be used afterwards."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> Extractor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError("image is empty")
+    return image

@@ -1,0 +1,70 @@
+"""Self-description of exported models (ONNX metadata), readable without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sss_rt.errors import ModelError
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "features"
+METADATA_PREFIX = "sss_rt."
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an sss-rt ONNX model says about itself."""
+
+    backbone: str
+    feature_dim: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_layout: str = "NHWC uint8 RGB"
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            METADATA_PREFIX + key: json.dumps(value) if not isinstance(value, str) else value
+            for key, value in asdict(self).items()
+        }
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str]) -> ModelInfo:
+        def get(key: str) -> Any:
+            raw = props[METADATA_PREFIX + key]
+            return raw if key in ("backbone", "input_layout") else json.loads(raw)
+
+        try:
+            return cls(
+                backbone=get("backbone"),
+                feature_dim=int(get("feature_dim")),
+                mean=tuple(get("mean")),
+                std=tuple(get("std")),
+                input_layout=get("input_layout"),
+                training=dict(get("training")),
+                format_version=int(get("format_version")),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelError(f"model metadata is incomplete or malformed ({exc})") from None
+
+
+def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
+    """Read the sss-rt metadata of an ONNX file without loading its weights."""
+    import onnx
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelError(f"model file not found: {path}")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
+        raise ModelError(f"not a readable ONNX model: {path} ({type(exc).__name__})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if not any(k.startswith(METADATA_PREFIX) for k in props):
+        raise ModelError(f"{path} is an ONNX model but not an sss-rt feature model (no metadata)")
+    return ModelInfo.from_metadata(props)

@@ -1,0 +1,100 @@
+"""Color guided filter (He et al. 2013) of many channels with one RGB guide.
+
+Boxes are truncated at the border and normalized by their pixel count N(x). The guide's
+(Σ + εU)⁻¹ is computed once and shared by all channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+def box_sum(x: np.ndarray, radius: int) -> np.ndarray:
+    """Sum over the (2r+1)² window around each pixel, truncated at the border (float32 in/out).
+
+    ``x`` is H×W or H×W×C with C ≤ 512.
+    """
+    k = 2 * radius + 1
+    out = cv2.boxFilter(x, -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return out.reshape(x.shape)
+
+
+@dataclass(frozen=True)
+class GuideStats:
+    """Per-pixel statistics of the guide shared by all filtered channels."""
+
+    guide: np.ndarray  # H×W×3 float32 in [0, 1]
+    inv_count: np.ndarray  # H×W float32, 1 / N(x)
+    mean: np.ndarray  # H×W×3 mean of I over each window
+    inv_cov: np.ndarray  # H×W×6 symmetric (Σ + εU)⁻¹ as (00, 01, 02, 11, 12, 22)
+    radius: int
+
+    def box_mean(self, x: np.ndarray) -> np.ndarray:
+        s = box_sum(x, self.radius)
+        return s * (self.inv_count if s.ndim == 2 else self.inv_count[..., None])
+
+
+def guide_stats(guide: np.ndarray, radius: int, eps: float) -> GuideStats:
+    """Compute the guide's window means and inverse regularized covariance."""
+    guide = np.ascontiguousarray(guide, dtype=np.float32)
+    h, w, _ = guide.shape
+    count = box_sum(np.ones((h, w), np.float32), radius)
+    inv_count = (1.0 / count).astype(np.float32)
+    mean = box_sum(guide, radius) * inv_count[..., None]
+    pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+    prods = np.stack([guide[..., i] * guide[..., j] for i, j in pairs], axis=-1)
+    second = box_sum(prods, radius) * inv_count[..., None]
+    cov = np.empty_like(second, dtype=np.float64)
+    for n, (i, j) in enumerate(pairs):
+        cov[..., n] = second[..., n] - mean[..., i].astype(np.float64) * mean[..., j]
+    cov[..., 0] += eps
+    cov[..., 3] += eps
+    cov[..., 5] += eps
+    a, b, c, d, e, f = (cov[..., n] for n in range(6))
+    # symmetric 3×3 [[a b c] [b d e] [c e f]]: adjugate / determinant
+    i00 = d * f - e * e
+    i01 = c * e - b * f
+    i02 = b * e - c * d
+    i11 = a * f - c * c
+    i12 = b * c - a * e
+    i22 = a * d - b * b
+    det = a * i00 + b * i01 + c * i02
+    inv = np.stack([i00, i01, i02, i11, i12, i22], axis=-1) / det[..., None]
+    return GuideStats(guide, inv_count, mean, inv.astype(np.float32), radius)
+
+
+def _apply_inv(inv: np.ndarray, v0: np.ndarray, v1: np.ndarray, v2: np.ndarray):
+    """(Σ + εU)⁻¹ · v for per-pixel 3-vectors v given as three H×W×C planes."""
+    i00, i01, i02, i11, i12, i22 = (inv[..., n, None] for n in range(6))
+    return (
+        i00 * v0 + i01 * v1 + i02 * v2,
+        i01 * v0 + i11 * v1 + i12 * v2,
+        i02 * v0 + i12 * v1 + i22 * v2,
+    )
+
+
+def guided_filter(stats: GuideStats, src: np.ndarray) -> np.ndarray:
+    """Filter H×W×C float32 channels (C ≤ 170) with the guide described by ``stats``."""
+    src = np.ascontiguousarray(src, dtype=np.float32)
+    squeeze = src.ndim == 2
+    if squeeze:
+        src = src[..., None]
+    guide = stats.guide
+    mean_p = stats.box_mean(src)
+    cov = [
+        stats.box_mean(guide[..., k, None] * src) - stats.mean[..., k, None] * mean_p
+        for k in range(3)
+    ]
+    a0, a1, a2 = _apply_inv(stats.inv_cov, *cov)
+    b = mean_p - (a0 * stats.mean[..., 0, None] + a1 * stats.mean[..., 1, None]
+                  + a2 * stats.mean[..., 2, None])
+    out = (
+        stats.box_mean(a0) * guide[..., 0, None]
+        + stats.box_mean(a1) * guide[..., 1, None]
+        + stats.box_mean(a2) * guide[..., 2, None]
+        + stats.box_mean(b)
+    )
+    return out[..., 0] if squeeze else out

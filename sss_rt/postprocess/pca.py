@@ -1,0 +1,72 @@
+"""Per-image PCA with a deterministic sign rule, and per-dimension [0, 1] normalization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PCABasis:
+    """Top principal directions of a set of feature vectors."""
+
+    mean: np.ndarray  # (C,) float64
+    components: np.ndarray  # (k, C) float64, rows are unit eigenvectors, descending eigenvalue
+    eigenvalues: np.ndarray  # (k,) float64
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """Project (N, C) vectors onto the components: (N, k) float32."""
+        shift = self.components @ self.mean
+        out = x @ self.components.T.astype(x.dtype)
+        out -= shift.astype(out.dtype)
+        return out
+
+    def near_ties(self, rel_tol: float = 1e-3) -> bool:
+        """True when two kept eigenvalues (or the last kept and a dropped one) nearly coincide."""
+        ev = self.eigenvalues
+        scale = max(abs(float(ev[0])), 1e-30)
+        return bool(np.any(np.abs(np.diff(ev)) <= rel_tol * scale))
+
+
+def flip_signs(components: np.ndarray) -> np.ndarray:
+    """Make each row's largest-magnitude entry positive (scikit-learn's ``svd_flip`` rule)."""
+    idx = np.argmax(np.abs(components), axis=1)
+    signs = np.sign(components[np.arange(components.shape[0]), idx])
+    signs[signs == 0] = 1.0
+    return components * signs[:, None]
+
+
+def basis_from_moments(
+    total: np.ndarray, gram: np.ndarray, count: int, n_components: int
+) -> PCABasis:
+    """PCA basis from Σx (C,) and Σxxᵀ (C, C) over ``count`` vectors."""
+    total = np.asarray(total, np.float64)
+    mean = total / count
+    cov = (np.asarray(gram, np.float64) - np.outer(total, mean)) / max(count - 1, 1)
+    cov = 0.5 * (cov + cov.T)
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1][: n_components + 1]
+    keep = order[:n_components]
+    comps = flip_signs(vectors[:, keep].T)
+    ev = values[order]
+    return PCABasis(mean=mean, components=comps, eigenvalues=ev[:n_components])
+
+
+def fit_pca(x: np.ndarray, n_components: int = 3) -> PCABasis:
+    """Fit a centred PCA to (N, C) vectors (covariance through the Gram matrix)."""
+    x = np.asarray(x)
+    total = x.sum(axis=0, dtype=np.float64)
+    gram = x.T.astype(np.float64) @ x.astype(np.float64) if x.dtype != np.float64 else x.T @ x
+    return basis_from_moments(total, gram, x.shape[0], n_components)
+
+
+def normalize_unit(y: np.ndarray) -> np.ndarray:
+    """Scale each column of (N, k) to [0, 1] by its min and max; a constant column becomes 0."""
+    lo = y.min(axis=0)
+    hi = y.max(axis=0)
+    span = hi - lo
+    safe = np.where(span > 0, span, 1.0)
+    out = (y - lo) / safe
+    out[:, span <= 0] = 0.0
+    return out.astype(np.float32)

@@ -1,0 +1,67 @@
+"""Independent float64 NumPy implementations used as test oracles (written from the papers)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def window_mean_naive(x: np.ndarray, r: int) -> np.ndarray:
+    """Mean over the (2r+1)² window truncated at the border, by explicit loops (H×W[×C])."""
+    h, w = x.shape[:2]
+    out = np.empty(x.shape, np.float64)
+    for i in range(h):
+        for j in range(w):
+            win = x[max(i - r, 0) : i + r + 1, max(j - r, 0) : j + r + 1]
+            out[i, j] = win.reshape(-1, *x.shape[2:]).mean(axis=0)
+    return out
+
+
+def window_mean_integral(x: np.ndarray, r: int) -> np.ndarray:
+    """The same truncated mean through integral images (for larger inputs)."""
+    x = x.astype(np.float64)
+    h, w = x.shape[:2]
+    pad = np.zeros((h + 1, w + 1, *x.shape[2:]))
+    pad[1:, 1:] = x.cumsum(0).cumsum(1)
+    i0 = np.clip(np.arange(h) - r, 0, h)
+    i1 = np.clip(np.arange(h) + r + 1, 0, h)
+    j0 = np.clip(np.arange(w) - r, 0, w)
+    j1 = np.clip(np.arange(w) + r + 1, 0, w)
+    s = pad[i1][:, j1] - pad[i0][:, j1] - pad[i1][:, j0] + pad[i0][:, j0]
+    n = ((i1 - i0)[:, None] * (j1 - j0)[None, :]).astype(np.float64)
+    return s / n.reshape(h, w, *([1] * (x.ndim - 2)))
+
+
+def color_guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float, mean=None):
+    """He et al.'s color guided filter, float64, one H×W channel ``p``, guide H×W×3."""
+    mean = mean or window_mean_integral
+    guide = guide.astype(np.float64)
+    p = p.astype(np.float64)
+    mu = mean(guide, r)
+    mp = mean(p, r)
+    cov_ip = mean(guide * p[..., None], r) - mu * mp[..., None]
+    sig = mean(guide[..., :, None] * guide[..., None, :], r) - mu[..., :, None] * mu[..., None, :]
+    a = np.linalg.solve(sig + eps * np.eye(3), cov_ip[..., None])[..., 0]
+    b = mp - (a * mu).sum(-1)
+    return (mean(a, r) * guide).sum(-1) + mean(b, r)
+
+
+def pca_reference(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centred PCA by SVD of the centred data; rows signed so the largest |loading| is > 0."""
+    x = x.astype(np.float64)
+    xc = x - x.mean(0)
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    comps = vt[:k]
+    for row in comps:
+        if row[np.argmax(np.abs(row))] < 0:
+            row *= -1
+    return comps, xc @ comps.T
+
+
+def postprocess_reference(features_chw: np.ndarray, image: np.ndarray, r: int, eps: float, k=3):
+    """Filter every channel, PCA to k dims, min-max normalize each dim: H×W×k float64."""
+    guide = image.astype(np.float64) / 255.0
+    c, h, w = features_chw.shape
+    filtered = np.stack([color_guided_filter(guide, ch, r, eps) for ch in features_chw], -1)
+    _, y = pca_reference(filtered.reshape(-1, c), k)
+    y = (y - y.min(0)) / (y.max(0) - y.min(0))
+    return y.reshape(h, w, k), filtered
