@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ class InferenceNet(nn.Module):
         bounds = [0]
         for c in TAP_CHANNELS:
             bounds.append(bounds[-1] + c)
-        parts = [w[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        parts = [w[:, a:b] for a, b in itertools.pairwise(bounds)]
         self.fuse_input = _conv1x1(parts[0])
         self.fuse_pool1 = _conv1x1(parts[1])
         self.fuse_deep = _conv1x1(torch.cat(parts[2:], dim=1))
@@ -88,7 +89,8 @@ class InferenceNet(nn.Module):
         size = x.shape[-2:]
         pool1, res3, res4, res5 = self.backbone.forward_taps(x)
         t_in, t_p1, t3, t4, t5 = (
-            F.relu(tap(src)) for tap, src in zip(self.taps, (x, pool1, res3, res4, res5), strict=True)
+            F.relu(tap(src))
+            for tap, src in zip(self.taps, (x, pool1, res3, res4, res5), strict=True)
         )
         deep = self.fuse_deep(torch.cat((t3, t4, t5), dim=1))
         h = (

@@ -10,7 +10,6 @@ from typing import Any
 
 import onnx
 
-from sss_rt.errors import ModelError
 from sss_rt.model_info import (
     INPUT_NAME,
     METADATA_PREFIX,
@@ -34,8 +33,8 @@ def export_onnx(
     place, so a failed export never leaves a partial model behind.
     """
     import torch
-
     from sss_rt.export.inference_form import InferenceNet
+
     from sss_rt.training.model import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD
 
     if opset < 17:
@@ -86,7 +85,10 @@ def export_onnx(
 
 
 def export_checkpoint(
-    checkpoint: str | os.PathLike[str], out_path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET
+    checkpoint: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
 ) -> ModelInfo:
     """Load an sss-rt training checkpoint (weights only) and export it to ONNX."""
     from sss_rt.training.checkpoint import load_network

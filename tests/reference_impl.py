@@ -49,7 +49,7 @@ def pca_reference(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Centred PCA by SVD of the centred data; rows signed so the largest |loading| is > 0."""
     x = x.astype(np.float64)
     xc = x - x.mean(0)
-    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    _, _s, vt = np.linalg.svd(xc, full_matrices=False)
     comps = vt[:k]
     for row in comps:
         if row[np.argmax(np.abs(row))] < 0:

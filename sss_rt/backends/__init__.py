@@ -13,7 +13,9 @@ BACKENDS = ("onnxruntime", "torch", "tensorrt")
 
 def available_backends() -> dict[str, bool]:
     """Which backends can be created in this environment (without importing them)."""
-    have = {m: importlib.util.find_spec(m) is not None for m in ("onnxruntime", "torch", "tensorrt")}
+    have = {
+        m: importlib.util.find_spec(m) is not None for m in ("onnxruntime", "torch", "tensorrt")
+    }
     return {
         "onnxruntime": have["onnxruntime"],
         "torch": have["torch"],
@@ -27,7 +29,7 @@ def create_backend(
     device: str = "auto",
     threads: int | None = None,
 ) -> Backend:
-    """Build a backend by name; ``"auto"`` picks ONNX Runtime for ``.onnx`` and torch for ``.pt``."""
+    """Build a backend by name; ``"auto"``: ONNX Runtime for ``.onnx``, torch for ``.pt``."""
     if name == "auto":
         name = "torch" if os.fspath(model).endswith((".pt", ".pth")) else "onnxruntime"
     if name == "onnxruntime":

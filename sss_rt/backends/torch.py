@@ -72,7 +72,9 @@ def inference_net_from_onnx(path: str | os.PathLike[str]) -> tuple[Any, ModelInf
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model: str | os.PathLike[str], device: str = "auto", threads: int | None = None):
+    def __init__(
+        self, model: str | os.PathLike[str], device: str = "auto", threads: int | None = None
+    ):
         torch = _import_torch()
         from sss_rt.export.inference_form import InferenceNet
 
@@ -87,7 +89,9 @@ class TorchBackend(Backend):
 
             train_net, meta = load_network(path)
             net = InferenceNet(train_net).eval()
-            info = ModelInfo(meta["backbone"], FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, training=meta)
+            info = ModelInfo(
+                meta["backbone"], FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, training=meta
+            )
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():

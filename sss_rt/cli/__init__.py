@@ -8,9 +8,11 @@ import click
 
 from sss_rt._version import __version__
 from sss_rt.cli.build_engine import build_engine
+from sss_rt.cli.evaluate import evaluate
 from sss_rt.cli.export import export
 from sss_rt.cli.extract import extract
 from sss_rt.cli.info import info
+from sss_rt.cli.train import train
 from sss_rt.errors import SssRtError
 
 
@@ -20,7 +22,7 @@ def cli() -> None:
     """Semantic feature descriptors for Semantic Soft Segmentation."""
 
 
-for command in (extract, export, info, build_engine):
+for command in (extract, export, info, build_engine, train, evaluate):
     cli.add_command(command)
 
 

@@ -12,8 +12,13 @@ from sss_rt.errors import BackendUnavailableError
 
 @click.command("build-engine")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Engine file (default: MODEL with .engine).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Engine file (default: MODEL with .engine).",
+)
 def build_engine(model: Path, output: Path | None) -> None:
     """Build a TensorRT engine with dynamic height/width from MODEL.onnx."""
     if importlib.util.find_spec("tensorrt") is None:

@@ -18,9 +18,7 @@ def export(checkpoint: Path, output: Path, opset: int) -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise BackendUnavailableError(
-            "export needs PyTorch: pip install 'sss-rt[train]'"
-        ) from None
+        raise BackendUnavailableError("export needs PyTorch: pip install 'sss-rt[train]'") from None
     from sss_rt.export.onnx_export import export_checkpoint
 
     info = export_checkpoint(checkpoint, output, opset=opset)

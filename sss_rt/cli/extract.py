@@ -14,30 +14,70 @@ EXIT_SOME_FAILED = 1
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Output folder; the input folders' tree is mirrored inside it.")
-@click.option("-f", "--format", "formats", multiple=True, default=("npz", "png"),
-              show_default=True,
-              type=click.Choice(["npy", "npz", "png", "sss", "mat"]),
-              help="Output format (repeatable): npy/npz raw 128-d features, png the 3-d "
-                   "features as an image, sss image|features side by side, mat an H×W×128 "
-                   "'embedmap'.")
-@click.option("-m", "--model", type=click.Path(path_type=Path), default=None,
-              help="ONNX model or checkpoint (default: the bundled model).")
-@click.option("-b", "--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]))
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder; the input folders' tree is mirrored inside it.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "formats",
+    multiple=True,
+    default=("npz", "png"),
+    show_default=True,
+    type=click.Choice(["npy", "npz", "png", "sss", "mat"]),
+    help="Output format (repeatable): npy/npz raw 128-d features, png the 3-d "
+    "features as an image, sss image|features side by side, mat an H×W×128 "
+    "'embedmap'.",
+)
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="ONNX model or checkpoint (default: the bundled model).",
+)
+@click.option(
+    "-b",
+    "--backend",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]),
+)
 @click.option("-d", "--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]")
-@click.option("--radius", type=click.IntRange(min=0), default=None,
-              help="Guided filter radius (default 5).")
-@click.option("--eps", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Guided filter epsilon for a [0,1] guide (default 0.01).")
+@click.option(
+    "--radius", type=click.IntRange(min=0), default=None, help="Guided filter radius (default 5)."
+)
+@click.option(
+    "--eps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Guided filter epsilon for a [0,1] guide (default 0.01).",
+)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--float16", is_flag=True, help="Store raw features (npy/npz) as float16.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def extract(inputs, out_dir, formats, model, backend, device, radius, eps, threads, float16,
-            recursive, overwrite, quiet) -> None:
+def extract(
+    inputs,
+    out_dir,
+    formats,
+    model,
+    backend,
+    device,
+    radius,
+    eps,
+    threads,
+    float16,
+    recursive,
+    overwrite,
+    quiet,
+) -> None:
     """Extract semantic features of INPUTS (image files and folders) into OUTPUT.
 
     Existing outputs are skipped unless --overwrite. A file that fails is reported and the run
@@ -54,19 +94,24 @@ def extract(inputs, out_dir, formats, model, backend, device, radius, eps, threa
         raise SssRtError("no images found in the given inputs")
     formats = tuple(dict.fromkeys(formats))
     summary = BatchSummary()
-    with Extractor(model, backend=backend, device=device, radius=radius, eps=eps,
-                   threads=threads) as extractor:
+    with Extractor(
+        model, backend=backend, device=device, radius=radius, eps=eps, threads=threads
+    ) as extractor:
         bar = tqdm(total=len(tasks), unit="img", disable=quiet or not sys.stderr.isatty())
-        for outcome in extract_to(extractor, tasks, out_dir, formats, overwrite=overwrite,
-                                  float16=float16):
+        for outcome in extract_to(
+            extractor, tasks, out_dir, formats, overwrite=overwrite, float16=float16
+        ):
             summary.add(outcome)
             if outcome.status == "failed":
                 bar.write(f"failed: {outcome.task.source}: {outcome.message}", file=sys.stderr)
             bar.update(1)
         bar.close()
     if not quiet:
-        parts = [f"{summary.done} extracted", f"{summary.skipped} skipped (already done)",
-                 f"{len(summary.failed)} failed"]
+        parts = [
+            f"{summary.done} extracted",
+            f"{summary.skipped} skipped (already done)",
+            f"{len(summary.failed)} failed",
+        ]
         if ignored:
             parts.append(f"{ignored} non-image files ignored")
         click.echo(", ".join(parts), err=True)

@@ -27,8 +27,16 @@ def environment() -> dict:
         "platform": platform.platform(),
         "packages": {
             d: _version(d)
-            for d in ("numpy", "opencv-python-headless", "onnx", "onnxruntime", "onnxruntime-gpu",
-                      "torch", "tensorrt", "pycuda")
+            for d in (
+                "numpy",
+                "opencv-python-headless",
+                "onnx",
+                "onnxruntime",
+                "onnxruntime-gpu",
+                "torch",
+                "tensorrt",
+                "pycuda",
+            )
         },
         "backends": available_backends(),
     }

@@ -72,9 +72,9 @@ class ImageTask:
     relative_stem: Path  # e.g. sub/dir/photo (no extension)
 
 
-def find_images(inputs: Iterable[str | os.PathLike[str]], recursive: bool = True) -> tuple[
-    list[ImageTask], int
-]:
+def find_images(
+    inputs: Iterable[str | os.PathLike[str]], recursive: bool = True
+) -> tuple[list[ImageTask], int]:
     """Expand files and folders into image tasks whose output paths mirror the input tree.
 
     Returns ``(tasks, skipped)`` where ``skipped`` counts non-image files found in folders.

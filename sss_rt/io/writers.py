@@ -87,7 +87,9 @@ def write_output(
 
         _write_with(
             path,
-            lambda fh: savemat(fh, {"embedmap": features.astype(np.float32, copy=False)}, do_compression=True),
+            lambda fh: savemat(
+                fh, {"embedmap": features.astype(np.float32, copy=False)}, do_compression=True
+            ),
         )
     else:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

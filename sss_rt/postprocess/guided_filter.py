@@ -89,8 +89,11 @@ def guided_filter(stats: GuideStats, src: np.ndarray) -> np.ndarray:
         for k in range(3)
     ]
     a0, a1, a2 = _apply_inv(stats.inv_cov, *cov)
-    b = mean_p - (a0 * stats.mean[..., 0, None] + a1 * stats.mean[..., 1, None]
-                  + a2 * stats.mean[..., 2, None])
+    b = mean_p - (
+        a0 * stats.mean[..., 0, None]
+        + a1 * stats.mean[..., 1, None]
+        + a2 * stats.mean[..., 2, None]
+    )
     out = (
         stats.box_mean(a0) * guide[..., 0, None]
         + stats.box_mean(a1) * guide[..., 1, None]

@@ -1,0 +1,3 @@
+from sss_rt.cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""The command line, run in-process through its entry point and as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from scipy.io import loadmat
+
+from sss_rt.cli import main
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture()
+def image_tree(tmp_path):
+    rng = np.random.default_rng(5)
+    root = tmp_path / "in"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    for rel in ("a.jpg", "sub/a.png", "sub/deeper/c.PNG"):
+        cv2.imwrite(str(root / rel), rng.integers(0, 256, (36, 52, 3), dtype=np.uint8))
+    (root / "README.txt").write_text("not an image")
+    return root
+
+
+def test_help_lists_commands():
+    proc = subprocess.run(
+        [sys.executable, "-m", "sss_rt", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    for name in ("extract", "export", "info", "build-engine"):
+        assert name in proc.stdout
+
+
+def test_extract_all_formats_mirrors_tree_and_skips(image_tree, onnx_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    fmts = ["-f", "npy", "-f", "npz", "-f", "png", "-f", "sss", "-f", "mat"]
+    code, _, err = run_cli(["extract", image_tree, "-o", out, "-m", onnx_path, *fmts], capsys)
+    assert code == 0, err
+    assert "3 extracted" in err and "1 non-image files ignored" in err
+    for stem in ("a", "sub/a", "sub/deeper/c"):
+        feats = np.load(out / f"{stem}.npy")
+        assert feats.shape == (36, 52, 128) and feats.dtype == np.float32
+        with np.load(out / f"{stem}.npz") as z:
+            assert z["embedding"].shape == (36, 52, 3)
+            np.testing.assert_array_equal(z["features"], feats)
+        png = cv2.imread(str(out / f"{stem}.embedding.png"))
+        assert png.shape == (36, 52, 3)
+        side = cv2.imread(str(out / f"{stem}.sss.png"))
+        assert side.shape == (36, 104, 3)
+        np.testing.assert_array_equal(side[:, 52:], png)
+        assert loadmat(out / f"{stem}.mat")["embedmap"].shape == (36, 52, 128)
+    assert not list(out.rglob("*.part"))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    code, _, err = run_cli(["extract", image_tree, "-o", out, "-m", onnx_path, *fmts], capsys)
+    assert code == 0 and "3 skipped" in err
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    code, _, err = run_cli(
+        ["extract", image_tree, "-o", out, "-m", onnx_path, "-f", "png", "--overwrite"], capsys
+    )
+    assert code == 0 and "3 extracted" in err
+
+
+def test_float16_and_collision_free_names(tmp_path, onnx_path, capsys):
+    root = tmp_path / "in"
+    root.mkdir()
+    img = np.full((20, 24, 3), 120, np.uint8)
+    cv2.imwrite(str(root / "x.png"), img)
+    cv2.imwrite(str(root / "x.bmp"), img)
+    out = tmp_path / "out"
+    code, _, _ = run_cli(
+        ["extract", root, "-o", out, "-m", onnx_path, "-f", "npy", "--float16"], capsys
+    )
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["x.bmp.npy", "x.png.npy"]
+    assert np.load(out / "x.png.npy").dtype == np.float16
+
+
+def test_bad_file_is_reported_and_run_goes_on(image_tree, onnx_path, tmp_path, capsys):
+    (image_tree / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["extract", image_tree, "-o", out, "-m", onnx_path, "-f", "png"], capsys)
+    assert code == 1
+    assert "broken.jpg" in err and "3 extracted" in err and "1 failed" in err
+    assert not (out / "broken.embedding.png").exists()
+
+
+def test_user_errors_are_one_line(tmp_path, capsys, onnx_path):
+    code, _, err = run_cli(["extract", tmp_path / "nothing", "-o", tmp_path / "o"], capsys)
+    assert code != 0 and err.startswith("error:") and "Traceback" not in err
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("nope")
+    (tmp_path / "i").mkdir()
+    cv2.imwrite(str(tmp_path / "i" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    code, _, err = run_cli(["extract", tmp_path / "i", "-o", tmp_path / "o", "-m", bad], capsys)
+    assert code == 3 and err.strip().count("\n") == 0 and "bad.onnx" in err
+
+
+def test_build_engine_without_tensorrt(tmp_path, capsys, onnx_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    code, _, err = run_cli(["build-engine", onnx_path], capsys)
+    assert code == 5
+    assert "TensorRT" in err and "pip install" in err and err.count("\n") == 1
+
+
+def test_info_json(onnx_path, capsys):
+    code, out, _ = run_cli(["info", onnx_path, "--json"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert report["model"]["backbone"] == "resnet18"
+    assert report["backends"]["onnxruntime"] is True
+
+
+def test_export_command(checkpoint_path, tmp_path, capsys):
+    pytest.importorskip("torch")
+    target = tmp_path / "e.onnx"
+    code, out, _ = run_cli(["export", checkpoint_path, target], capsys)
+    assert code == 0 and target.is_file() and "resnet18" in out
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junk")
+    code, _, err = run_cli(["export", junk, tmp_path / "f.onnx"], capsys)
+    assert code == 3 and "not a loadable sss-rt checkpoint" in err
+    assert not (tmp_path / "f.onnx").exists()

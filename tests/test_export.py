@@ -1,0 +1,79 @@
+"""Inference form and ONNX export: parity training form ↔ inference form ↔ ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from conftest import make_net  # noqa: E402
+from sss_rt.export.inference_form import InferenceNet  # noqa: E402
+
+from sss_rt.model_info import read_model_info  # noqa: E402
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_inference_form_equals_training_form(backbone):
+    net = make_net(backbone, seed=7)
+    inf = InferenceNet(net).eval()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in inf.modules())
+    x = torch.randint(0, 256, (1, 53, 71, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        a, b = net(x).numpy(), inf(x).numpy()
+    assert rel_err(a, b) <= 1e-5
+
+
+def test_onnx_model_is_valid_and_self_describing(onnx_path):
+    model = onnx.load(str(onnx_path))
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version >= 17
+    inp = model.graph.input[0]
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["batch", "height", "width", 3]
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    for node in model.graph.node:
+        if node.op_type == "Resize":
+            modes = {
+                a.name: a.s.decode() for a in node.attribute if a.type == onnx.AttributeProto.STRING
+            }
+            assert modes["mode"] == "linear"
+            assert modes["coordinate_transformation_mode"] in ("half_pixel", "pytorch_half_pixel")
+    info = read_model_info(onnx_path)
+    assert info.backbone == "resnet18" and info.feature_dim == 128
+    assert info.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert "checkpoint_sha256" in info.training
+
+
+@pytest.mark.parametrize("size", [(97, 131), (257, 391), (480, 640)])
+def test_onnxruntime_matches_pytorch(tiny_net, onnx_path, size):
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(size[0]).integers(0, 256, (1, *size, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = tiny_net(torch.from_numpy(x)).numpy()
+    got = session.run(None, {"image": x})[0]
+    assert got.shape == (1, 128, *size)
+    assert rel_err(expected, got) <= 1e-4
+
+
+def test_dynamic_batch(onnx_path):
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).integers(0, 256, (3, 40, 56, 3), dtype=np.uint8)
+    batched = session.run(None, {"image": x})[0]
+    single = session.run(None, {"image": x[1:2]})[0]
+    np.testing.assert_allclose(batched[1], single[0], rtol=0, atol=1e-4 * np.abs(single).max())
+
+
+def test_export_is_atomic_on_failure(tiny_net, tmp_path):
+    from sss_rt.export.onnx_export import export_onnx
+
+    target = tmp_path / "m.onnx"
+    with pytest.raises(ValueError):
+        export_onnx(tiny_net, target, opset=11)
+    assert list(tmp_path.iterdir()) == []
