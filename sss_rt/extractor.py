@@ -31,6 +31,11 @@ def default_model_path() -> Path:
     return path
 
 
+def examples_dir() -> Path:
+    """The folder of example images bundled with the package."""
+    return Path(str(resources.files("sss_rt") / "data" / "examples"))
+
+
 @dataclass
 class ExtractionResult:
     """Features of one image."""

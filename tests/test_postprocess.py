@@ -113,6 +113,14 @@ def test_postprocess_matches_reference_random(rng):
     assert np.abs(got - ref).max() <= TOL
 
 
+def test_postprocess_rejects_non_finite_features(rng):
+    image = rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)
+    feats = rng.normal(size=(4, 10, 10)).astype(np.float32)
+    feats[2, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        postprocess(feats, image)
+
+
 def test_postprocess_rejects_mismatched_shapes(rng):
     with pytest.raises(ValueError):
         postprocess(np.zeros((4, 10, 10), np.float32), np.zeros((10, 11, 3), np.uint8))

@@ -13,7 +13,7 @@ EXIT_SOME_FAILED = 1
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -63,6 +63,7 @@ EXIT_SOME_FAILED = 1
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@click.option("--examples", is_flag=True, help="Also extract the bundled example images.")
 def extract(
     inputs,
     out_dir,
@@ -86,9 +87,13 @@ def extract(
     from tqdm import tqdm
 
     from sss_rt.batch import BatchSummary, extract_to
-    from sss_rt.extractor import Extractor
+    from sss_rt.extractor import Extractor, examples_dir
     from sss_rt.io.images import find_images
 
+    if examples:
+        inputs = (*inputs, examples_dir())
+    if not inputs:
+        raise click.UsageError("give image files or folders (or --examples)")
     tasks, ignored = find_images(inputs, recursive=recursive)
     if not tasks:
         raise SssRtError("no images found in the given inputs")

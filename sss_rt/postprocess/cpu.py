@@ -60,6 +60,8 @@ def postprocess(
     config = config or PostprocessConfig()
     if features.ndim != 3:
         raise ValueError(f"features must be C×H×W, got shape {features.shape}")
+    if not np.isfinite(features).all():
+        raise ValueError("features contain NaN or Inf; the model output is invalid")
     c, h, w = features.shape
     filtered = filter_channels(features, image, config).reshape(h * w, c)
     basis = fit_basis(filtered, config.n_components)
