@@ -78,6 +78,7 @@ def extract(
     recursive,
     overwrite,
     quiet,
+    examples,
 ) -> None:
     """Extract semantic features of INPUTS (image files and folders) into OUTPUT.
 
