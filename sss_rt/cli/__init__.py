@@ -7,6 +7,7 @@ import sys
 import click
 
 from sss_rt._version import __version__
+from sss_rt.cli.bench import bench
 from sss_rt.cli.build_engine import build_engine
 from sss_rt.cli.evaluate import evaluate
 from sss_rt.cli.export import export
@@ -22,7 +23,7 @@ def cli() -> None:
     """Semantic feature descriptors for Semantic Soft Segmentation."""
 
 
-for command in (extract, export, info, build_engine, train, evaluate):
+for command in (extract, export, info, build_engine, train, evaluate, bench):
     cli.add_command(command)
 
 

@@ -73,7 +73,7 @@ def write_output(
     elif fmt == "npz":
         _write_with(
             path,
-            lambda fh: np.savez_compressed(
+            lambda fh: np.savez(
                 fh, features=features.astype(dtype, copy=False), embedding=embedding
             ),
         )

@@ -1,0 +1,180 @@
+"""Render benchmark results (JSON) as RESULTS.md plus PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sss_rt.bench import STAGES
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _plots(res: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    rows = [p for p in res["pipeline"] if "error" not in p]
+    if rows:
+        fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.5))
+        labels = [f"{p['backend']} {p['size'][0]}×{p['size'][1]}" for p in rows]
+        left = [0.0] * len(rows)
+        for stage in STAGES:
+            vals = [p["stages"][stage]["median_s"] for p in rows]
+            ax.barh(labels, vals, left=left, label=stage)
+            left = [a + b for a, b in zip(left, vals, strict=True)]
+        ax.set_xlabel("median seconds per image")
+        ax.set_title("Latency per stage")
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(out / "stages.png", dpi=110)
+        plt.close(fig)
+        names.append("stages.png")
+    pts = [p for p in res["scaling"]["points"] if "error" not in p]
+    if len(pts) > 1:
+        fig, ax1 = plt.subplots(figsize=(6, 4))
+        mp = [p["megapixels"] for p in pts]
+        ax1.loglog(mp, [p["total"]["median_s"] for p in pts], "o-", label="time (s)")
+        ax1.set_xlabel("megapixels")
+        ax1.set_ylabel("seconds")
+        ax2 = ax1.twinx()
+        ax2.loglog(mp, [p["peak_rss_mb"] for p in pts], "s--", color="tab:red", label="peak RSS")
+        ax2.set_ylabel("peak RSS (MB)")
+        ax1.set_title("Whole pipeline (ONNX Runtime, CPU) vs image size")
+        fig.tight_layout()
+        fig.savefig(out / "scaling.png", dpi=110)
+        plt.close(fig)
+        names.append("scaling.png")
+    return names
+
+
+def write_report(res: dict, out: Path, md_path: Path) -> None:
+    m = res["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Regenerate with `{res['command']}` (after `bash benchmarks/setup_peer_env.sh` for the "
+        "OpenCV-contrib peer). Medians (p90 in brackets) after one warm-up; every ratio compares "
+        "two measurements of this same run. Each measurement ran in its own process.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, numpy {m['numpy']}, "
+        f"opencv {m['opencv']}, onnxruntime {m['onnxruntime']}, torch {m.get('torch', '-')}, "
+        f"sss-rt {m['sss-rt']}. Model: `{Path(res['model']).name}`. "
+        f"Run took {res['wall_time_s']:.0f} s.",
+        "",
+        "## Network on CPU",
+        "",
+        "| backend | size | threads | graph optimization | median | p90 | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    torch_row = next((n for n in res["network"] if n.get("backend") == "torch"), None)
+    best_ort = None
+    for n in res["network"]:
+        if "error" in n:
+            lines.append(f"| {n.get('backend')} | error: {n['error']} | | | | | |")
+            continue
+        lines.append(
+            f"| {n['backend']} | {n['size'][0]}×{n['size'][1]} | {n['threads']} | "
+            f"{n['graph_optimization'] if n['backend'] == 'onnxruntime' else '-'} | "
+            f"{_ms(n['median_s'])} | {_ms(n['p90_s'])} | {n['peak_rss_mb']:.0f} MB |"
+        )
+        if n["backend"] == "onnxruntime" and n["threads"] == 2 and n["graph_optimization"] == "all":
+            best_ort = n
+    if torch_row and best_ort and "error" not in torch_row:
+        ratio = torch_row["median_s"] / best_ort["median_s"]
+        lines += [
+            "",
+            f"**ONNX Runtime (2 threads, all optimizations) is {ratio:.2f}× faster than "
+            f"PyTorch eager (2 threads) on the same weights and input.** (target ≥ 1.5×)",
+        ]
+    forms = res.get("forms", {})
+    if "training_form" in forms:
+        tf, inf = forms["training_form"]["median_s"], forms["inference_form"]["median_s"]
+        lines += [
+            "",
+            f"PyTorch eager, training form vs inference form (BN folded, fuse conv split "
+            f"before upsampling), random weights of the same architecture: {_ms(tf)} vs "
+            f"{_ms(inf)}, **{tf / inf:.2f}×**.",
+        ]
+    prof = res.get("op_profile", {})
+    if prof and "error" not in prof:
+        lines += [
+            "",
+            "ONNX Runtime time per op type: "
+            + ", ".join(f"{op} {share * 100:.1f}%" for op, share in list(prof.items())[:6])
+            + ".",
+        ]
+    lines += [
+        "",
+        "## Pipeline stages",
+        "",
+        "| backend | size | " + " | ".join(STAGES) + " | total | peak RSS |",
+        "| --- | --- | " + " | ".join("---" for _ in STAGES) + " | --- | --- |",
+    ]
+    for p in res["pipeline"]:
+        if "error" in p:
+            lines.append(f"| {p.get('backend')} | error: {p['error']} |")
+            continue
+        cells = " | ".join(_ms(p["stages"][s]["median_s"]) for s in STAGES)
+        lines.append(
+            f"| {p['backend']} | {p['size'][0]}×{p['size'][1]} | {cells} | "
+            f"{_ms(p['total']['median_s'])} ({_ms(p['total']['p90_s'])}) | "
+            f"{p['peak_rss_mb']:.0f} MB |"
+        )
+    pp = res["postprocess"]
+    ours, peer = pp["ours"], pp["peer_ximgproc_numpy"]
+    lines += [
+        "",
+        "## Post-processing vs peer",
+        "",
+        f"{ours['size'][0]}×{ours['size'][1]}×{ours['channels']} float32 features:",
+        "",
+        "| implementation | median | p90 | peak RSS |",
+        "| --- | --- | --- | --- |",
+        f"| sss-rt CPU (reference-grade) | {_ms(ours['median_s'])} | {_ms(ours['p90_s'])} | "
+        f"{ours['peak_rss_mb']:.0f} MB |",
+    ]
+    if "error" in peer:
+        lines.append(f"| OpenCV-contrib ximgproc + NumPy PCA | not run: {peer['error']} | | |")
+    else:
+        lines.append(
+            f"| OpenCV-contrib ximgproc per channel + NumPy PCA (opencv {peer['opencv']}) "
+            f"| {_ms(peer['median_s'])} | {_ms(peer['p90_s'])} | "
+            f"{peer['peak_rss_mb']:.0f} MB |"
+        )
+        lines += [
+            "",
+            f"**Ratio peer / sss-rt: {peer['median_s'] / ours['median_s']:.2f}×** "
+            "(> 1 means sss-rt is faster).",
+        ]
+    sc = res["scaling"]
+    lines += [
+        "",
+        "## Scaling (whole pipeline, ONNX Runtime, one image)",
+        "",
+        "| megapixels | total | peak RSS |",
+        "| --- | --- | --- |",
+    ]
+    for p in sc["points"]:
+        if "error" in p:
+            lines.append(
+                f"| {p.get('height', 0) * p.get('width', 0) / 1e6:.2f} | error: {p['error']} | |"
+            )
+        else:
+            lines.append(
+                f"| {p['megapixels']:.2f} | {_ms(p['total']['median_s'])} | "
+                f"{p['peak_rss_mb']:.0f} MB |"
+            )
+    if sc["time_slope"] is not None:
+        lines += [
+            "",
+            f"Log-log slopes: time ∝ MP^{sc['time_slope']:.2f}, peak RSS ∝ "
+            f"MP^{sc['rss_slope']:.2f}. Not measured: {sc['not_measured']}.",
+        ]
+    for name in _plots(res, md_path.parent / "results"):
+        lines += ["", f"![{name}](results/{name})"]
+    md_path.write_text("\n".join(lines) + "\n")

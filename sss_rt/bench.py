@@ -1,0 +1,252 @@
+"""Benchmark harness: per-stage latency and peak memory of the extraction pipeline.
+
+Each measurement runs in a fresh subprocess (``python -m sss_rt.bench one …``) so that its peak
+RSS is its own. Times are medians and 90th percentiles over ``runs`` repetitions after one
+warm-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+STAGES = ("decode", "preprocess", "network", "guided_filter", "pca", "normalize", "write")
+
+
+def machine() -> dict[str, Any]:
+    """CPU, core count and library versions of this machine."""
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+    try:
+        import torch
+
+        versions["torch"] = torch.__version__
+    except ImportError:
+        pass
+    from sss_rt import __version__
+
+    versions["sss-rt"] = __version__
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), **versions}
+
+
+def test_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A deterministic photo-like RGB test image (smooth regions plus texture)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(height // 64, 2), max(width // 64, 2), 3), dtype=np.uint8)
+    img = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    img += rng.integers(-12, 13, img.shape, dtype=np.int16)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    arr = np.asarray(samples)
+    return {
+        "median_s": float(np.median(arr)),
+        "p90_s": float(np.percentile(arr, 90)),
+        "runs": len(samples),
+    }
+
+
+def time_it(fn: Callable[[], Any], runs: int, warmup: int = 1) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return summarize(samples)
+
+
+def pipeline_stages(
+    model: str, backend: str, height: int, width: int, runs: int, threads: int | None = None
+) -> dict[str, Any]:
+    """Time every stage of one extraction (one image) and the whole, with one backend."""
+    from sss_rt.backends import create_backend
+    from sss_rt.io.writers import write_output
+    from sss_rt.postprocess.config import PostprocessConfig
+    from sss_rt.postprocess.cpu import filter_channels, fit_basis
+    from sss_rt.postprocess.pca import normalize_unit
+
+    cfg = PostprocessConfig()
+    be = create_backend(backend, model, device="cpu", threads=threads)
+    image = test_image(height, width)
+    encoded = cv2.imencode(".jpg", image)[1]
+    out_dir = Path(tempfile.mkdtemp(prefix="sss-bench-"))
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    totals = []
+    for rep in range(runs + 1):
+        t = [time.perf_counter()]
+        rgb = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        t.append(time.perf_counter())
+        batch = np.ascontiguousarray(rgb[None])
+        t.append(time.perf_counter())
+        feats = be.run(batch)[0]
+        t.append(time.perf_counter())
+        filtered = filter_channels(feats, rgb, cfg).reshape(-1, feats.shape[0])
+        t.append(time.perf_counter())
+        basis = fit_basis(filtered, cfg.n_components)
+        projected = basis.project(filtered)
+        t.append(time.perf_counter())
+        emb = normalize_unit(projected).reshape(height, width, 3)
+        t.append(time.perf_counter())
+        write_output(
+            "npz", out_dir / "x.npz", image=rgb, embedding=emb, features=np.moveaxis(feats, 0, -1)
+        )
+        write_output("png", out_dir / "x.png", image=rgb, embedding=emb, features=None)
+        t.append(time.perf_counter())
+        if rep == 0:
+            continue  # warm-up
+        for name, a, b in zip(STAGES, t[:-1], t[1:], strict=True):
+            per_stage[name].append(b - a)
+        totals.append(t[-1] - t[0])
+    be.close()
+    for p in out_dir.iterdir():
+        p.unlink()
+    out_dir.rmdir()
+    return {
+        "backend": backend,
+        "size": [height, width],
+        "megapixels": height * width / 1e6,
+        "stages": {k: summarize(v) for k, v in per_stage.items()},
+        "total": summarize(totals),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def network_only(
+    model: str,
+    backend: str,
+    height: int,
+    width: int,
+    runs: int,
+    threads: int | None = None,
+    graph_optimization: str = "all",
+) -> dict[str, Any]:
+    """Time the network alone on one image."""
+    from sss_rt.backends import create_backend
+
+    if backend == "onnxruntime":
+        from sss_rt.backends.onnxruntime import OnnxRuntimeBackend
+
+        be = OnnxRuntimeBackend(
+            model, device="cpu", threads=threads, graph_optimization=graph_optimization
+        )
+    else:
+        be = create_backend(backend, model, device="cpu", threads=threads)
+    batch = test_image(height, width)[None]
+    result = time_it(lambda: be.run(batch), runs)
+    be.close()
+    return {
+        "backend": backend,
+        "size": [height, width],
+        "threads": threads,
+        "graph_optimization": graph_optimization,
+        **result,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def training_form_network(backbone: str, height: int, width: int, runs: int) -> dict[str, Any]:
+    """Time the training form (eval mode, PyTorch eager) of the same architecture."""
+    import torch
+
+    from sss_rt.export.inference_form import InferenceNet
+    from sss_rt.training.model import HypercolumnNet
+
+    torch.manual_seed(0)
+    net = HypercolumnNet(backbone).eval()
+    inf = InferenceNet(net).eval()
+    x = torch.from_numpy(test_image(height, width)[None])
+    with torch.inference_mode():
+        train_t = time_it(lambda: net(x), runs)
+        inf_t = time_it(lambda: inf(x), runs)
+    return {"size": [height, width], "training_form": train_t, "inference_form": inf_t}
+
+
+def ort_op_profile(model: str, height: int, width: int) -> dict[str, float]:
+    """Share of ONNX Runtime's node time per op type, from its profiler."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
+    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    batch = test_image(height, width)[None]
+    sess.run(None, {"image": batch})
+    sess.run(None, {"image": batch})
+    path = sess.end_profiling()
+    events = json.loads(Path(path).read_text())
+    by_op: dict[str, float] = {}
+    for ev in events:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            op = ev.get("args", {}).get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + ev.get("dur", 0) / 1e6
+    total = sum(by_op.values()) or 1.0
+    return {k: v / total for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])}
+
+
+def postprocess_only(height: int, width: int, channels: int, runs: int) -> dict[str, Any]:
+    """Time the project's CPU post-processing on random features (as the peer script does)."""
+    from sss_rt.postprocess.cpu import postprocess
+
+    rng = np.random.default_rng(0)
+    image = test_image(height, width)
+    feats = rng.normal(size=(channels, height, width)).astype(np.float32)
+    result = time_it(lambda: postprocess(feats, image), runs)
+    return {"size": [height, width], "channels": channels, **result, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_isolated(kind: str, **kwargs: Any) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter and return its JSON result."""
+    cmd = [sys.executable, "-m", "sss_rt.bench", kind, json.dumps(kwargs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {
+            "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed",
+            **kwargs,
+        }
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+KINDS: dict[str, Callable[..., dict[str, Any]]] = {
+    "pipeline": pipeline_stages,
+    "network": network_only,
+    "training_form": training_form_network,
+    "profile": ort_op_profile,
+    "postprocess": postprocess_only,
+}
+
+if __name__ == "__main__":
+    kind, args = sys.argv[1], json.loads(sys.argv[2])
+    print(json.dumps(KINDS[kind](**args)))
