@@ -118,7 +118,7 @@ def pipeline_stages(
         basis = fit_basis(filtered, cfg.n_components)
         projected = basis.project(filtered)
         t.append(time.perf_counter())
-        emb = normalize_unit(projected).reshape(height, width, 3)
+        emb = normalize_unit(projected, basis.degenerate()).reshape(height, width, 3)
         t.append(time.perf_counter())
         write_output(
             "npz", out_dir / "x.npz", image=rgb, embedding=emb, features=np.moveaxis(feats, 0, -1)

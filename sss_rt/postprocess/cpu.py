@@ -66,4 +66,5 @@ def postprocess(
     filtered = filter_channels(features, image, config).reshape(h * w, c)
     basis = fit_basis(filtered, config.n_components)
     projected = basis.project(filtered)
-    return normalize_unit(projected).reshape(h, w, config.n_components), basis
+    embedding = normalize_unit(projected, basis.degenerate())
+    return embedding.reshape(h, w, config.n_components), basis

@@ -14,6 +14,12 @@ class PCABasis:
     mean: np.ndarray  # (C,) float64
     components: np.ndarray  # (k, C) float64, rows are unit eigenvectors, descending eigenvalue
     eigenvalues: np.ndarray  # (k,) float64
+    scale: float = 0.0  # RMS magnitude of the vectors (about zero), for degeneracy tests
+
+    def degenerate(self, rel_tol: float = 1e-5) -> np.ndarray:
+        """(k,) bool: components whose spread is float round-off relative to the data scale."""
+        spread = np.sqrt(np.maximum(self.eigenvalues, 0.0))
+        return spread <= rel_tol * max(self.scale, 1e-30)
 
     def project(self, x: np.ndarray) -> np.ndarray:
         """Project (N, C) vectors onto the components: (N, k) float32."""
@@ -50,7 +56,8 @@ def basis_from_moments(
     keep = order[:n_components]
     comps = flip_signs(vectors[:, keep].T)
     ev = values[order]
-    return PCABasis(mean=mean, components=comps, eigenvalues=ev[:n_components])
+    scale = float(np.sqrt(max(np.trace(np.asarray(gram, np.float64)) / max(count, 1), 0.0)))
+    return PCABasis(mean=mean, components=comps, eigenvalues=ev[:n_components], scale=scale)
 
 
 def fit_pca(x: np.ndarray, n_components: int = 3) -> PCABasis:
@@ -61,12 +68,16 @@ def fit_pca(x: np.ndarray, n_components: int = 3) -> PCABasis:
     return basis_from_moments(total, gram, x.shape[0], n_components)
 
 
-def normalize_unit(y: np.ndarray) -> np.ndarray:
-    """Scale each column of (N, k) to [0, 1] by its min and max; a constant column becomes 0."""
+def normalize_unit(y: np.ndarray, constant: np.ndarray | None = None) -> np.ndarray:
+    """Scale each column of (N, k) to [0, 1] by its min and max.
+
+    A constant column (or one flagged in ``constant``) becomes 0.
+    """
     lo = y.min(axis=0)
     hi = y.max(axis=0)
     span = hi - lo
-    safe = np.where(span > 0, span, 1.0)
+    flat = span <= 0 if constant is None else (span <= 0) | constant
+    safe = np.where(flat, 1.0, span)
     out = (y - lo) / safe
-    out[:, span <= 0] = 0.0
+    out[:, flat] = 0.0
     return out.astype(np.float32)
