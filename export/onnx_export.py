@@ -20,17 +20,54 @@ from sss_rt.model_info import (
 DEFAULT_OPSET = 17
 
 
+def store_weights_fp16(model: onnx.ModelProto, min_elements: int = 1024) -> int:
+    """Store large float32 initializers as float16, cast back to float32 inside the graph.
+
+    Computation stays in float32 (ONNX Runtime folds the casts when it loads the model); only the
+    stored weights are rounded. Returns the number of tensors converted.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    casts = []
+    kept = []
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if init.data_type != onnx.TensorProto.FLOAT or arr.size < min_elements:
+            kept.append(init)
+            continue
+        half = numpy_helper.from_array(arr.astype(np.float16), init.name + "__fp16")
+        kept.append(half)
+        casts.append(
+            helper.make_node(
+                "Cast",
+                [half.name],
+                [init.name],
+                to=onnx.TensorProto.FLOAT,
+                name=init.name + "__cast",
+            )
+        )
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(casts + nodes)
+    return len(casts)
+
+
 def export_onnx(
     net: Any,
     out_path: str | os.PathLike[str],
     *,
     opset: int = DEFAULT_OPSET,
     training_info: dict[str, Any] | None = None,
+    fp16_weights: bool = False,
 ) -> ModelInfo:
     """Write the inference form of ``net`` (a ``HypercolumnNet``) to ``out_path`` as ONNX.
 
     The file is written to a temporary name, checked with ``onnx.checker`` and renamed into
-    place, so a failed export never leaves a partial model behind.
+    place, so a failed export never leaves a partial model behind. ``fp16_weights`` stores the
+    weights in half precision (half the file size; computation stays float32).
     """
     import torch
     from sss_rt.export.inference_form import InferenceNet
@@ -68,13 +105,15 @@ def export_onnx(
             mean=tuple(IMAGENET_MEAN),
             std=tuple(IMAGENET_STD),
             input_layout="NHWC uint8 RGB",
-            training=dict(training_info or {}),
+            training={**(training_info or {}), "weights": "fp16" if fp16_weights else "fp32"},
         )
         for key, value in info.to_metadata().items():
             entry = model.metadata_props.add()
             entry.key = key
             entry.value = value
         model.producer_name = "sss-rt"
+        if fp16_weights:
+            store_weights_fp16(model)
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
         os.replace(tmp, out_path)
@@ -89,6 +128,7 @@ def export_checkpoint(
     out_path: str | os.PathLike[str],
     *,
     opset: int = DEFAULT_OPSET,
+    fp16_weights: bool = False,
 ) -> ModelInfo:
     """Load an sss-rt training checkpoint (weights only) and export it to ONNX."""
     from sss_rt.training.checkpoint import load_network
@@ -96,7 +136,9 @@ def export_checkpoint(
     net, meta = load_network(checkpoint)
     training_info = dict(meta)
     training_info["checkpoint_sha256"] = sha256_file(checkpoint)
-    return export_onnx(net, out_path, opset=opset, training_info=training_info)
+    return export_onnx(
+        net, out_path, opset=opset, training_info=training_info, fp16_weights=fp16_weights
+    )
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -77,3 +77,21 @@ def test_export_is_atomic_on_failure(tiny_net, tmp_path):
     with pytest.raises(ValueError):
         export_onnx(tiny_net, target, opset=11)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_weights_halve_size_and_keep_parity(checkpoint_path, onnx_path, tmp_path):
+    from sss_rt.export.onnx_export import export_checkpoint
+
+    from sss_rt.backends import create_backend
+
+    half = tmp_path / "half.onnx"
+    info = export_checkpoint(checkpoint_path, half, fp16_weights=True)
+    assert info.training["weights"] == "fp16"
+    onnx.checker.check_model(onnx.load(str(half)))
+    assert half.stat().st_size < 0.55 * onnx_path.stat().st_size
+    x = np.random.default_rng(3).integers(0, 256, (1, 61, 83, 3), dtype=np.uint8)
+    full = create_backend("onnxruntime", onnx_path).run(x)
+    got = create_backend("onnxruntime", half).run(x)
+    assert rel_err(full, got) <= 1e-3
+    from_torch = create_backend("torch", half).run(x)  # the torch backend reads fp16 weights too
+    assert rel_err(got, from_torch) <= 1e-4

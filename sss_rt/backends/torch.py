@@ -38,9 +38,10 @@ def inference_net_from_onnx(path: str | os.PathLike[str]) -> tuple[Any, ModelInf
     info = read_model_info(path)
     model = onnx.load(os.fspath(path))
     inits = {t.name: t for t in model.graph.initializer}
-    # deduplicated initializers are re-exposed under their own names through Identity nodes
+    # deduplicated initializers are re-exposed under their own names through Identity nodes,
+    # and half-precision weights through Cast nodes
     for node in model.graph.node:
-        if node.op_type == "Identity" and node.input[0] in inits:
+        if node.op_type in ("Identity", "Cast") and node.input[0] in inits:
             inits[node.output[0]] = inits[node.input[0]]
     net = InferenceNet(HypercolumnNet(info.backbone))
     net.normalize = Normalize(tuple(info.mean), tuple(info.std))
@@ -61,7 +62,9 @@ def inference_net_from_onnx(path: str | os.PathLike[str]) -> tuple[Any, ModelInf
     missing = sorted(set(expected) - set(found))
     if missing:
         raise ModelError(f"{path}: cannot map ONNX weights to the network (missing {missing[:3]})")
-    state = {k: torch.from_numpy(numpy_helper.to_array(v).copy()) for k, v in found.items()}
+    state = {
+        k: torch.from_numpy(numpy_helper.to_array(v).astype(np.float32)) for k, v in found.items()
+    }
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:

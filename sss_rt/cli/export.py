@@ -13,7 +13,12 @@ from sss_rt.errors import BackendUnavailableError
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--opset", type=click.IntRange(min=17), default=17, show_default=True)
-def export(checkpoint: Path, output: Path, opset: int) -> None:
+@click.option(
+    "--fp16-weights",
+    is_flag=True,
+    help="Store weights as float16 (half the size; computation stays float32).",
+)
+def export(checkpoint: Path, output: Path, opset: int, fp16_weights: bool) -> None:
     """Export CHECKPOINT (from `sss-rt train`) to OUTPUT.onnx in the inference form."""
     try:
         import torch  # noqa: F401
@@ -21,5 +26,5 @@ def export(checkpoint: Path, output: Path, opset: int) -> None:
         raise BackendUnavailableError("export needs PyTorch: pip install 'sss-rt[train]'") from None
     from sss_rt.export.onnx_export import export_checkpoint
 
-    info = export_checkpoint(checkpoint, output, opset=opset)
+    info = export_checkpoint(checkpoint, output, opset=opset, fp16_weights=fp16_weights)
     click.echo(f"wrote {output} ({info.backbone}, {info.feature_dim}-d features, opset {opset})")
