@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sss_rt.bench import STAGES
@@ -11,7 +12,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def _plots(res: dict, out: Path) -> list[str]:
+def _plots(res: dict, out: Path, suffix: str) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,9 +32,9 @@ def _plots(res: dict, out: Path) -> list[str]:
         ax.set_title("Latency per stage")
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        fig.savefig(out / "stages.png", dpi=110)
+        fig.savefig(out / f"stages{suffix}.png", dpi=110)
         plt.close(fig)
-        names.append("stages.png")
+        names.append(f"stages{suffix}.png")
     pts = [p for p in res["scaling"]["points"] if "error" not in p]
     if len(pts) > 1:
         fig, ax1 = plt.subplots(figsize=(6, 4))
@@ -46,13 +47,14 @@ def _plots(res: dict, out: Path) -> list[str]:
         ax2.set_ylabel("peak RSS (MB)")
         ax1.set_title("Whole pipeline (ONNX Runtime, CPU) vs image size")
         fig.tight_layout()
-        fig.savefig(out / "scaling.png", dpi=110)
+        fig.savefig(out / f"scaling{suffix}.png", dpi=110)
         plt.close(fig)
-        names.append("scaling.png")
+        names.append(f"scaling{suffix}.png")
     return names
 
 
 def write_report(res: dict, out: Path, md_path: Path) -> None:
+    """Write ``md_path`` from ``res``; plots go to ``out`` and are linked relatively."""
     m = res["machine"]
     lines = [
         "# Benchmark results",
@@ -175,6 +177,8 @@ def write_report(res: dict, out: Path, md_path: Path) -> None:
             f"Log-log slopes: time ∝ MP^{sc['time_slope']:.2f}, peak RSS ∝ "
             f"MP^{sc['rss_slope']:.2f}. Not measured: {sc['not_measured']}.",
         ]
-    for name in _plots(res, md_path.parent / "results"):
-        lines += ["", f"![{name}](results/{name})"]
+    suffix = "-quick" if res.get("quick") else ""
+    rel = os.path.relpath(out, md_path.parent)
+    for name in _plots(res, out, suffix):
+        lines += ["", f"![{name}]({rel}/{name})"]
     md_path.write_text("\n".join(lines) + "\n")

@@ -37,6 +37,12 @@ def peer_postprocess(python: str, h: int, w: int, c: int, runs: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _md_path(out: Path, quick: bool) -> Path:
+    """RESULTS.md beside the default results folder, else inside the chosen one."""
+    name = "RESULTS-quick.md" if quick else "RESULTS.md"
+    return HERE / name if out.resolve() == (HERE / "results").resolve() else out / name
+
+
 def loglog_slope(x: list[float], y: list[float]) -> float:
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
@@ -51,10 +57,18 @@ def main() -> None:
         help="python of an env with opencv-contrib (benchmarks/setup_peer_env.sh)",
     )
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--report-only", metavar="JSON", help="re-render a results JSON, run nothing")
     args = ap.parse_args()
+    from report import write_report
+
+    out = Path(args.out)
+    if args.report_only:
+        res = json.loads(Path(args.report_only).read_text())
+        write_report(res, out, _md_path(out, res["quick"]))
+        return
     model = args.model or str(default_model_path())
     quick = args.quick
-    runs = 3 if quick else 5
+    runs = 2 if quick else 5
     net_size = (256, 256) if quick else (512, 512)
     t_start = time.perf_counter()
     res: dict = {
@@ -148,13 +162,10 @@ def main() -> None:
     }
     res["wall_time_s"] = time.perf_counter() - t_start
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "results-quick.json" if quick else "results.json"
     (out / name).write_text(json.dumps(res, indent=2))
-    from report import write_report
-
-    write_report(res, out, HERE / ("RESULTS-quick.md" if quick else "RESULTS.md"))
+    write_report(res, out, _md_path(out, quick))
     print(f"done in {res['wall_time_s']:.0f} s", file=sys.stderr)
 
 
