@@ -55,6 +55,9 @@ class OnnxRuntimeBackend(Backend):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[graph_optimization]
         options.log_severity_level = 3
+        # the arena keeps freed full-resolution activations around: measured at 512×512, it
+        # nearly doubles peak RSS (4.6 GB vs 2.5 GB) for no speed gain
+        options.enable_cpu_mem_arena = False
         providers: list[Any] = ["CPUExecutionProvider"]
         gpus = gpu_providers()
         if device.startswith("cuda"):
