@@ -134,3 +134,13 @@ def test_export_command(checkpoint_path, tmp_path, capsys):
     code, _, err = run_cli(["export", junk, tmp_path / "f.onnx"], capsys)
     assert code == 3 and "not a loadable sss-rt checkpoint" in err
     assert not (tmp_path / "f.onnx").exists()
+
+
+def test_quickstart_on_bundled_examples(tmp_path, capsys):
+    """The README's first command: the bundled model on the bundled examples, offline."""
+    out = tmp_path / "out"
+    code, _, err = run_cli(["extract", "--examples", "-o", out, "-f", "png"], capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{n}.embedding.png" for n in ("astronaut", "chelsea", "coffee", "rocket")]
+    assert "4 extracted" in err

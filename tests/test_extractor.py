@@ -52,3 +52,16 @@ def test_closed_extractor_and_bad_inputs(onnx_path, tmp_path):
     ex.close()
     with pytest.raises(RuntimeError, match="closed"):
         ex.extract(np.zeros((10, 10, 3), np.uint8))
+
+
+def test_default_model_is_bundled_and_self_describing(rng):
+    from sss_rt import default_model_path
+    from sss_rt.model_info import read_model_info
+
+    path = default_model_path()
+    assert path.stat().st_size <= 32 * 1024 * 1024
+    info = read_model_info(path)
+    assert info.backbone == "resnet18" and info.training["weights"] == "fp16"
+    with Extractor() as ex:
+        r = ex.extract(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    assert r.embedding.shape == (48, 64, 3)
