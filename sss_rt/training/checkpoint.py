@@ -24,20 +24,26 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load an sss-rt checkpoint dict; a clear ``ModelError`` for anything else."""
+def load_weights_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """``torch.load`` a dict with ``weights_only=True``; a one-line ``ModelError`` otherwise."""
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"checkpoint not found: {path}")
+        raise ModelError(f"{what} not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(
-            f"not a loadable sss-rt checkpoint: {path} ({type(exc).__name__})"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"not a loadable {what}: {path} ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} does not hold a dict of tensors ({what})")
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load an sss-rt checkpoint dict; a clear ``ModelError`` for anything else."""
+    state = load_weights_file(path, "sss-rt checkpoint")
+    if state.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path} is not an sss-rt checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return state
 

@@ -37,19 +37,9 @@ def backbone_state_dict(state: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 def load_backbone(net: Any, source: str | os.PathLike[str] | dict[str, Any]) -> LoadReport:
     """Load backbone weights into ``net`` (a ``HypercolumnNet``) from a file or a dict."""
-    import torch
+    from sss_rt.training.checkpoint import load_weights_file
 
-    if isinstance(source, dict):
-        state = source
-    else:
-        try:
-            state = torch.load(source, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelError(
-                f"cannot read backbone weights {source} ({type(exc).__name__})"
-            ) from None
-        if not isinstance(state, dict):
-            raise ModelError(f"{source} does not hold a state dict")
+    state = source if isinstance(source, dict) else load_weights_file(source, "backbone weights")
     mapped, ignored = backbone_state_dict(state)
     target = net.backbone.state_dict()
     shaped = {
