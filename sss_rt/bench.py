@@ -95,8 +95,7 @@ def pipeline_stages(
     from sss_rt.backends import create_backend
     from sss_rt.io.writers import write_output
     from sss_rt.postprocess.config import PostprocessConfig
-    from sss_rt.postprocess.cpu import filter_channels, fit_basis
-    from sss_rt.postprocess.pca import normalize_unit
+    from sss_rt.postprocess.cpu import filter_channels, fit_basis, to_unit_embedding
 
     cfg = PostprocessConfig()
     be = create_backend(backend, model, device="cpu", threads=threads)
@@ -118,7 +117,7 @@ def pipeline_stages(
         basis = fit_basis(filtered, cfg.n_components)
         projected = basis.project(filtered)
         t.append(time.perf_counter())
-        emb = normalize_unit(projected, basis.degenerate()).reshape(height, width, 3)
+        emb = to_unit_embedding(projected, basis, (height, width))
         t.append(time.perf_counter())
         write_output(
             "npz", out_dir / "x.npz", image=rgb, embedding=emb, features=np.moveaxis(feats, 0, -1)

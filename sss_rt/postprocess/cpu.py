@@ -53,6 +53,12 @@ def fit_basis(pixels: np.ndarray, n_components: int) -> PCABasis:
     return basis_from_moments(total, gram, n, n_components)
 
 
+def to_unit_embedding(projected: np.ndarray, basis: PCABasis, shape: tuple[int, int]) -> np.ndarray:
+    """Projected (N, k) values → H×W×k in [0, 1]; round-off-level components become 0."""
+    embedding = normalize_unit(projected, basis.degenerate())
+    return embedding.reshape(*shape, projected.shape[1])
+
+
 def postprocess(
     features: np.ndarray, image: np.ndarray, config: PostprocessConfig | None = None
 ) -> tuple[np.ndarray, PCABasis]:
@@ -66,5 +72,4 @@ def postprocess(
     filtered = filter_channels(features, image, config).reshape(h * w, c)
     basis = fit_basis(filtered, config.n_components)
     projected = basis.project(filtered)
-    embedding = normalize_unit(projected, basis.degenerate())
-    return embedding.reshape(h, w, config.n_components), basis
+    return to_unit_embedding(projected, basis, (h, w)), basis
