@@ -143,16 +143,21 @@ def test_folder_dataset(tmp_path, rng):
     assert set(np.unique(inst)) == {2, 300}
 
 
-def rle_encode_string(mask: np.ndarray) -> str:
-    """COCO's compressed RLE string (column-major runs), written from its published format."""
-    flat = mask.T.reshape(-1).astype(np.uint8)
-    counts, value, run = [], 0, 0
-    for v in flat:
+def mask_runs(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE counts: alternating 0/1 run lengths, column-major, from 0."""
+    counts, value, run = [], False, 0
+    for v in mask.T.reshape(-1):
         if v != value:
             counts.append(run)
             run, value = 0, v
         run += 1
     counts.append(run)
+    return counts
+
+
+def rle_encode_string(mask: np.ndarray) -> str:
+    """COCO's compressed RLE string (column-major runs), written from its published format."""
+    counts = mask_runs(mask)
     out = []
     for i, x in enumerate(counts):
         if i > 2:
@@ -170,15 +175,7 @@ def rle_encode_string(mask: np.ndarray) -> str:
 
 def test_rle_decoding_both_forms(rng):
     mask = rng.random((13, 17)) > 0.6
-    flat = mask.T.reshape(-1)
-    runs, value, run = [], False, 0
-    for v in flat:
-        if v != value:
-            runs.append(run)
-            run, value = 0, v
-        run += 1
-    runs.append(run)
-    np.testing.assert_array_equal(decode_rle(runs, 13, 17), mask)
+    np.testing.assert_array_equal(decode_rle(mask_runs(mask), 13, 17), mask)
     np.testing.assert_array_equal(decode_rle(rle_encode_string(mask), 13, 17), mask)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def train(out_dir, config_file, stop_at, no_resume, **options) -> None:
     else:
         cfg = TrainConfig.from_dict(given)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(__import__("json").dumps(cfg.to_dict(), indent=2))
+    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     handler = logging.FileHandler(out_dir / "train.log")
     logging.basicConfig(
         level=logging.INFO,
