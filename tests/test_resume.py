@@ -121,5 +121,23 @@ def test_train_killed_and_resumed_matches_uninterrupted(tmp_path):
     a = torch.load(tmp_path / "a" / "latest.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "latest.pt", weights_only=True)
     assert a["iteration"] == b["iteration"] == 12 and killed_at < 12
+    assert a["history"] == b["history"] or _close_history(a["history"], b["history"])
+    # deterministic kernels make this bitwise on most CPUs; the tolerance admits last-bit
+    # differences of reduction order on others, far below what a resume fault leaves
+    # (a lost momentum buffer or a replayed sample moves weights by ~1e-3)
     for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+        gap = (value.double() - b["model"][key].double()).abs()
+        diff = gap.max().item() if gap.numel() else 0.0
+        assert diff <= 1e-5, (key, diff)
+    for sa, sb in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
+        buf_a, buf_b = sa["momentum_buffer"].double(), sb["momentum_buffer"].double()
+        assert (buf_a - buf_b).abs().max().item() <= 1e-4
+
+
+def _close_history(ha: str, hb: str) -> bool:
+    a, b = json.loads(ha), json.loads(hb)
+    return [r["iteration"] for r in a] == [r["iteration"] for r in b] and all(
+        abs(x["loss"] - y["loss"]) <= 1e-4 for x, y in zip(a, b, strict=True)
+    )

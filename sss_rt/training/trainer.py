@@ -50,6 +50,7 @@ class TrainConfig:
     synthetic_size: int = 256
     save_every: int = 500
     log_every: int = 20
+    deterministic: bool = True  # deterministic kernels: a resumed run repeats the straight one
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -225,6 +226,22 @@ class Trainer:
         callback: Callable[[int, float], None] | None = None,
     ) -> None:
         """Train until ``iterations`` (default: the configured total), checkpointing as it goes."""
+        previous = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        torch.use_deterministic_algorithms(self.cfg.deterministic, warn_only=True)
+        try:
+            self._run(iterations, resume, callback)
+        finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+    def _run(
+        self,
+        iterations: int | None,
+        resume: bool,
+        callback: Callable[[int, float], None] | None,
+    ) -> None:
         stop = min(iterations or self.cfg.iterations, self.cfg.iterations)
         if resume and self.latest_path.is_file():
             self.load(self.latest_path)
