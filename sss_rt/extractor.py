@@ -53,6 +53,11 @@ class Extractor:
     >>> with Extractor("model.onnx") as ex:          # doctest: +SKIP
     ...     result = ex.extract("photo.jpg")
     ...     result.embedding.shape                   # (H, W, 3)
+
+    ``model``: an exported ONNX file (default: the bundled model). ``backend``: ``"auto"``,
+    ``"onnxruntime"``, ``"torch"``. ``radius``/``eps``: the guided filter's. ``preprocess``:
+    ``"exact"`` (default), ``"fast"`` or ``"matlab"`` (see :class:`PostprocessConfig`).
+    ``threads``: CPU threads of the network and the post-processing.
     """
 
     def __init__(
@@ -63,11 +68,13 @@ class Extractor:
         *,
         radius: int | None = None,
         eps: float | None = None,
+        preprocess: str | None = None,
         postprocess: PostprocessConfig | None = None,
         threads: int | None = None,
     ) -> None:
         config = postprocess or PostprocessConfig()
-        overrides = {k: v for k, v in (("radius", radius), ("eps", eps)) if v is not None}
+        given = {"radius": radius, "eps": eps, "mode": preprocess, "threads": threads}
+        overrides = {k: v for k, v in given.items() if v is not None}
         if overrides:
             config = PostprocessConfig(**{**config.__dict__, **overrides})
         self.config = config

@@ -65,3 +65,42 @@ def postprocess_reference(features_chw: np.ndarray, image: np.ndarray, r: int, e
     _, y = pca_reference(filtered.reshape(-1, c), k)
     y = (y - y.min(0)) / (y.max(0) - y.min(0))
     return y.reshape(h, w, k), filtered
+
+
+def matlab_window_mean(x: np.ndarray, n: int = 10) -> np.ndarray:
+    """n×n box mean with replicate padding; MATLAB's centre floor((n+1)/2) (1-based)."""
+    x = x.astype(np.float64)
+    before = (n + 1) // 2 - 1  # 4 for n = 10: offsets −4 … +5
+    after = n - 1 - before
+    pad = [(before, after), (before, after)] + [(0, 0)] * (x.ndim - 2)
+    xp = np.pad(x, pad, mode="edge")
+    h, w = x.shape[:2]
+    out = np.zeros(x.shape, np.float64)
+    for di in range(n):
+        for dj in range(n):
+            out += xp[di : di + h, dj : dj + w]
+    return out / (n * n)
+
+
+def matlab_preprocess_reference(features_chw: np.ndarray, image: np.ndarray, k: int = 3):
+    """The MATLAB rules in float64: clamp, per-triple grey filters, color filter for the rest,
+    centred PCA (SVD), per-dimension min-max. Returns (H×W×k, filtered H×W×C)."""
+    guide = image.astype(np.float64) / 255.0
+    feats = np.clip(features_chw.astype(np.float64), -5.0, 5.0)
+    c, h, w = feats.shape
+    filtered = np.empty((h, w, c))
+    for ch in range(c):
+        p = feats[ch]
+        if ch < (c // 3) * 3:
+            g = guide[..., ch % 3]
+            mi, mp = matlab_window_mean(g), matlab_window_mean(p)
+            a = (matlab_window_mean(g * p) - mi * mp) / (matlab_window_mean(g * g) - mi * mi + 0.01)
+            b = mp - a * mi
+            filtered[..., ch] = matlab_window_mean(a) * g + matlab_window_mean(b)
+        else:
+            filtered[..., ch] = color_guided_filter(
+                guide, p, 0, 0.01, mean=lambda x, _r: matlab_window_mean(x)
+            )
+    _, y = pca_reference(filtered.reshape(-1, c), k)
+    y = (y - y.min(0)) / (y.max(0) - y.min(0))
+    return y.reshape(h, w, k), filtered

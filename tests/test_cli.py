@@ -144,3 +144,19 @@ def test_quickstart_on_bundled_examples(tmp_path, capsys):
     names = sorted(p.name for p in out.iterdir())
     assert names == [f"{n}.embedding.png" for n in ("astronaut", "chelsea", "coffee", "rocket")]
     assert "4 extracted" in err
+
+
+@pytest.mark.parametrize("mode", ["fast", "matlab"])
+def test_extract_preprocess_modes(image_tree, onnx_path, tmp_path, capsys, mode):
+    from sss_rt import Extractor
+
+    out = tmp_path / mode
+    args = ["extract", image_tree / "a.jpg", "-o", out, "-m", onnx_path, "-f", "npz"]
+    code, _, err = run_cli([*args, "--preprocess", mode], capsys)
+    assert code == 0, err
+    got = np.load(out / "a.npz")["embedding"]
+    with Extractor(onnx_path, preprocess=mode) as ex:
+        expected = ex.extract(image_tree / "a.jpg").embedding
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    with Extractor(onnx_path) as ex:
+        assert np.abs(ex.extract(image_tree / "a.jpg").embedding - got).max() > 1e-3

@@ -58,6 +58,14 @@ EXIT_SOME_FAILED = 1
     default=None,
     help="Guided filter epsilon for a [0,1] guide (default 0.01).",
 )
+@click.option(
+    "--preprocess",
+    type=click.Choice(["exact", "fast", "matlab"]),
+    default="exact",
+    show_default=True,
+    help="Post-processing: exact guided filter + PCA; fast (subsampled guided filter, "
+    "approximate); matlab (the authors' MATLAB rules).",
+)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--float16", is_flag=True, help="Store raw features (npy/npz) as float16.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
@@ -73,6 +81,7 @@ def extract(
     device,
     radius,
     eps,
+    preprocess,
     threads,
     float16,
     recursive,
@@ -101,7 +110,13 @@ def extract(
     formats = tuple(dict.fromkeys(formats))
     summary = BatchSummary()
     with Extractor(
-        model, backend=backend, device=device, radius=radius, eps=eps, threads=threads
+        model,
+        backend=backend,
+        device=device,
+        radius=radius,
+        eps=eps,
+        preprocess=preprocess,
+        threads=threads,
     ) as extractor:
         bar = tqdm(total=len(tasks), unit="img", disable=quiet or not sys.stderr.isatty())
         for outcome in extract_to(

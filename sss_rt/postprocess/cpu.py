@@ -1,14 +1,27 @@
-"""CPU post-processing: guided filter of every channel, per-image PCA, [0, 1] normalization."""
+"""CPU post-processing: guided filter of every channel, per-image PCA, [0, 1] normalization.
+
+Exact mode with the compiled kernel streams bands of rows: each band of the 128 filtered
+channels is folded into the covariance and dropped, then the 3-d output is obtained by filtering
+the raw features projected on the PCA basis (the filter is linear for a fixed guide), so the
+filtered channels are never held in full.
+"""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
+from sss_rt.postprocess import native
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.guided_filter import guide_stats, guided_filter
+from sss_rt.postprocess.guided_filter import (
+    apply_coefficients,
+    coefficient_means,
+    guide_stats,
+    guided_filter,
+)
 from sss_rt.postprocess.pca import PCABasis, basis_from_moments, normalize_unit
 
-_BLOCK_PIXELS = 1 << 16
+_BLOCK_PIXELS = 1 << 14
 
 
 def image_to_guide(image: np.ndarray) -> np.ndarray:
@@ -20,6 +33,58 @@ def image_to_guide(image: np.ndarray) -> np.ndarray:
     return np.clip(image.astype(np.float32), 0.0, 1.0)
 
 
+def use_native(config: PostprocessConfig) -> bool:
+    """Whether ``config`` selects the compiled kernel (``engine="native"`` requires it)."""
+    if config.engine == "native" and not native.available():
+        raise RuntimeError(
+            "the compiled guided filter is not built (reinstall sss-rt with a C compiler)"
+        )
+    return config.engine == "native" or (config.engine == "auto" and native.available())
+
+
+class MomentAccumulator:
+    """Σx and Σxxᵀ of C-dim float32 vectors, accumulated in float64 about a fixed shift.
+
+    The products are float64 (a float32 GEMM loses the weak directions whenever one direction
+    dominates the spread, as it often does for these features); shifting by a value near the
+    mean avoids cancellation.
+    """
+
+    def __init__(self, shift: np.ndarray):
+        self.shift = np.asarray(shift, np.float64)
+        self._shift32 = self.shift.astype(np.float32)
+        c = self.shift.shape[0]
+        self.total = np.zeros(c, np.float64)
+        self.gram = np.zeros((c, c), np.float64)
+        self.count = 0
+
+    def add_columns(self, q: np.ndarray, *, in_place: bool = False) -> None:
+        """Add the columns of C×n ``q`` (``in_place``: ``q`` may be overwritten)."""
+        if in_place:
+            q -= self._shift32[:, None]
+        else:
+            q = q - self._shift32[:, None]
+        for start in range(0, q.shape[1], _BLOCK_PIXELS):
+            block = q[:, start : start + _BLOCK_PIXELS].astype(np.float64)
+            self.gram += block @ block.T
+            self.total += block.sum(axis=1)
+        self.count += q.shape[1]
+
+    def basis(self, n_components: int) -> PCABasis:
+        # moments about the shift → moments about zero, as basis_from_moments expects
+        s, n = self.shift, self.count
+        total = self.total + n * s
+        gram = self.gram + np.outer(self.total, s) + np.outer(s, self.total) + n * np.outer(s, s)
+        return basis_from_moments(total, gram, n, n_components)
+
+
+def fit_basis(pixels: np.ndarray, n_components: int) -> PCABasis:
+    """Centred PCA of (N, C) float32 vectors; the Gram is accumulated blockwise in float64."""
+    acc = MomentAccumulator(pixels.mean(axis=0, dtype=np.float64))
+    acc.add_columns(np.asarray(pixels, np.float32).T)
+    return acc.basis(n_components)
+
+
 def filter_channels(
     features: np.ndarray, image: np.ndarray, config: PostprocessConfig
 ) -> np.ndarray:
@@ -28,6 +93,9 @@ def filter_channels(
     if image.shape[:2] != (h, w):
         raise ValueError(f"image is {image.shape[:2]} but features are {(h, w)}")
     stats = guide_stats(image_to_guide(image), config.radius, config.eps)
+    if use_native(config):
+        with native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads) as rf:
+            return np.moveaxis(rf.filter(features), 0, -1)
     out = np.empty((h, w, c), np.float32)
     for start in range(0, c, config.chunk):
         stop = min(start + config.chunk, c)
@@ -36,27 +104,100 @@ def filter_channels(
     return out
 
 
-def fit_basis(pixels: np.ndarray, n_components: int) -> PCABasis:
-    """Centred PCA of (N, C) float32 vectors; the Gram is accumulated blockwise in float64."""
-    n, c = pixels.shape
-    total = pixels.sum(axis=0, dtype=np.float64)
-    shift = (total / n).astype(np.float32)
-    gram = np.zeros((c, c), np.float64)
-    for start in range(0, n, _BLOCK_PIXELS):
-        block = pixels[start : start + _BLOCK_PIXELS] - shift
-        gram += (block.T @ block).astype(np.float64)
-    # moments about the shift → moments about zero, as basis_from_moments expects
-    shift64 = shift.astype(np.float64)
-    centred_total = total - n * shift64
-    gram += np.outer(centred_total, shift64) + np.outer(shift64, centred_total)
-    gram += n * np.outer(shift64, shift64)
-    return basis_from_moments(total, gram, n, n_components)
-
-
 def to_unit_embedding(projected: np.ndarray, basis: PCABasis, shape: tuple[int, int]) -> np.ndarray:
     """Projected (N, k) values → H×W×k in [0, 1]; round-off-level components become 0."""
     embedding = normalize_unit(projected, basis.degenerate())
     return embedding.reshape(*shape, projected.shape[1])
+
+
+def _check(features: np.ndarray, image: np.ndarray) -> None:
+    if features.ndim != 3:
+        raise ValueError(f"features must be C×H×W, got shape {features.shape}")
+    if image.shape[:2] != features.shape[1:]:
+        raise ValueError(f"image is {image.shape[:2]} but features are {features.shape[1:]}")
+    if not np.isfinite(features).all():
+        raise ValueError("features contain NaN or Inf; the model output is invalid")
+
+
+def _project_raw(features: np.ndarray, basis: PCABasis, shift: np.ndarray) -> np.ndarray:
+    """Unfiltered C×H×W features minus ``shift``, projected on the basis: k×H×W float32.
+
+    Products in float64, for the same reason as the covariance's.
+    """
+    c, h, w = features.shape
+    flat = features.reshape(c, h * w)
+    out = np.empty((basis.components.shape[0], h * w), np.float32)
+    for start in range(0, h * w, _BLOCK_PIXELS):
+        block = flat[:, start : start + _BLOCK_PIXELS].astype(np.float64)
+        block -= shift[:, None]
+        out[:, start : start + _BLOCK_PIXELS] = basis.components @ block
+    return out.reshape(-1, h, w)
+
+
+def _exact_native(
+    features: np.ndarray, image: np.ndarray, config: PostprocessConfig
+) -> tuple[np.ndarray, PCABasis]:
+    c, h, w = features.shape
+    stats = guide_stats(image_to_guide(image), config.radius, config.eps)
+    shift = features.mean(axis=(1, 2), dtype=np.float64)
+    acc = MomentAccumulator(shift)
+    rows = int(np.clip((config.band_mb << 20) // max(c * w * 4, 1), 1, h))
+    band = np.empty(c * rows * w, np.float32)
+    with native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads) as rf:
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            out = band[: c * (y1 - y0) * w].reshape(c, y1 - y0, w)
+            rf.filter(features, y0, y1, out)
+            acc.add_columns(out.reshape(c, -1), in_place=True)
+        del band
+        basis = acc.basis(config.n_components)
+        # filter(V·(p − s)) = V·(filter(p) − s): the filter is linear and keeps constants
+        projected = rf.filter(_project_raw(features, basis, shift)).reshape(-1, h * w).T
+    projected = projected - (basis.components @ (basis.mean - shift)).astype(np.float32)
+    return to_unit_embedding(projected, basis, (h, w)), basis
+
+
+def _exact_numpy(
+    features: np.ndarray, image: np.ndarray, config: PostprocessConfig
+) -> tuple[np.ndarray, PCABasis]:
+    c, h, w = features.shape
+    filtered = filter_channels(features, image, config).reshape(h * w, c)
+    basis = fit_basis(filtered, config.n_components)
+    return to_unit_embedding(basis.project(filtered), basis, (h, w)), basis
+
+
+def _fast(
+    features: np.ndarray, image: np.ndarray, config: PostprocessConfig
+) -> tuple[np.ndarray, PCABasis]:
+    """He & Sun's fast guided filter; the covariance comes from the subsampled grid."""
+    c, h, w = features.shape
+    s = config.subsample
+    low = (max(1, -(-w // s)), max(1, -(-h // s)))  # cv2 order: (width, height)
+    guide = image_to_guide(image)
+    guide_low = cv2.resize(guide, low, interpolation=cv2.INTER_AREA).reshape(low[1], low[0], 3)
+    radius_low = max(1, round(config.radius / s)) if config.radius > 0 else 0
+    low_cfg = PostprocessConfig(
+        radius=radius_low, eps=config.eps, engine=config.engine, threads=config.threads
+    )
+
+    def shrink(planes: np.ndarray) -> np.ndarray:
+        return np.stack([cv2.resize(p, low, interpolation=cv2.INTER_AREA) for p in planes])
+
+    feats_low = shrink(features).reshape(c, low[1], low[0])
+    rgb_low = guide_low  # float guide in [0, 1]
+    filtered_low = filter_channels(feats_low, rgb_low, low_cfg).reshape(-1, c)
+    basis = fit_basis(filtered_low, config.n_components)
+
+    stats = guide_stats(guide_low, radius_low, config.eps)
+    proj_low = np.moveaxis(shrink(_project_raw(features, basis, basis.mean)), 0, -1).reshape(
+        low[1], low[0], -1
+    )
+    coefs = [
+        cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+        for m in coefficient_means(stats, np.ascontiguousarray(proj_low))
+    ]
+    projected = apply_coefficients(guide, *coefs).reshape(h * w, -1)
+    return to_unit_embedding(projected, basis, (h, w)), basis
 
 
 def postprocess(
@@ -64,12 +205,14 @@ def postprocess(
 ) -> tuple[np.ndarray, PCABasis]:
     """C×H×W features + H×W×3 uint8 RGB image → (H×W×k float32 in [0, 1], PCA basis)."""
     config = config or PostprocessConfig()
-    if features.ndim != 3:
-        raise ValueError(f"features must be C×H×W, got shape {features.shape}")
-    if not np.isfinite(features).all():
-        raise ValueError("features contain NaN or Inf; the model output is invalid")
-    c, h, w = features.shape
-    filtered = filter_channels(features, image, config).reshape(h * w, c)
-    basis = fit_basis(filtered, config.n_components)
-    projected = basis.project(filtered)
-    return to_unit_embedding(projected, basis, (h, w)), basis
+    _check(features, image)
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    if config.mode == "matlab":
+        from sss_rt.postprocess.matlab import postprocess_matlab
+
+        return postprocess_matlab(features, image, config)
+    if config.mode == "fast":
+        return _fast(features, image, config)
+    if use_native(config):
+        return _exact_native(features, image, config)
+    return _exact_numpy(features, image, config)

@@ -1,15 +1,19 @@
-"""Color guided filter (He et al. 2013) of many channels with one RGB guide.
+"""Color guided filter (He et al. 2013) of many channels with one RGB guide, in NumPy/OpenCV.
 
-Boxes are truncated at the border and normalized by their pixel count N(x). The guide's
+The project's rule: boxes truncated at the border and normalized by their pixel count N(x).
+Other window rules (the MATLAB-compatible mode) pass their own window mean. The guide's
 (Σ + εU)⁻¹ is computed once and shared by all channels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+WindowMean = Callable[[np.ndarray], np.ndarray]
 
 
 def box_sum(x: np.ndarray, radius: int) -> np.ndarray:
@@ -27,26 +31,40 @@ class GuideStats:
     """Per-pixel statistics of the guide shared by all filtered channels."""
 
     guide: np.ndarray  # H×W×3 float32 in [0, 1]
-    inv_count: np.ndarray  # H×W float32, 1 / N(x)
-    mean: np.ndarray  # H×W×3 mean of I over each window
+    mean: np.ndarray  # H×W×3 window mean of I
     inv_cov: np.ndarray  # H×W×6 symmetric (Σ + εU)⁻¹ as (00, 01, 02, 11, 12, 22)
+    window_mean: WindowMean  # the window rule, H×W[×C] → same shape
     radius: int
+    inv_count: np.ndarray | None = None  # H×W 1 / N(x) for the truncated rule, else None
 
     def box_mean(self, x: np.ndarray) -> np.ndarray:
-        s = box_sum(x, self.radius)
-        return s * (self.inv_count if s.ndim == 2 else self.inv_count[..., None])
+        return self.window_mean(x)
 
 
-def guide_stats(guide: np.ndarray, radius: int, eps: float) -> GuideStats:
+def truncated_mean(radius: int, shape: tuple[int, int]) -> tuple[WindowMean, np.ndarray]:
+    """The project's window mean (truncated boxes ÷ N(x)) and its 1 / N(x) plane."""
+    inv_count = (1.0 / box_sum(np.ones(shape, np.float32), radius)).astype(np.float32)
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        s = box_sum(x, radius)
+        return s * (inv_count if s.ndim == 2 else inv_count[..., None])
+
+    return mean, inv_count
+
+
+def guide_stats(
+    guide: np.ndarray, radius: int, eps: float, window_mean: WindowMean | None = None
+) -> GuideStats:
     """Compute the guide's window means and inverse regularized covariance."""
     guide = np.ascontiguousarray(guide, dtype=np.float32)
     h, w, _ = guide.shape
-    count = box_sum(np.ones((h, w), np.float32), radius)
-    inv_count = (1.0 / count).astype(np.float32)
-    mean = box_sum(guide, radius) * inv_count[..., None]
+    inv_count = None
+    if window_mean is None:
+        window_mean, inv_count = truncated_mean(radius, (h, w))
+    mean = window_mean(guide)
     pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
     prods = np.stack([guide[..., i] * guide[..., j] for i, j in pairs], axis=-1)
-    second = box_sum(prods, radius) * inv_count[..., None]
+    second = window_mean(prods)
     cov = np.empty_like(second, dtype=np.float64)
     for n, (i, j) in enumerate(pairs):
         cov[..., n] = second[..., n] - mean[..., i].astype(np.float64) * mean[..., j]
@@ -63,7 +81,7 @@ def guide_stats(guide: np.ndarray, radius: int, eps: float) -> GuideStats:
     i22 = a * d - b * b
     det = a * i00 + b * i01 + c * i02
     inv = np.stack([i00, i01, i02, i11, i12, i22], axis=-1) / det[..., None]
-    return GuideStats(guide, inv_count, mean, inv.astype(np.float32), radius)
+    return GuideStats(guide, mean, inv.astype(np.float32), window_mean, radius, inv_count)
 
 
 def _apply_inv(inv: np.ndarray, v0: np.ndarray, v1: np.ndarray, v2: np.ndarray):
@@ -76,12 +94,13 @@ def _apply_inv(inv: np.ndarray, v0: np.ndarray, v1: np.ndarray, v2: np.ndarray):
     )
 
 
-def guided_filter(stats: GuideStats, src: np.ndarray) -> np.ndarray:
-    """Filter H×W×C float32 channels (C ≤ 170) with the guide described by ``stats``."""
-    src = np.ascontiguousarray(src, dtype=np.float32)
-    squeeze = src.ndim == 2
-    if squeeze:
-        src = src[..., None]
+def coefficient_means(
+    stats: GuideStats, src: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Window means of the filter's a (three planes) and b for H×W×C channels.
+
+    The filtered output is ``Σ_k mean(a_k)·I_k + mean(b)``.
+    """
     guide = stats.guide
     mean_p = stats.box_mean(src)
     cov = [
@@ -94,10 +113,21 @@ def guided_filter(stats: GuideStats, src: np.ndarray) -> np.ndarray:
         + a1 * stats.mean[..., 1, None]
         + a2 * stats.mean[..., 2, None]
     )
-    out = (
-        stats.box_mean(a0) * guide[..., 0, None]
-        + stats.box_mean(a1) * guide[..., 1, None]
-        + stats.box_mean(a2) * guide[..., 2, None]
-        + stats.box_mean(b)
-    )
+    return stats.box_mean(a0), stats.box_mean(a1), stats.box_mean(a2), stats.box_mean(b)
+
+
+def apply_coefficients(
+    guide: np.ndarray, ma0: np.ndarray, ma1: np.ndarray, ma2: np.ndarray, mb: np.ndarray
+) -> np.ndarray:
+    """``Σ_k mean(a_k)·I_k + mean(b)`` for H×W×C coefficient planes and an H×W×3 guide."""
+    return ma0 * guide[..., 0, None] + ma1 * guide[..., 1, None] + ma2 * guide[..., 2, None] + mb
+
+
+def guided_filter(stats: GuideStats, src: np.ndarray) -> np.ndarray:
+    """Filter H×W×C float32 channels (C ≤ 170) with the guide described by ``stats``."""
+    src = np.ascontiguousarray(src, dtype=np.float32)
+    squeeze = src.ndim == 2
+    if squeeze:
+        src = src[..., None]
+    out = apply_coefficients(stats.guide, *coefficient_means(stats, src))
     return out[..., 0] if squeeze else out

@@ -21,11 +21,16 @@ class PCABasis:
         spread = np.sqrt(np.maximum(self.eigenvalues, 0.0))
         return spread <= rel_tol * max(self.scale, 1e-30)
 
-    def project(self, x: np.ndarray) -> np.ndarray:
-        """Project (N, C) vectors onto the components: (N, k) float32."""
-        shift = self.components @ self.mean
-        out = x @ self.components.T.astype(x.dtype)
-        out -= shift.astype(out.dtype)
+    def project(self, x: np.ndarray, block: int = 1 << 14) -> np.ndarray:
+        """Centre (N, C) vectors and project them onto the components: (N, k) float32.
+
+        Products in float64: the weak components of a strongly anisotropic spread would
+        otherwise drown in the rounding of the strong one.
+        """
+        out = np.empty((x.shape[0], self.components.shape[0]), np.float32)
+        for start in range(0, x.shape[0], block):
+            rows = x[start : start + block].astype(np.float64) - self.mean
+            out[start : start + block] = rows @ self.components.T
         return out
 
     def near_ties(self, rel_tol: float = 1e-3) -> bool:

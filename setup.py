@@ -1,0 +1,19 @@
+"""Build of the compiled CPU kernel; everything else is declared in pyproject.toml."""
+
+import sys
+
+from setuptools import Extension, setup
+
+CFLAGS = [] if sys.platform == "win32" else ["-O3", "-std=c99"]
+
+setup(
+    ext_modules=[
+        Extension(
+            "sss_rt.kernels._cpu_guided_filter",
+            sources=["kernels/cpu_guided_filter.c"],
+            extra_compile_args=CFLAGS,
+            # without a C compiler the package still installs and uses the NumPy path
+            optional=True,
+        )
+    ]
+)
