@@ -127,8 +127,19 @@ def main() -> None:
     ph, pw = (384, 512) if quick else (768, 1024)
     res["postprocess"] = {
         "ours": run_isolated("postprocess", height=ph, width=pw, channels=128, runs=runs),
+        "ours_numpy": run_isolated(
+            "postprocess", height=ph, width=pw, channels=128, runs=max(1, runs // 2),
+            engine="numpy",
+        ),
+        "ours_fast": run_isolated(
+            "postprocess", height=ph, width=pw, channels=128, runs=runs, mode="fast"
+        ),
+        "ours_matlab": run_isolated(
+            "postprocess", height=ph, width=pw, channels=128, runs=runs, mode="matlab"
+        ),
         "peer_ximgproc_numpy": peer_postprocess(args.peer_python, ph, pw, 128, runs),
-    }
+    }  # fmt: skip
+    res["fast_error"] = run_isolated("fast_error", model=model, height=ph, width=pw)
 
     print("scaling", file=sys.stderr)
     mps = [0.25, 0.5] if quick else [0.25, 0.5, 1.0]

@@ -94,10 +94,8 @@ def pipeline_stages(
     """Time every stage of one extraction (one image) and the whole, with one backend."""
     from sss_rt.backends import create_backend
     from sss_rt.io.writers import write_output
-    from sss_rt.postprocess.config import PostprocessConfig
-    from sss_rt.postprocess.cpu import filter_channels, fit_basis, to_unit_embedding
+    from sss_rt.postprocess.cpu import postprocess
 
-    cfg = PostprocessConfig()
     be = create_backend(backend, model, device="cpu", threads=threads)
     image = test_image(height, width)
     encoded = cv2.imencode(".jpg", image)[1]
@@ -112,13 +110,11 @@ def pipeline_stages(
         t.append(time.perf_counter())
         feats = be.run(batch)[0]
         t.append(time.perf_counter())
-        filtered = filter_channels(feats, rgb, cfg).reshape(-1, feats.shape[0])
-        t.append(time.perf_counter())
-        basis = fit_basis(filtered, cfg.n_components)
-        projected = basis.project(filtered)
-        t.append(time.perf_counter())
-        emb = to_unit_embedding(projected, basis, (height, width))
-        t.append(time.perf_counter())
+        stages: dict[str, float] = {}
+        emb, _ = postprocess(feats, rgb, timings=stages)
+        for name in ("guided_filter", "pca", "normalize"):
+            t.append(t[-1] + stages[name])
+        t[-1] = time.perf_counter()  # the stages' sum plus what lies between them
         write_output(
             "npz", out_dir / "x.npz", image=rgb, embedding=emb, features=np.moveaxis(feats, 0, -1)
         )
@@ -215,15 +211,66 @@ def ort_op_profile(model: str, height: int, width: int) -> dict[str, float]:
     return {k: v / total for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])}
 
 
-def postprocess_only(height: int, width: int, channels: int, runs: int) -> dict[str, Any]:
+def postprocess_only(
+    height: int,
+    width: int,
+    channels: int,
+    runs: int,
+    mode: str = "exact",
+    engine: str = "auto",
+) -> dict[str, Any]:
     """Time the project's CPU post-processing on random features (as the peer script does)."""
-    from sss_rt.postprocess.cpu import postprocess
+    from sss_rt.postprocess.config import PostprocessConfig
+    from sss_rt.postprocess.cpu import postprocess, use_native
 
+    cfg = PostprocessConfig(mode=mode, engine=engine)
     rng = np.random.default_rng(0)
     image = test_image(height, width)
     feats = rng.normal(size=(channels, height, width)).astype(np.float32)
-    result = time_it(lambda: postprocess(feats, image), runs)
-    return {"size": [height, width], "channels": channels, **result, "peak_rss_mb": peak_rss_mb()}
+    result = time_it(lambda: postprocess(feats, image, cfg), runs)
+    return {
+        "size": [height, width],
+        "channels": channels,
+        "mode": mode,
+        "engine": "native" if use_native(cfg) else "numpy",
+        **result,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def fast_mode_error(model: str, height: int, width: int) -> dict[str, Any]:
+    """Fast vs exact mode on the bundled example photos with ``model``'s real features."""
+    from sss_rt.backends import create_backend
+    from sss_rt.extractor import examples_dir
+    from sss_rt.io.images import load_image
+    from sss_rt.postprocess.config import PostprocessConfig
+    from sss_rt.postprocess.cpu import postprocess
+
+    be = create_backend("onnxruntime", model, device="cpu")
+    per_image = []
+    for path in sorted(examples_dir().glob("*.jpg")):
+        image = cv2.resize(load_image(path), (width, height), interpolation=cv2.INTER_AREA)
+        feats = be.run(image[None])[0]
+        exact, _ = postprocess(feats, image)
+        fast, _ = postprocess(feats, image, PostprocessConfig(mode="fast"))
+        err = np.abs(fast - exact)
+        corr = [
+            float(np.corrcoef(fast[..., k].ravel(), exact[..., k].ravel())[0, 1]) for k in (0, 1, 2)
+        ]
+        per_image.append(
+            {
+                "image": path.name,
+                "max": float(err.max()),
+                "mean": float(err.mean()),
+                "p99": float(np.percentile(err, 99)),
+                "min_correlation": min(corr),
+            }
+        )
+    return {
+        "size": [height, width],
+        "subsample": PostprocessConfig().subsample,
+        "images": per_image,
+    }
 
 
 def run_isolated(kind: str, **kwargs: Any) -> dict[str, Any]:
@@ -241,6 +288,7 @@ def run_isolated(kind: str, **kwargs: Any) -> dict[str, Any]:
 KINDS: dict[str, Callable[..., dict[str, Any]]] = {
     "pipeline": pipeline_stages,
     "network": network_only,
+    "fast_error": fast_mode_error,
     "training_form": training_form_network,
     "profile": ort_op_profile,
     "postprocess": postprocess_only,

@@ -20,6 +20,7 @@ def _version(dist: str) -> str | None:
 def environment() -> dict:
     from sss_rt import __version__
     from sss_rt.backends import available_backends
+    from sss_rt.postprocess import native
 
     env: dict = {
         "sss-rt": __version__,
@@ -39,6 +40,7 @@ def environment() -> dict:
             )
         },
         "backends": available_backends(),
+        "postprocess_engine": "native" if native.available() else "numpy (no compiled kernel)",
     }
     try:
         import onnxruntime as ort

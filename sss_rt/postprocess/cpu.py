@@ -8,6 +8,10 @@ filtered channels are never held in full.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import cv2
 import numpy as np
 
@@ -110,6 +114,14 @@ def to_unit_embedding(projected: np.ndarray, basis: PCABasis, shape: tuple[int, 
     return embedding.reshape(*shape, projected.shape[1])
 
 
+@contextmanager
+def _timed(timings: dict[str, float] | None, stage: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    if timings is not None:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
 def _check(features: np.ndarray, image: np.ndarray) -> None:
     if features.ndim != 3:
         raise ValueError(f"features must be C×H×W, got shape {features.shape}")
@@ -135,35 +147,46 @@ def _project_raw(features: np.ndarray, basis: PCABasis, shift: np.ndarray) -> np
 
 
 def _exact_native(
-    features: np.ndarray, image: np.ndarray, config: PostprocessConfig
+    features: np.ndarray, image: np.ndarray, config: PostprocessConfig, timings=None
 ) -> tuple[np.ndarray, PCABasis]:
     c, h, w = features.shape
-    stats = guide_stats(image_to_guide(image), config.radius, config.eps)
-    shift = features.mean(axis=(1, 2), dtype=np.float64)
-    acc = MomentAccumulator(shift)
+    with _timed(timings, "guided_filter"):
+        stats = guide_stats(image_to_guide(image), config.radius, config.eps)
+        rf = native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads)
+    with _timed(timings, "pca"):
+        shift = features.mean(axis=(1, 2), dtype=np.float64)
+        acc = MomentAccumulator(shift)
     rows = int(np.clip((config.band_mb << 20) // max(c * w * 4, 1), 1, h))
     band = np.empty(c * rows * w, np.float32)
-    with native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads) as rf:
+    with rf:
         for y0 in range(0, h, rows):
             y1 = min(h, y0 + rows)
             out = band[: c * (y1 - y0) * w].reshape(c, y1 - y0, w)
-            rf.filter(features, y0, y1, out)
-            acc.add_columns(out.reshape(c, -1), in_place=True)
+            with _timed(timings, "guided_filter"):
+                rf.filter(features, y0, y1, out)
+            with _timed(timings, "pca"):
+                acc.add_columns(out.reshape(c, -1), in_place=True)
         del band
-        basis = acc.basis(config.n_components)
-        # filter(V·(p − s)) = V·(filter(p) − s): the filter is linear and keeps constants
-        projected = rf.filter(_project_raw(features, basis, shift)).reshape(-1, h * w).T
-    projected = projected - (basis.components @ (basis.mean - shift)).astype(np.float32)
-    return to_unit_embedding(projected, basis, (h, w)), basis
+        with _timed(timings, "pca"):
+            basis = acc.basis(config.n_components)
+            # filter(V·(p − s)) = V·(filter(p) − s): the filter is linear and keeps constants
+            projected = rf.filter(_project_raw(features, basis, shift)).reshape(-1, h * w).T
+            projected = projected - (basis.components @ (basis.mean - shift)).astype(np.float32)
+    with _timed(timings, "normalize"):
+        return to_unit_embedding(projected, basis, (h, w)), basis
 
 
 def _exact_numpy(
-    features: np.ndarray, image: np.ndarray, config: PostprocessConfig
+    features: np.ndarray, image: np.ndarray, config: PostprocessConfig, timings=None
 ) -> tuple[np.ndarray, PCABasis]:
     c, h, w = features.shape
-    filtered = filter_channels(features, image, config).reshape(h * w, c)
-    basis = fit_basis(filtered, config.n_components)
-    return to_unit_embedding(basis.project(filtered), basis, (h, w)), basis
+    with _timed(timings, "guided_filter"):
+        filtered = filter_channels(features, image, config).reshape(h * w, c)
+    with _timed(timings, "pca"):
+        basis = fit_basis(filtered, config.n_components)
+        projected = basis.project(filtered)
+    with _timed(timings, "normalize"):
+        return to_unit_embedding(projected, basis, (h, w)), basis
 
 
 def _fast(
@@ -201,9 +224,17 @@ def _fast(
 
 
 def postprocess(
-    features: np.ndarray, image: np.ndarray, config: PostprocessConfig | None = None
+    features: np.ndarray,
+    image: np.ndarray,
+    config: PostprocessConfig | None = None,
+    *,
+    timings: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, PCABasis]:
-    """C×H×W features + H×W×3 uint8 RGB image → (H×W×k float32 in [0, 1], PCA basis)."""
+    """C×H×W features + H×W×3 uint8 RGB image → (H×W×k float32 in [0, 1], PCA basis).
+
+    ``timings``, if given, receives seconds per stage (guided_filter, pca, normalize) of the
+    exact mode.
+    """
     config = config or PostprocessConfig()
     _check(features, image)
     features = np.ascontiguousarray(features, dtype=np.float32)
@@ -214,5 +245,5 @@ def postprocess(
     if config.mode == "fast":
         return _fast(features, image, config)
     if use_native(config):
-        return _exact_native(features, image, config)
-    return _exact_numpy(features, image, config)
+        return _exact_native(features, image, config, timings)
+    return _exact_numpy(features, image, config, timings)
