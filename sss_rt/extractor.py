@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from sss_rt.backends import Backend, create_backend
-from sss_rt.errors import ModelError
+from sss_rt.errors import ImageError, ModelError
 from sss_rt.io.images import load_image
 from sss_rt.model_info import ModelInfo
 from sss_rt.postprocess.config import PostprocessConfig
@@ -21,6 +23,12 @@ from sss_rt.postprocess.pca import PCABasis
 ImageLike = str | os.PathLike[str] | np.ndarray
 
 DEFAULT_MODEL_NAME = "default.onnx"
+#: images above this many megapixels are downscaled (or refused) by default: the network's
+#: full-resolution layers need ~10 GB of memory per megapixel on CPU
+DEFAULT_MAX_MEGAPIXELS = 2.0
+LARGE_POLICIES = ("downscale", "refuse")
+
+log = logging.getLogger("sss_rt")
 
 
 def default_model_path() -> Path:
@@ -45,6 +53,9 @@ class ExtractionResult:
     features: np.ndarray | None = None  #: H×W×128 float32 raw network features, when asked
     basis: PCABasis | None = None  #: the per-image PCA basis
     source: Path | None = None  #: the file the image came from, if any
+    #: factor the image was shrunk by before the network (1.0: full resolution); the embedding
+    #: is always at the input's resolution, ``features`` at the processed one
+    scale: float = 1.0
 
 
 class Extractor:
@@ -58,6 +69,9 @@ class Extractor:
     ``"onnxruntime"``, ``"torch"``. ``radius``/``eps``: the guided filter's. ``preprocess``:
     ``"exact"`` (default), ``"fast"`` or ``"matlab"`` (see :class:`PostprocessConfig`).
     ``threads``: CPU threads of the network and the post-processing.
+    ``max_megapixels``: larger images are downscaled to fit before the network (the embedding
+    is resized back to the input's size, and a warning is logged) or, with
+    ``large="refuse"``, rejected with ``ImageError``; ``None`` lifts the limit.
     """
 
     def __init__(
@@ -71,7 +85,15 @@ class Extractor:
         preprocess: str | None = None,
         postprocess: PostprocessConfig | None = None,
         threads: int | None = None,
+        max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+        large: str = "downscale",
     ) -> None:
+        if large not in LARGE_POLICIES:
+            raise ValueError(f"large must be one of {LARGE_POLICIES}, got {large!r}")
+        if max_megapixels is not None and not max_megapixels > 0:
+            raise ValueError("max_megapixels must be > 0")
+        self.max_megapixels = max_megapixels
+        self.large = large
         config = postprocess or PostprocessConfig()
         given = {"radius": radius, "eps": eps, "mode": preprocess, "threads": threads}
         overrides = {k: v for k, v in given.items() if v is not None}
@@ -104,15 +126,43 @@ class Extractor:
             source = Path(image)
             image = load_image(source)
         image = _check_image(image)
-        raw = self.features(image)
-        embedding, basis = postprocess(raw, image, self.config)
+        work, scale = self._fit(image, source)
+        raw = self.features(work)
+        embedding, basis = postprocess(raw, work, self.config)
+        if scale != 1.0:
+            h, w = image.shape[:2]
+            embedding = cv2.resize(embedding, (w, h), interpolation=cv2.INTER_LINEAR)
+            embedding = np.clip(embedding.reshape(h, w, -1), 0.0, 1.0)
         return ExtractionResult(
             embedding=embedding,
             image=image,
             features=np.moveaxis(raw, 0, -1) if return_features else None,
             basis=basis,
             source=source,
+            scale=scale,
         )
+
+    def _fit(self, image: np.ndarray, source: Path | None) -> tuple[np.ndarray, float]:
+        """The image to run (downscaled if above the size limit) and its scale factor."""
+        h, w = image.shape[:2]
+        mp = h * w / 1e6
+        if self.max_megapixels is None or mp <= self.max_megapixels:
+            return image, 1.0
+        name = f"{source}: " if source else ""
+        if self.large == "refuse":
+            raise ImageError(
+                f"{name}image is {w}×{h} ({mp:.1f} MP), above the {self.max_megapixels:g} MP "
+                "limit (raise it with --max-megapixels, or --large downscale)"
+            )
+        scale = (self.max_megapixels / mp) ** 0.5
+        size = (max(1, int(w * scale)), max(1, int(h * scale)))
+        log.warning(
+            "%simage is %d×%d (%.1f MP), above the %g MP limit: processed at %d×%d, "
+            "embedding resized back",
+            name, w, h, mp, self.max_megapixels, *size,
+        )  # fmt: skip
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return small, size[0] / w
 
     def extract_many(
         self, images: Iterable[ImageLike], *, return_features: bool = False

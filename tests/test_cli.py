@@ -160,3 +160,12 @@ def test_extract_preprocess_modes(image_tree, onnx_path, tmp_path, capsys, mode)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     with Extractor(onnx_path) as ex:
         assert np.abs(ex.extract(image_tree / "a.jpg").embedding - got).max() > 1e-3
+
+
+def test_extract_refuses_large_images_per_file(image_tree, onnx_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["extract", image_tree, "-o", out, "-m", onnx_path, "-f", "npy"]
+    code, _, err = run_cli([*args, "--max-megapixels", "0.001", "--large", "refuse"], capsys)
+    assert code == 1
+    assert "above the 0.001 MP limit" in err and "3 failed" in err
+    assert not list(out.rglob("*.npy"))

@@ -65,3 +65,38 @@ def test_default_model_is_bundled_and_self_describing(rng):
     with Extractor() as ex:
         r = ex.extract(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
     assert r.embedding.shape == (48, 64, 3)
+
+
+def test_large_image_downscaled_then_embedding_resized_back(onnx_path, caplog):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    with Extractor(onnx_path, max_megapixels=0.03) as ex:
+        with caplog.at_level("WARNING", logger="sss_rt"):
+            r = ex.extract(image, return_features=True)
+    assert r.embedding.shape == (300, 400, 3) and r.embedding.dtype == np.float32
+    assert 0.0 <= r.embedding.min() and r.embedding.max() <= 1.0
+    h, w = r.features.shape[:2]
+    assert h * w <= 0.03e6 and abs(w / h - 4 / 3) < 0.02
+    assert r.scale == pytest.approx(w / 400)
+    assert "above the 0.03 MP limit" in caplog.text
+    small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    with Extractor(onnx_path, max_megapixels=None) as ex:
+        direct = ex.extract(small)
+    assert direct.scale == 1.0
+    np.testing.assert_allclose(r.features, np.moveaxis(ex_features(onnx_path, small), 0, -1))
+    expected = cv2.resize(direct.embedding, (400, 300), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(r.embedding, np.clip(expected, 0, 1), atol=1e-6)
+
+
+def ex_features(onnx_path, image):
+    with Extractor(onnx_path) as ex:
+        return ex.features(image)
+
+
+def test_large_image_refused_with_clear_error(onnx_path):
+    image = np.zeros((300, 400, 3), np.uint8)
+    with Extractor(onnx_path, max_megapixels=0.1, large="refuse") as ex:
+        with pytest.raises(ImageError, match=r"400×300 \(0\.1 MP\), above the 0\.1 MP limit"):
+            ex.extract(image)
+    with pytest.raises(ValueError, match="large"):
+        Extractor(onnx_path, large="crop")

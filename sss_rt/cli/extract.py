@@ -66,6 +66,20 @@ EXIT_SOME_FAILED = 1
     help="Post-processing: exact guided filter + PCA; fast (subsampled guided filter, "
     "approximate); matlab (the authors' MATLAB rules).",
 )
+@click.option(
+    "--max-megapixels",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Size limit; larger images are downscaled (embedding resized back) or refused.",
+)
+@click.option(
+    "--large",
+    type=click.Choice(["downscale", "refuse"]),
+    default="downscale",
+    show_default=True,
+    help="What to do with images above --max-megapixels.",
+)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--float16", is_flag=True, help="Store raw features (npy/npz) as float16.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
@@ -82,6 +96,8 @@ def extract(
     radius,
     eps,
     preprocess,
+    max_megapixels,
+    large,
     threads,
     float16,
     recursive,
@@ -117,6 +133,8 @@ def extract(
         eps=eps,
         preprocess=preprocess,
         threads=threads,
+        max_megapixels=max_megapixels,
+        large=large,
     ) as extractor:
         bar = tqdm(total=len(tasks), unit="img", disable=quiet or not sys.stderr.isatty())
         for outcome in extract_to(
