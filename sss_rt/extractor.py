@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -17,15 +18,19 @@ from sss_rt.errors import ImageError, ModelError
 from sss_rt.io.images import load_image
 from sss_rt.model_info import ModelInfo
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.cpu import postprocess
+from sss_rt.postprocess.cpu import postprocess, use_native
 from sss_rt.postprocess.pca import PCABasis
 
 ImageLike = str | os.PathLike[str] | np.ndarray
 
 DEFAULT_MODEL_NAME = "default.onnx"
-#: images above this many megapixels are downscaled (or refused) by default: the network's
-#: full-resolution layers need ~10 GB of memory per megapixel on CPU
-DEFAULT_MAX_MEGAPIXELS = 2.0
+#: images above this many megapixels are downscaled (or refused) by default
+DEFAULT_MAX_MEGAPIXELS = 64.0
+#: above this size, images go through the tiled path (bounded memory) when it applies
+DEFAULT_TILE_MEGAPIXELS = 1.0
+#: the limit where the tiled path does not apply: whole-image inference on CPU needs ~10 GB of
+#: memory per megapixel for the network's full-resolution layers
+UNTILED_MAX_MEGAPIXELS = 2.0
 LARGE_POLICIES = ("downscale", "refuse")
 
 log = logging.getLogger("sss_rt")
@@ -69,9 +74,13 @@ class Extractor:
     ``"onnxruntime"``, ``"torch"``. ``radius``/``eps``: the guided filter's. ``preprocess``:
     ``"exact"`` (default), ``"fast"`` or ``"matlab"`` (see :class:`PostprocessConfig`).
     ``threads``: CPU threads of the network and the post-processing.
-    ``max_megapixels``: larger images are downscaled to fit before the network (the embedding
-    is resized back to the input's size, and a warning is logged) or, with
-    ``large="refuse"``, rejected with ``ImageError``; ``None`` lifts the limit.
+    ``tile_megapixels``: larger images run tiled — the network's trunk once, its
+    full-resolution head and the post-processing in bands of rows — in bounded memory, with the
+    same result up to float rounding (exact mode, ONNX Runtime on CPU, compiled kernel; ``None``
+    disables it). ``max_megapixels``: larger images are downscaled to fit before the network
+    (the embedding is resized back to the input's size, and a warning is logged) or, with
+    ``large="refuse"``, rejected with ``ImageError``; where tiling does not apply the limit is
+    at most 2 MP; ``None`` lifts every limit.
     """
 
     def __init__(
@@ -87,6 +96,7 @@ class Extractor:
         threads: int | None = None,
         max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
         large: str = "downscale",
+        tile_megapixels: float | None = DEFAULT_TILE_MEGAPIXELS,
     ) -> None:
         if large not in LARGE_POLICIES:
             raise ValueError(f"large must be one of {LARGE_POLICIES}, got {large!r}")
@@ -94,6 +104,9 @@ class Extractor:
             raise ValueError("max_megapixels must be > 0")
         self.max_megapixels = max_megapixels
         self.large = large
+        self.tile_megapixels = tile_megapixels
+        self.threads = threads
+        self._tiled: Any = None
         config = postprocess or PostprocessConfig()
         given = {"radius": radius, "eps": eps, "mode": preprocess, "threads": threads}
         overrides = {k: v for k, v in given.items() if v is not None}
@@ -127,8 +140,15 @@ class Extractor:
             image = load_image(source)
         image = _check_image(image)
         work, scale = self._fit(image, source)
-        raw = self.features(work)
-        embedding, basis = postprocess(raw, work, self.config)
+        if self._tiles(work):
+            from sss_rt.tiled import postprocess_streaming
+
+            trunk = self._tiled_network().trunk(work)
+            embedding, basis = postprocess_streaming(trunk, work, self.config)
+            raw = trunk.rows(0, work.shape[0]) if return_features else None
+        else:
+            raw = self.features(work)
+            embedding, basis = postprocess(raw, work, self.config)
         if scale != 1.0:
             h, w = image.shape[:2]
             embedding = cv2.resize(embedding, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -136,30 +156,59 @@ class Extractor:
         return ExtractionResult(
             embedding=embedding,
             image=image,
-            features=np.moveaxis(raw, 0, -1) if return_features else None,
+            features=np.moveaxis(raw, 0, -1) if raw is not None and return_features else None,
             basis=basis,
             source=source,
             scale=scale,
         )
 
+    def can_tile(self) -> bool:
+        """Whether large images take the tiled path with this backend and configuration."""
+        be = self.backend
+        return (
+            self.tile_megapixels is not None
+            and be.name == "onnxruntime"
+            and be.device == "cpu"
+            and self.config.mode == "exact"
+            and use_native(self.config)
+        )
+
+    def _tiles(self, image: np.ndarray) -> bool:
+        mp = image.shape[0] * image.shape[1] / 1e6
+        return self.can_tile() and mp > self.tile_megapixels  # type: ignore[operator]
+
+    def _tiled_network(self) -> Any:
+        if self._tiled is None:
+            from sss_rt.tiled import TiledNetwork
+
+            self._tiled = TiledNetwork(self.model_path, self.threads)
+        return self._tiled
+
+    def _limit(self) -> float | None:
+        if self.max_megapixels is None or self.can_tile():
+            return self.max_megapixels
+        return min(self.max_megapixels, UNTILED_MAX_MEGAPIXELS)
+
     def _fit(self, image: np.ndarray, source: Path | None) -> tuple[np.ndarray, float]:
         """The image to run (downscaled if above the size limit) and its scale factor."""
         h, w = image.shape[:2]
         mp = h * w / 1e6
-        if self.max_megapixels is None or mp <= self.max_megapixels:
+        limit = self._limit()
+        if limit is None or mp <= limit:
             return image, 1.0
         name = f"{source}: " if source else ""
+        why = "" if limit == self.max_megapixels else " (untiled: see --tile-megapixels)"
         if self.large == "refuse":
             raise ImageError(
-                f"{name}image is {w}×{h} ({mp:.1f} MP), above the {self.max_megapixels:g} MP "
-                "limit (raise it with --max-megapixels, or --large downscale)"
+                f"{name}image is {w}×{h} ({mp:.1f} MP), above the {limit:g} MP limit{why} "
+                "(raise it with --max-megapixels, or --large downscale)"
             )
-        scale = (self.max_megapixels / mp) ** 0.5
+        scale = (limit / mp) ** 0.5
         size = (max(1, int(w * scale)), max(1, int(h * scale)))
         log.warning(
-            "%simage is %d×%d (%.1f MP), above the %g MP limit: processed at %d×%d, "
+            "%simage is %d×%d (%.1f MP), above the %g MP limit%s: processed at %d×%d, "
             "embedding resized back",
-            name, w, h, mp, self.max_megapixels, *size,
+            name, w, h, mp, limit, why, *size,
         )  # fmt: skip
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         return small, size[0] / w
@@ -176,6 +225,9 @@ class Extractor:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+        if self._tiled is not None:
+            self._tiled.close()
+            self._tiled = None
 
     def __enter__(self) -> Extractor:
         return self

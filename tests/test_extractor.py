@@ -70,11 +70,13 @@ def test_default_model_is_bundled_and_self_describing(rng):
 def test_large_image_downscaled_then_embedding_resized_back(onnx_path, caplog):
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
-    with Extractor(onnx_path, max_megapixels=0.03) as ex:
-        with caplog.at_level("WARNING", logger="sss_rt"):
-            r = ex.extract(image, return_features=True)
+    with (
+        Extractor(onnx_path, max_megapixels=0.03) as ex,
+        caplog.at_level("WARNING", logger="sss_rt"),
+    ):
+        r = ex.extract(image, return_features=True)
     assert r.embedding.shape == (300, 400, 3) and r.embedding.dtype == np.float32
-    assert 0.0 <= r.embedding.min() and r.embedding.max() <= 1.0
+    assert r.embedding.min() >= 0.0 and r.embedding.max() <= 1.0
     h, w = r.features.shape[:2]
     assert h * w <= 0.03e6 and abs(w / h - 4 / 3) < 0.02
     assert r.scale == pytest.approx(w / 400)
@@ -95,8 +97,44 @@ def ex_features(onnx_path, image):
 
 def test_large_image_refused_with_clear_error(onnx_path):
     image = np.zeros((300, 400, 3), np.uint8)
-    with Extractor(onnx_path, max_megapixels=0.1, large="refuse") as ex:
-        with pytest.raises(ImageError, match=r"400×300 \(0\.1 MP\), above the 0\.1 MP limit"):
-            ex.extract(image)
+    limit = r"400×300 \(0\.1 MP\), above the 0\.1 MP limit"
+    with (
+        Extractor(onnx_path, max_megapixels=0.1, large="refuse") as ex,
+        pytest.raises(ImageError, match=limit),
+    ):
+        ex.extract(image)
     with pytest.raises(ValueError, match="large"):
         Extractor(onnx_path, large="crop")
+
+
+def test_tiled_path_matches_whole_image(onnx_path):
+    """Above tile_megapixels the trunk runs once and the head + post-processing go in bands."""
+    from sss_rt.postprocess import native
+
+    if not native.available():
+        pytest.skip("tiling needs the compiled kernel")
+    rng = np.random.default_rng(8)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (181, 203, 3), dtype=np.uint8), (0, 0), 3)
+    cfg = PostprocessConfig(band_mb=1)  # a band of a few rows: many bands, halos everywhere
+    with Extractor(onnx_path, postprocess=cfg, tile_megapixels=None) as ex:
+        whole = ex.extract(image, return_features=True)
+    with Extractor(onnx_path, postprocess=cfg, tile_megapixels=0.001) as ex:
+        assert ex.can_tile()
+        tiled = ex.extract(image, return_features=True)
+        assert ex._tiled is not None  # the tiled path really ran
+    scale = np.abs(whole.features).max()
+    assert np.abs(tiled.features - whole.features).max() <= 1e-5 * scale
+    np.testing.assert_allclose(tiled.basis.components, whole.basis.components, atol=1e-5)
+    assert np.abs(tiled.embedding - whole.embedding).max() <= 1e-4
+
+
+def test_untiled_configurations_get_the_lower_limit(onnx_path, caplog):
+    image = np.zeros((300, 400, 3), np.uint8)
+    with Extractor(onnx_path, preprocess="fast", max_megapixels=64) as ex:
+        assert not ex.can_tile()
+        assert ex._limit() == 2.0
+    with Extractor(onnx_path, max_megapixels=64) as ex:
+        assert (
+            ex.can_tile() == __import__("sss_rt.postprocess.native").postprocess.native.available()
+        )
+    del image

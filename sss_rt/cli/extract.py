@@ -69,9 +69,17 @@ EXIT_SOME_FAILED = 1
 @click.option(
     "--max-megapixels",
     type=click.FloatRange(min=0, min_open=True),
-    default=2.0,
+    default=64.0,
     show_default=True,
-    help="Size limit; larger images are downscaled (embedding resized back) or refused.",
+    help="Size limit; larger images are downscaled (embedding resized back) or refused. "
+    "At most 2 MP where tiling does not apply.",
+)
+@click.option(
+    "--tile-megapixels",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Larger images run tiled in bounded memory (exact mode, ONNX Runtime CPU); 0: never.",
 )
 @click.option(
     "--large",
@@ -97,6 +105,7 @@ def extract(
     eps,
     preprocess,
     max_megapixels,
+    tile_megapixels,
     large,
     threads,
     float16,
@@ -135,6 +144,7 @@ def extract(
         threads=threads,
         max_megapixels=max_megapixels,
         large=large,
+        tile_megapixels=tile_megapixels or None,
     ) as extractor:
         bar = tqdm(total=len(tasks), unit="img", disable=quiet or not sys.stderr.isatty())
         for outcome in extract_to(
