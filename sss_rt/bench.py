@@ -238,6 +238,33 @@ def postprocess_only(
     }
 
 
+def extract_large(height: int, width: int, model: str | None = None) -> dict[str, Any]:
+    """``sss-rt extract`` of one large image file (tiled path): wall time and peak RSS."""
+    from sss_rt.cli import main as cli
+
+    work = Path(tempfile.mkdtemp(prefix="sss-bench-large-"))
+    src = work / "large.png"
+    cv2.imwrite(str(src), test_image(height, width)[..., ::-1])
+    baseline = peak_rss_mb()
+    args = [str(src), "-o", str(work / "out"), "-f", "png", "-q"]
+    if model:
+        args += ["-m", model]
+    t0 = time.perf_counter()
+    try:
+        cli(["extract", *args], standalone_mode=False)
+    finally:
+        elapsed = time.perf_counter() - t0
+    written = sorted(p.name for p in (work / "out").iterdir())
+    return {
+        "size": [height, width],
+        "megapixels": height * width / 1e6,
+        "wall_s": elapsed,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_mb": baseline,
+        "outputs": written,
+    }
+
+
 def fast_mode_error(model: str, height: int, width: int) -> dict[str, Any]:
     """Fast vs exact mode on the bundled example photos with ``model``'s real features."""
     from sss_rt.backends import create_backend
@@ -289,6 +316,7 @@ KINDS: dict[str, Callable[..., dict[str, Any]]] = {
     "pipeline": pipeline_stages,
     "network": network_only,
     "fast_error": fast_mode_error,
+    "extract_large": extract_large,
     "training_form": training_form_network,
     "profile": ort_op_profile,
     "postprocess": postprocess_only,
