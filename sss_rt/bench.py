@@ -265,6 +265,29 @@ def extract_large(height: int, width: int, model: str | None = None) -> dict[str
     }
 
 
+def cuda_postprocess(height: int, width: int, channels: int, runs: int) -> dict[str, Any]:
+    """GPU post-processing of device-resident random features (needs pycuda and a GPU)."""
+    import pycuda.gpuarray as gpuarray
+
+    from sss_rt.postprocess.cuda import CudaPostprocessor
+
+    rng = np.random.default_rng(0)
+    image = test_image(height, width)
+    feats = rng.normal(size=(channels, height, width)).astype(np.float32)
+    on_gpu = gpuarray.to_gpu(feats)
+    pp = CudaPostprocessor()
+    result = time_it(lambda: pp(on_gpu, image), runs)
+    half = gpuarray.to_gpu(feats.astype(np.float16))
+    result_f16 = time_it(lambda: pp(half, image), runs)
+    return {
+        "size": [height, width],
+        "channels": channels,
+        "fp32": result,
+        "fp16": result_f16,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def fast_mode_error(model: str, height: int, width: int) -> dict[str, Any]:
     """Fast vs exact mode on the bundled example photos with ``model``'s real features."""
     from sss_rt.backends import create_backend
@@ -317,6 +340,7 @@ KINDS: dict[str, Callable[..., dict[str, Any]]] = {
     "network": network_only,
     "fast_error": fast_mode_error,
     "extract_large": extract_large,
+    "cuda_postprocess": cuda_postprocess,
     "training_form": training_form_network,
     "profile": ort_op_profile,
     "postprocess": postprocess_only,

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every GPU check in one go, for a lent device machine (one NVIDIA GPU, no network).
+# Before the call, copy pycuda's sdist and wheels into .whl/ (git-ignored) and carry it:
+#   mkdir -p .whl && cp ../shared/device-wheels/* .whl/
+#   device run: bash benchmarks/gpu_check.sh   (carry: [".whl"])
+# Writes its logs and JSON under $OUT (or /tmp/sss-gpu-check).
+set -uo pipefail
+OUT="${OUT:-/tmp/sss-gpu-check}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -m pip install -q --no-index --find-links .whl pycuda
+  python3 -m pip install -q --no-deps --no-build-isolation -e .
+  bash kernels/compile_check.sh
+  python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda.py
+  python3 -m pytest -q -p no:cacheprovider tests/test_postprocess_modes.py
+  python3 -m sss_rt.bench cuda_postprocess '{"height": 768, "width": 1024, "channels": 128, "runs": 10}' \
+    > "$OUT/cuda_postprocess.json"
+  python3 -m sss_rt.bench postprocess '{"height": 768, "width": 1024, "channels": 128, "runs": 3}' \
+    > "$OUT/cpu_postprocess.json"
+  cat "$OUT"/*.json
+} 2>&1 | tee "$OUT/gpu_check.log"
