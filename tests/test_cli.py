@@ -169,3 +169,27 @@ def test_extract_refuses_large_images_per_file(image_tree, onnx_path, tmp_path, 
     assert code == 1
     assert "above the 0.001 MP limit" in err and "3 failed" in err
     assert not list(out.rglob("*.npy"))
+
+
+def test_compare_backends_reports_differences(image_tree, onnx_path, capsys):
+    pytest.importorskip("torch")
+    img = image_tree / "a.jpg"
+    args = ["compare", f"onnxruntime:{onnx_path}", f"torch:{onnx_path}", "-i", img, "--json"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["a"]["backend"] == "onnxruntime" and report["b"]["backend"] == "torch"
+    feats = report["images"][0]["features"]
+    assert 0 < feats["max_rel"] < 1e-4 and feats["mean_abs"] <= feats["max_abs"]
+    # a tolerance below the observed difference fails with exit code 1 and says why
+    code, _, err = run_cli([*args[:-1], "--max-rel", "1e-12"], capsys)
+    assert code == 1 and "above 1e-12" in err
+
+
+def test_compare_spec_parsing():
+    from sss_rt.cli.compare import _split
+
+    assert _split("torch:m.onnx") == ("torch", "m.onnx")
+    assert _split("m.onnx") == ("auto", "m.onnx")
+    assert _split("onnxruntime") == ("onnxruntime", None)
+    assert _split("C:/models/m.onnx") == ("auto", "C:/models/m.onnx")

@@ -9,6 +9,7 @@ import click
 from sss_rt._version import __version__
 from sss_rt.cli.bench import bench
 from sss_rt.cli.build_engine import build_engine
+from sss_rt.cli.compare import compare
 from sss_rt.cli.evaluate import evaluate
 from sss_rt.cli.export import export
 from sss_rt.cli.extract import extract
@@ -23,7 +24,7 @@ def cli() -> None:
     """Semantic feature descriptors for Semantic Soft Segmentation."""
 
 
-for command in (extract, export, info, build_engine, train, evaluate, bench):
+for command in (extract, export, info, build_engine, compare, train, evaluate, bench):
     cli.add_command(command)
 
 
