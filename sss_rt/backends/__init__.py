@@ -41,10 +41,14 @@ def create_backend(
 
         return TorchBackend(model, device=device, threads=threads)
     if name == "tensorrt":
-        raise BackendUnavailableError(
-            "the tensorrt backend needs TensorRT and pycuda on an NVIDIA GPU "
-            "(pip install 'sss-rt[gpu]'); use --backend onnxruntime on this machine"
-        )
+        if not available_backends()["tensorrt"]:
+            raise BackendUnavailableError(
+                "the tensorrt backend needs TensorRT and pycuda on an NVIDIA GPU "
+                "(pip install 'sss-rt[gpu]'); use --backend onnxruntime on this machine"
+            )
+        from sss_rt.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(model, device=device, threads=threads)
     raise ValueError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
 
 

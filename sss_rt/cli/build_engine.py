@@ -1,13 +1,22 @@
-"""``sss-rt build-engine``: an ONNX model → a TensorRT engine (needs TensorRT)."""
+"""``sss-rt build-engine``: an ONNX model → a TensorRT engine with a JSON sidecar."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
 from pathlib import Path
 
 import click
 
-from sss_rt.errors import BackendUnavailableError
+from sss_rt.errors import ModelError
+
+
+def _hw(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    from sss_rt.backends.tensorrt import parse_hw
+
+    try:
+        return parse_hw(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("build-engine")
@@ -17,13 +26,49 @@ from sss_rt.errors import BackendUnavailableError
     "--output",
     type=click.Path(path_type=Path),
     default=None,
-    help="Engine file (default: MODEL with .engine).",
+    help="Engine file (default: MODEL with .engine); a .json sidecar goes beside it.",
 )
-def build_engine(model: Path, output: Path | None) -> None:
-    """Build a TensorRT engine with dynamic height/width from MODEL.onnx."""
-    if importlib.util.find_spec("tensorrt") is None:
-        raise BackendUnavailableError(
-            "TensorRT is not installed: build-engine needs an NVIDIA GPU and "
-            "pip install 'sss-rt[gpu]' (tensorrt); nothing was built"
+@click.option("--min-size", default="128x128", show_default=True, callback=_hw, help="H×W.")
+@click.option("--opt-size", default="768x1024", show_default=True, callback=_hw, help="H×W.")
+@click.option("--max-size", default="2048x2048", show_default=True, callback=_hw, help="H×W.")
+@click.option("--min-batch", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--opt-batch", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-batch", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option("--workspace-mb", default=4096, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--timing-cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Timing cache file, read if present and updated (speeds up later builds).",
+)
+def build_engine(
+    model: Path,
+    output: Path | None,
+    min_size,
+    opt_size,
+    max_size,
+    min_batch,
+    opt_batch,
+    max_batch,
+    precision,
+    workspace_mb,
+    timing_cache,
+) -> None:
+    """Build a TensorRT engine with a dynamic-shape profile from MODEL.onnx (needs a GPU)."""
+    from sss_rt.backends.tensorrt import BuildSettings, Profile, _trt, build
+
+    if not model.is_file():
+        raise ModelError(f"model file not found: {model}")
+    try:
+        profile = Profile(min_size, opt_size, max_size, min_batch, opt_batch, max_batch)
+        settings = BuildSettings(
+            profile, precision, workspace_mb, timing_cache and str(timing_cache)
         )
-    raise BackendUnavailableError("the TensorRT engine builder is not part of this version yet")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    _trt()  # a one-line message, before anything else, where TensorRT is missing
+    output = output or model.with_suffix(".engine")
+    record = build(model, output, settings, log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {output} and {output}.json")
+    click.echo(json.dumps(record, indent=2))
