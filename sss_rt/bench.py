@@ -240,7 +240,7 @@ def postprocess_only(
 
 def extract_large(height: int, width: int, model: str | None = None) -> dict[str, Any]:
     """``sss-rt extract`` of one large image file (tiled path): wall time and peak RSS."""
-    from sss_rt.cli import main as cli
+    from sss_rt.cli import cli
 
     work = Path(tempfile.mkdtemp(prefix="sss-bench-large-"))
     src = work / "large.png"
@@ -251,7 +251,7 @@ def extract_large(height: int, width: int, model: str | None = None) -> dict[str
         args += ["-m", model]
     t0 = time.perf_counter()
     try:
-        cli(["extract", *args], standalone_mode=False)
+        cli.main(args=["extract", *args], prog_name="sss-rt", standalone_mode=False)
     finally:
         elapsed = time.perf_counter() - t0
     written = sorted(p.name for p in (work / "out").iterdir())

@@ -144,8 +144,9 @@ class Extractor:
             from sss_rt.tiled import postprocess_streaming
 
             trunk = self._tiled_network().trunk(work)
-            embedding, basis = postprocess_streaming(trunk, work, self.config)
-            raw = trunk.rows(0, work.shape[0]) if return_features else None
+            embedding, basis, raw = postprocess_streaming(
+                trunk, work, self.config, keep_features=True if return_features else None
+            )
         else:
             raw = self.features(work)
             embedding, basis = postprocess(raw, work, self.config)

@@ -19,13 +19,19 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from sss_rt.errors import ModelError
 from sss_rt.model_info import INPUT_NAME
 from sss_rt.postprocess import native
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.cpu import MomentAccumulator, image_to_guide, to_unit_embedding
+from sss_rt.postprocess.cpu import (
+    MomentAccumulator,
+    image_to_guide,
+    project_raw,
+    to_unit_embedding,
+)
 from sss_rt.postprocess.guided_filter import guide_stats
 from sss_rt.postprocess.pca import PCABasis
 
@@ -166,12 +172,11 @@ class Trunk:
         self.w = w
         self.t_in, self.t_p1, self.deep = t_in, t_p1, deep
         _, self.height, self.width = t_in.shape
-        self._x_p1 = _linear_taps(self.width, t_p1.shape[2])
-        self._x_deep = _linear_taps(self.width, deep.shape[2])
         self._y_p1 = _linear_taps(self.height, t_p1.shape[1])
         self._y_deep = _linear_taps(self.height, deep.shape[1])
 
-    def _upsampled(self, low: np.ndarray, ys, xs, y0: int, y1: int, project=None) -> np.ndarray:
+    def _upsampled(self, low: np.ndarray, ys, y0: int, y1: int, project=None) -> np.ndarray:
+        """Rows ``y0:y1`` of ``low`` (C×h×w) bilinearly upsampled to the full size."""
         i0, i1, wy = (a[y0:y1] for a in ys)
         lo, hi = int(i0.min()), int(i1.max()) + 1
         block = low[:, lo:hi]  # the low-resolution rows these output rows need
@@ -180,8 +185,13 @@ class Trunk:
             block = (project @ block.reshape(c, bh * bw)).reshape(-1, bh, bw)
         wy = wy[None, :, None]
         rows = block[:, i0 - lo] * (1 - wy) + block[:, i1 - lo] * wy
-        j0, j1, wx = xs
-        return rows[:, :, j0] * (1 - wx) + rows[:, :, j1] * wx
+        # along x, every (channel, row) line independently: OpenCV's bilinear resize with
+        # half-pixel centres and edge clamping is ONNX Resize's rule; fy = 1 keeps the lines
+        c, n, w_low = rows.shape
+        flat = cv2.resize(
+            rows.reshape(c * n, w_low), (self.width, c * n), interpolation=cv2.INTER_LINEAR
+        )
+        return flat.reshape(c, n, self.width)
 
     def rows(self, y0: int, y1: int, chunk_mb: int = 64) -> np.ndarray:
         """Features of rows ``y0:y1``: C×(y1−y0)×W float32.
@@ -202,8 +212,8 @@ class Trunk:
         c_in, _, width = self.t_in.shape
         t_in = self.t_in[:, y0:y1].reshape(c_in, -1)
         h = (w.fuse_input @ t_in).reshape(-1, y1 - y0, width)
-        h += self._upsampled(self.t_p1, self._y_p1, self._x_p1, y0, y1, w.fuse_pool1)
-        h += self._upsampled(self.deep, self._y_deep, self._x_deep, y0, y1)
+        h += self._upsampled(self.t_p1, self._y_p1, y0, y1, w.fuse_pool1)
+        h += self._upsampled(self.deep, self._y_deep, y0, y1)
         h += w.fuse_bias[:, None, None]
         np.maximum(h, 0.0, out=h)
         out = w.head @ h.reshape(h.shape[0], -1)
@@ -216,10 +226,19 @@ def band_rows(width: int, channels: int, band_mb: int, halo: int) -> int:
     return max(4 * halo, 8, (band_mb << 20) // max(1, channels * width * 4))
 
 
+#: features up to this size are kept between the two passes instead of being recomputed
+KEEP_FEATURES_MB = 1024
+
+
 def postprocess_streaming(
-    trunk: Trunk, image: np.ndarray, config: PostprocessConfig
-) -> tuple[np.ndarray, PCABasis]:
-    """Exact post-processing of features computed band by band (two passes, bounded memory)."""
+    trunk: Trunk, image: np.ndarray, config: PostprocessConfig, keep_features: bool | None = None
+) -> tuple[np.ndarray, PCABasis, np.ndarray | None]:
+    """Exact post-processing of features computed band by band (two passes, bounded memory).
+
+    ``keep_features``: hold all features (C×H×W float32) after the first pass — the second pass
+    then reads them instead of recomputing them, and they are returned; default: when they take
+    at most ``KEEP_FEATURES_MB``.
+    """
     if config.mode != "exact":
         raise ValueError("tiled extraction supports the exact post-processing mode only")
     h, w = trunk.height, trunk.width
@@ -227,7 +246,11 @@ def postprocess_streaming(
     halo = 2 * r
     stats = guide_stats(image_to_guide(image), r, config.eps)
     planar = native.PlanarGuide.from_stats(stats)
-    rows = band_rows(w, trunk.w.head.shape[0], config.band_mb, halo)
+    c = trunk.w.head.shape[0]
+    rows = band_rows(w, c, config.band_mb, halo)
+    if keep_features is None:
+        keep_features = c * h * w * 4 <= KEEP_FEATURES_MB << 20
+    kept = np.empty((c, h, w), np.float32) if keep_features else None
 
     def bands():
         for y0 in range(0, h, rows):
@@ -246,6 +269,8 @@ def postprocess_streaming(
     acc: MomentAccumulator | None = None
     for y0, y1, b0, b1, sub in bands():
         feats = trunk.rows(b0, b1)
+        if kept is not None:
+            kept[:, y0:y1] = feats[:, y0 - b0 : y1 - b0]
         if acc is None:
             acc = MomentAccumulator(feats.mean(axis=(1, 2), dtype=np.float64))
         with native.RowFilter(sub, config.threads) as rf:
@@ -258,13 +283,10 @@ def postprocess_streaming(
     # pass 2: filter the features projected on the basis
     projected = np.empty((comps.shape[0], h, w), np.float32)
     for y0, y1, b0, b1, sub in bands():
-        feats = trunk.rows(b0, b1)
-        c = feats.shape[0]
-        flat = feats.reshape(c, -1).astype(np.float64)
-        flat -= shift[:, None]
-        proj = (comps @ flat).astype(np.float32).reshape(-1, b1 - b0, w)
+        feats = kept[:, b0:b1] if kept is not None else trunk.rows(b0, b1)
+        proj = project_raw(np.ascontiguousarray(feats), basis, shift)
         with native.RowFilter(sub, config.threads) as rf:
             projected[:, y0:y1] = rf.filter(proj, y0 - b0, y1 - b0)
     flat = projected.reshape(comps.shape[0], -1).T
     flat -= (comps @ (basis.mean - shift)).astype(np.float32)
-    return to_unit_embedding(flat, basis, (h, w)), basis
+    return to_unit_embedding(flat, basis, (h, w)), basis, kept

@@ -131,7 +131,7 @@ def _check(features: np.ndarray, image: np.ndarray) -> None:
         raise ValueError("features contain NaN or Inf; the model output is invalid")
 
 
-def _project_raw(features: np.ndarray, basis: PCABasis, shift: np.ndarray) -> np.ndarray:
+def project_raw(features: np.ndarray, basis: PCABasis, shift: np.ndarray) -> np.ndarray:
     """Unfiltered C×H×W features minus ``shift``, projected on the basis: k×H×W float32.
 
     Products in float64, for the same reason as the covariance's.
@@ -170,7 +170,7 @@ def _exact_native(
         with _timed(timings, "pca"):
             basis = acc.basis(config.n_components)
             # filter(V·(p − s)) = V·(filter(p) − s): the filter is linear and keeps constants
-            projected = rf.filter(_project_raw(features, basis, shift)).reshape(-1, h * w).T
+            projected = rf.filter(project_raw(features, basis, shift)).reshape(-1, h * w).T
             projected = projected - (basis.components @ (basis.mean - shift)).astype(np.float32)
     with _timed(timings, "normalize"):
         return to_unit_embedding(projected, basis, (h, w)), basis
@@ -212,9 +212,9 @@ def _fast(
     basis = fit_basis(filtered_low, config.n_components)
 
     stats = guide_stats(guide_low, radius_low, config.eps)
-    proj_low = np.moveaxis(shrink(_project_raw(features, basis, basis.mean)), 0, -1).reshape(
-        low[1], low[0], -1
-    )
+    # area averaging is linear: projecting the subsampled features equals subsampling the
+    # projected ones, at 1/s² of the cost
+    proj_low = np.moveaxis(project_raw(feats_low, basis, basis.mean), 0, -1)
     coefs = [
         cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
         for m in coefficient_means(stats, np.ascontiguousarray(proj_low))
