@@ -226,6 +226,27 @@ def band_rows(width: int, channels: int, band_mb: int, halo: int) -> int:
     return max(4 * halo, 8, (band_mb << 20) // max(1, channels * width * 4))
 
 
+def band_guide(image: np.ndarray, b0: int, b1: int, radius: int, eps: float) -> Any:
+    """Guide statistics of rows ``b0:b1``, exactly as for the whole image.
+
+    They are computed on the rows ``b0 − r : b1 + r`` and cropped: a row's statistics only
+    depend on the guide rows within r, and the window counts N(x) are only wrong within r of
+    the slice's own edges.
+    """
+    h = image.shape[0]
+    s0, s1 = max(0, b0 - radius), min(h, b1 + radius)
+    stats = guide_stats(image_to_guide(image[s0:s1]), radius, eps)
+    planar = native.PlanarGuide.from_stats(stats)
+    a, b = b0 - s0, b1 - s0
+    return native.PlanarGuide(
+        np.ascontiguousarray(planar.guide[:, a:b]),
+        np.ascontiguousarray(planar.mean[:, a:b]),
+        np.ascontiguousarray(planar.inv_cov[:, a:b]),
+        np.ascontiguousarray(planar.inv_count[a:b]),
+        radius,
+    )
+
+
 #: features up to this size are kept between the two passes instead of being recomputed
 KEEP_FEATURES_MB = 1024
 
@@ -244,8 +265,6 @@ def postprocess_streaming(
     h, w = trunk.height, trunk.width
     r = config.radius
     halo = 2 * r
-    stats = guide_stats(image_to_guide(image), r, config.eps)
-    planar = native.PlanarGuide.from_stats(stats)
     c = trunk.w.head.shape[0]
     rows = band_rows(w, c, config.band_mb, halo)
     if keep_features is None:
@@ -256,14 +275,7 @@ def postprocess_streaming(
         for y0 in range(0, h, rows):
             y1 = min(h, y0 + rows)
             b0, b1 = max(0, y0 - halo), min(h, y1 + halo)
-            sub = native.PlanarGuide(
-                np.ascontiguousarray(planar.guide[:, b0:b1]),
-                np.ascontiguousarray(planar.mean[:, b0:b1]),
-                np.ascontiguousarray(planar.inv_cov[:, b0:b1]),
-                np.ascontiguousarray(planar.inv_count[b0:b1]),
-                r,
-            )
-            yield y0, y1, b0, b1, sub
+            yield y0, y1, b0, b1, band_guide(image, b0, b1, r, config.eps)
 
     # pass 1: covariance of the filtered channels (shifted by the first band's mean)
     acc: MomentAccumulator | None = None
