@@ -128,14 +128,15 @@ def main() -> None:
     res["postprocess"] = {
         "ours": run_isolated("postprocess", height=ph, width=pw, channels=128, runs=runs),
         "ours_numpy": run_isolated(
-            "postprocess", height=ph, width=pw, channels=128, runs=max(1, runs // 2),
+            "postprocess", height=ph, width=pw, channels=128, runs=1 if quick else 3,
             engine="numpy",
         ),
         "ours_fast": run_isolated(
             "postprocess", height=ph, width=pw, channels=128, runs=runs, mode="fast"
         ),
         "ours_matlab": run_isolated(
-            "postprocess", height=ph, width=pw, channels=128, runs=runs, mode="matlab"
+            "postprocess", height=ph, width=pw, channels=128, runs=1 if quick else 3,
+            mode="matlab",
         ),
         "peer_ximgproc_numpy": peer_postprocess(args.peer_python, ph, pw, 128, runs),
     }  # fmt: skip

@@ -193,21 +193,41 @@ class Trunk:
         )
         return flat.reshape(c, n, self.width)
 
-    def rows(self, y0: int, y1: int, chunk_mb: int = 64) -> np.ndarray:
+    def rows(
+        self,
+        y0: int,
+        y1: int,
+        chunk_mb: int = 64,
+        project: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
         """Features of rows ``y0:y1``: C×(y1−y0)×W float32.
 
+        ``project=(V, s)``: return ``V·(features − s)`` instead (k×(y1−y0)×W), with V folded
+        into the last conv and the products in float64 (see ``cpu.project_raw``).
         The 512-channel intermediate is computed ``chunk_mb`` at a time.
         """
         w = self.w
         width = self.width
-        out = np.empty((w.head.shape[0], y1 - y0, width), np.float32)
+        if project is not None:
+            v, shift = project
+            head = v @ w.head.astype(np.float64)  # k × 512
+            bias = v @ (w.head_bias.astype(np.float64) - shift)
+        else:
+            head, bias = w.head, w.head_bias
+        out = np.empty((head.shape[0], y1 - y0, width), np.float32)
         step = max(1, (chunk_mb << 20) // (w.head.shape[1] * width * 4))
         for a in range(y0, y1, step):
             b = min(y1, a + step)
-            out[:, a - y0 : b - y0] = self._rows(a, b)
+            hidden = self._hidden(a, b).reshape(w.head.shape[1], -1)
+            if project is not None:
+                hidden = hidden.astype(np.float64)
+            res = head @ hidden
+            res += bias[:, None]
+            out[:, a - y0 : b - y0] = res.reshape(-1, b - a, width)
         return out
 
-    def _rows(self, y0: int, y1: int) -> np.ndarray:
+    def _hidden(self, y0: int, y1: int) -> np.ndarray:
+        """ReLU(fuse) of rows ``y0:y1``, the 512-channel input of the last conv."""
         w = self.w
         c_in, _, width = self.t_in.shape
         t_in = self.t_in[:, y0:y1].reshape(c_in, -1)
@@ -216,9 +236,7 @@ class Trunk:
         h += self._upsampled(self.deep, self._y_deep, y0, y1)
         h += w.fuse_bias[:, None, None]
         np.maximum(h, 0.0, out=h)
-        out = w.head @ h.reshape(h.shape[0], -1)
-        out += w.head_bias[:, None]
-        return out.reshape(-1, y1 - y0, width)
+        return h
 
 
 def band_rows(width: int, channels: int, band_mb: int, halo: int) -> int:
@@ -295,8 +313,10 @@ def postprocess_streaming(
     # pass 2: filter the features projected on the basis
     projected = np.empty((comps.shape[0], h, w), np.float32)
     for y0, y1, b0, b1, sub in bands():
-        feats = kept[:, b0:b1] if kept is not None else trunk.rows(b0, b1)
-        proj = project_raw(np.ascontiguousarray(feats), basis, shift)
+        if kept is not None:
+            proj = project_raw(np.ascontiguousarray(kept[:, b0:b1]), basis, shift)
+        else:  # the projection folded into the last conv: no 128-channel features
+            proj = trunk.rows(b0, b1, project=(comps, shift))
         with native.RowFilter(sub, config.threads) as rf:
             projected[:, y0:y1] = rf.filter(proj, y0 - b0, y1 - b0)
     flat = projected.reshape(comps.shape[0], -1).T
