@@ -15,9 +15,8 @@ export PYTHONUNBUFFERED=1
   bash kernels/compile_check.sh
   python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda.py
   python3 -m pytest -q -p no:cacheprovider tests/test_postprocess_modes.py
-  python3 -m sss_rt.bench cuda_postprocess '{"height": 768, "width": 1024, "channels": 128, "runs": 10}' \
-    > "$OUT/cuda_postprocess.json"
-  python3 -m sss_rt.bench postprocess '{"height": 768, "width": 1024, "channels": 128, "runs": 3}' \
-    > "$OUT/cpu_postprocess.json"
-  cat "$OUT"/*.json
+  # parity at 3 sizes (fp32 ≤ 1e-4, fp16 ≤ 2e-3 against the CPU exact mode) and timings
+  # against the PyTorch-ops peer and the CPU path
+  python3 -m sss_rt.bench gpu_check '{"runs": 10}' > "$OUT/gpu_check.json"
+  cat "$OUT/gpu_check.json"
 } 2>&1 | tee "$OUT/gpu_check.log"

@@ -265,27 +265,51 @@ def extract_large(height: int, width: int, model: str | None = None) -> dict[str
     }
 
 
-def cuda_postprocess(height: int, width: int, channels: int, runs: int) -> dict[str, Any]:
-    """GPU post-processing of device-resident random features (needs pycuda and a GPU)."""
+def gpu_check(sizes: list[list[int]] | None = None, runs: int = 10) -> dict[str, Any]:
+    """GPU post-processing: parity with the CPU exact mode at several sizes (fp32 and fp16
+    input) and timings against the PyTorch-ops peer and the CPU path (needs pycuda, a GPU)."""
     import pycuda.gpuarray as gpuarray
 
+    from sss_rt.postprocess.cpu import postprocess
     from sss_rt.postprocess.cuda import CudaPostprocessor
 
-    rng = np.random.default_rng(0)
-    image = test_image(height, width)
-    feats = rng.normal(size=(channels, height, width)).astype(np.float32)
-    on_gpu = gpuarray.to_gpu(feats)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     pp = CudaPostprocessor()
-    result = time_it(lambda: pp(on_gpu, image), runs)
-    half = gpuarray.to_gpu(feats.astype(np.float16))
-    result_f16 = time_it(lambda: pp(half, image), runs)
-    return {
-        "size": [height, width],
-        "channels": channels,
-        "fp32": result,
-        "fp16": result_f16,
-        "peak_rss_mb": peak_rss_mb(),
-    }
+    out: dict[str, Any] = {"sizes": []}
+    for h, w in sizes or [[256, 320], [768, 1024], [1080, 1920]]:
+        rng = np.random.default_rng(h)
+        image = test_image(h, w)
+        feats = rng.normal(size=(128, h, w)).astype(np.float32)
+        ref, _ = postprocess(feats, image)
+        entry: dict[str, Any] = {"size": [h, w]}
+        for name, dtype in (("fp32", np.float32), ("fp16", np.float16)):
+            dev = gpuarray.to_gpu(feats.astype(dtype))
+            got = pp(dev, image).embedding
+            entry[name] = {
+                "max_abs_vs_cpu": float(np.abs(got - ref).max()),
+                **time_it(lambda dev=dev, image=image: pp(dev, image), runs),
+            }
+        entry["cpu_exact"] = time_it(
+            lambda feats=feats, image=image: postprocess(feats, image), 1 if h * w > 1e6 else 2
+        )
+        try:
+            import torch
+            from peer_torch_postprocess import postprocess as torch_pp
+
+            tf = torch.from_numpy(feats).cuda()
+
+            def torch_run(tf=tf, image=image) -> None:
+                torch_pp(tf, image)
+                torch.cuda.synchronize()
+
+            entry["torch_ops"] = time_it(torch_run, runs)
+            entry["torch_ops_over_kernels"] = (
+                entry["torch_ops"]["median_s"] / entry["fp32"]["median_s"]
+            )
+        except Exception as exc:  # the peer is optional: report why it did not run
+            entry["torch_ops"] = {"error": f"{type(exc).__name__}: {exc}"}
+        out["sizes"].append(entry)
+    return out
 
 
 def fast_mode_error(model: str, height: int, width: int) -> dict[str, Any]:
@@ -340,7 +364,7 @@ KINDS: dict[str, Callable[..., dict[str, Any]]] = {
     "network": network_only,
     "fast_error": fast_mode_error,
     "extract_large": extract_large,
-    "cuda_postprocess": cuda_postprocess,
+    "gpu_check": gpu_check,
     "training_form": training_form_network,
     "profile": ort_op_profile,
     "postprocess": postprocess_only,

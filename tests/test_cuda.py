@@ -71,3 +71,19 @@ def test_gpu_takes_a_device_pointer():
     by_ptr = pp(int(on_gpu.gpudata), image, shape=feats.shape, dtype=np.float32)
     by_array = pp(feats, image)
     np.testing.assert_array_equal(by_ptr.embedding, by_array.embedding)
+
+
+def test_torch_ops_peer_matches_cpu_exact_mode():
+    """The PyTorch-ops peer the GPU check times the kernels against computes the same thing."""
+    torch = pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from peer_torch_postprocess import postprocess as torch_postprocess
+
+    image, feats = structured_scene(48, 64, seed=9)
+    ref, ref_basis = postprocess(feats, image)
+    got, basis = torch_postprocess(torch.from_numpy(feats), image)
+    np.testing.assert_allclose(basis.components, ref_basis.components, atol=1e-5)
+    assert np.abs(got - ref).max() <= TOL
