@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -15,6 +14,7 @@ from sss_rt.model_info import (
     METADATA_PREFIX,
     OUTPUT_NAME,
     ModelInfo,
+    sha256_file,
 )
 
 DEFAULT_OPSET = 17
@@ -139,14 +139,6 @@ def export_checkpoint(
     return export_onnx(
         net, out_path, opset=opset, training_info=training_info, fp16_weights=fp16_weights
     )
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 __all__ = ["DEFAULT_OPSET", "METADATA_PREFIX", "export_checkpoint", "export_onnx", "sha256_file"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -68,3 +69,12 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     if not any(k.startswith(METADATA_PREFIX) for k in props):
         raise ModelError(f"{path} is an ONNX model but not an sss-rt feature model (no metadata)")
     return ModelInfo.from_metadata(props)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (model provenance, engine cache keys)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

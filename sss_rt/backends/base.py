@@ -15,16 +15,18 @@ class Backend(abc.ABC):
 
     #: registry name ("onnxruntime", "torch", "tensorrt")
     name: str = ""
+    _info: ModelInfo
+    _device: str
 
     @property
-    @abc.abstractmethod
     def info(self) -> ModelInfo:
         """The model's self-description."""
+        return self._info
 
     @property
-    @abc.abstractmethod
     def device(self) -> str:
         """Where the network runs, e.g. ``"cpu"`` or ``"cuda:0"``."""
+        return self._device
 
     @abc.abstractmethod
     def run(self, images: np.ndarray) -> np.ndarray:

@@ -86,14 +86,6 @@ class OnnxRuntimeBackend(Backend):
             self._device = "cuda:0"
 
     @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def device(self) -> str:
-        return self._device
-
-    @property
     def providers(self) -> list[str]:
         return list(self._providers)
 

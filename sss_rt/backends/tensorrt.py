@@ -21,7 +21,7 @@ import numpy as np
 
 from sss_rt.backends.base import Backend, check_images
 from sss_rt.errors import BackendUnavailableError, ModelError
-from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo, read_model_info
+from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo, read_model_info, sha256_file
 
 SIDECAR_FORMAT = 1
 #: sidecar fields an engine must match on the running machine to be deserialized
@@ -89,14 +89,6 @@ class BuildSettings:
             raise ValueError("precision must be fp32 or fp16")
         if self.workspace_mb < 1:
             raise ValueError("workspace_mb must be >= 1")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sidecar(
@@ -228,7 +220,7 @@ def build(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ModelError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
-    record = sidecar(file_sha256(onnx_path), settings, machine, __version__, info)
+    record = sidecar(sha256_file(onnx_path), settings, machine, __version__, info)
     record["build_seconds"] = round(time.perf_counter() - t0, 1)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(engine_path, bytes(serialized))
@@ -278,7 +270,7 @@ class TensorRTBackend(Backend):
         settings = settings or BuildSettings()
         onnx = path if path.suffix == ".onnx" else None
         if onnx is not None:
-            key = cache_key(file_sha256(onnx), settings, machine)
+            key = cache_key(sha256_file(onnx), settings, machine)
             engine_path = cache_dir() / f"{key}.engine"
             if not engine_path.is_file():
                 build(onnx, engine_path, settings)
@@ -313,14 +305,6 @@ class TensorRTBackend(Backend):
         self._stream = drv.Stream()
         self._device = device if device.startswith("cuda") else "cuda:0"
         self.record = record
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def device(self) -> str:
-        return self._device
 
     def run_device(self, images: np.ndarray) -> tuple[Any, tuple[int, ...]]:
         """Run on uint8 NHWC images; the N×128×H×W float32 output stays on the GPU."""

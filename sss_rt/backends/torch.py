@@ -109,14 +109,6 @@ class TorchBackend(Backend):
         self._info = info
 
     @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def device(self) -> str:
-        return self._device
-
-    @property
     def module(self) -> Any:
         """The underlying inference-form ``torch.nn.Module``."""
         return self._net
