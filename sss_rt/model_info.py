@@ -78,3 +78,16 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def initializers(model: Any) -> dict[str, Any]:
+    """An ONNX model's initializers by name, including the names they are re-exposed under.
+
+    The exporter shares deduplicated weights through ``Identity`` nodes and stores half-precision
+    weights behind ``Cast`` nodes; both outputs name the same tensor.
+    """
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in ("Identity", "Cast") and node.input and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
+    return inits

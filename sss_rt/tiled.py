@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from sss_rt.errors import ModelError
-from sss_rt.model_info import INPUT_NAME
+from sss_rt.model_info import INPUT_NAME, initializers
 from sss_rt.postprocess import native
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.cpu import (
@@ -52,25 +52,16 @@ class HeadWeights:
     head_bias: np.ndarray  # (128,)
 
 
-def _initializers(model: Any) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type in ("Identity", "Cast") and node.input and node.input[0] in inits:
-            inits[node.output[0]] = inits[node.input[0]]
-    return {k: numpy_helper.to_array(v).astype(np.float32) for k, v in inits.items()}
-
-
 def split_model(path: str | os.PathLike[str]) -> tuple[bytes, HeadWeights]:
     """The trunk graph (serialized) and the head's weights of an sss-rt ONNX model."""
     import onnx
+    from onnx import numpy_helper
 
     model = onnx.load(os.fspath(path))
     nodes = {n.name: n for n in model.graph.node}
     if not all(name in nodes for name in (T_IN, T_P1, DEEP, HEAD)):
         raise ModelError(f"{path}: not an sss-rt inference-form graph; it cannot be tiled")
-    w = _initializers(model)
+    w = {k: numpy_helper.to_array(v).astype(np.float32) for k, v in initializers(model).items()}
 
     def conv(name: str) -> tuple[np.ndarray, np.ndarray | None]:
         node = nodes[name]
@@ -80,7 +71,6 @@ def split_model(path: str | os.PathLike[str]) -> tuple[bytes, HeadWeights]:
 
     fuse_in, b_in = conv(T_IN)
     fuse_p1, b_p1 = conv(T_P1)
-    _, b_deep = conv(DEEP)
     head, head_bias = conv(HEAD)
     # the fuse bias: the constant of the Add that feeds the ReLU before the head conv
     producers = {out: n for n in model.graph.node for out in n.output}
@@ -95,8 +85,7 @@ def split_model(path: str | os.PathLike[str]) -> tuple[bytes, HeadWeights]:
             bias = bias + extra
     if head_bias is None:
         head_bias = np.zeros(head.shape[0], np.float32)
-    # the deep projection keeps its own bias inside the trunk output
-    del b_deep
+    # the deep projection's own bias, if any, is inside the trunk output
     outputs = [nodes[T_IN].input[0], nodes[T_P1].input[0], nodes[DEEP].output[0]]
     trunk = _cut(model, outputs)
     weights = HeadWeights(fuse_in, fuse_p1, bias.astype(np.float32), head, head_bias)

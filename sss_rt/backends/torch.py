@@ -13,7 +13,7 @@ import numpy as np
 
 from sss_rt.backends.base import Backend, check_images
 from sss_rt.errors import BackendUnavailableError, ModelError
-from sss_rt.model_info import ModelInfo, read_model_info
+from sss_rt.model_info import ModelInfo, initializers, read_model_info
 
 
 def _import_torch() -> Any:
@@ -37,12 +37,7 @@ def inference_net_from_onnx(path: str | os.PathLike[str]) -> tuple[Any, ModelInf
 
     info = read_model_info(path)
     model = onnx.load(os.fspath(path))
-    inits = {t.name: t for t in model.graph.initializer}
-    # deduplicated initializers are re-exposed under their own names through Identity nodes,
-    # and half-precision weights through Cast nodes
-    for node in model.graph.node:
-        if node.op_type in ("Identity", "Cast") and node.input[0] in inits:
-            inits[node.output[0]] = inits[node.input[0]]
+    inits = initializers(model)
     net = InferenceNet(HypercolumnNet(info.backbone))
     net.normalize = Normalize(tuple(info.mean), tuple(info.std))
     expected = net.state_dict()
