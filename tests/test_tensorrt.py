@@ -14,9 +14,9 @@ from sss_rt.backends.tensorrt import (
     cache_dir,
     cache_key,
     mismatch,
-    parse_hw,
     sidecar,
 )
+from sss_rt.cli.params import parse_hw
 from sss_rt.model_info import read_model_info
 
 H100 = {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,14 +66,6 @@ class Profile:
                 f"{self.min_batch}–{self.max_batch}, {self.min_hw[0]}×{self.min_hw[1]} to "
                 f"{self.max_hw[0]}×{self.max_hw[1]}); build an engine with a larger profile"
             )
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    """``"768x1024"`` (or ``768×1024``) → (768, 1024)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[x×X,]\s*(\d+)\s*", text)
-    if not m:
-        raise ValueError(f"expected HEIGHTxWIDTH, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from sss_rt.cli.params import hw_callback
+
 
 @click.command()
 @click.option(
@@ -32,6 +34,7 @@ import click
     multiple=True,
     default=("512x512",),
     show_default=True,
+    callback=hw_callback,
     help="HEIGHTxWIDTH (repeatable).",
 )
 @click.option("--runs", default=3, show_default=True, type=click.IntRange(min=1))
@@ -47,11 +50,7 @@ def bench(model, backends, sizes, runs, threads, as_json) -> None:
 
     path = str(model or default_model_path())
     results = []
-    for size in sizes:
-        try:
-            h, w = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise click.BadParameter(f"size {size!r} is not HEIGHTxWIDTH") from None
+    for h, w in sizes:
         for be in backends:
             results.append(
                 run_isolated(

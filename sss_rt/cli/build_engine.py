@@ -7,16 +7,8 @@ from pathlib import Path
 
 import click
 
+from sss_rt.cli.params import hw_callback
 from sss_rt.errors import ModelError
-
-
-def _hw(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
-    from sss_rt.backends.tensorrt import parse_hw
-
-    try:
-        return parse_hw(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("build-engine")
@@ -28,9 +20,13 @@ def _hw(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, in
     default=None,
     help="Engine file (default: MODEL with .engine); a .json sidecar goes beside it.",
 )
-@click.option("--min-size", default="128x128", show_default=True, callback=_hw, help="H×W.")
-@click.option("--opt-size", default="768x1024", show_default=True, callback=_hw, help="H×W.")
-@click.option("--max-size", default="2048x2048", show_default=True, callback=_hw, help="H×W.")
+@click.option("--min-size", default="128x128", show_default=True, callback=hw_callback, help="H×W.")
+@click.option(
+    "--opt-size", default="768x1024", show_default=True, callback=hw_callback, help="H×W."
+)
+@click.option(
+    "--max-size", default="2048x2048", show_default=True, callback=hw_callback, help="H×W."
+)
 @click.option("--min-batch", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--opt-batch", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-batch", default=1, show_default=True, type=click.IntRange(min=1))
