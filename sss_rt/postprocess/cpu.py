@@ -18,6 +18,7 @@ import numpy as np
 from sss_rt.postprocess import native
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.guided_filter import (
+    GuideStats,
     apply_coefficients,
     coefficient_means,
     guide_stats,
@@ -93,10 +94,19 @@ def filter_channels(
     features: np.ndarray, image: np.ndarray, config: PostprocessConfig
 ) -> np.ndarray:
     """Guided-filter C×H×W features with the RGB image as guide; returns H×W×C float32."""
-    c, h, w = features.shape
+    h, w = features.shape[1:]
     if image.shape[:2] != (h, w):
         raise ValueError(f"image is {image.shape[:2]} but features are {(h, w)}")
-    stats = guide_stats(image_to_guide(image), config.radius, config.eps)
+    return filter_with_stats(
+        features, guide_stats(image_to_guide(image), config.radius, config.eps), config
+    )
+
+
+def filter_with_stats(
+    features: np.ndarray, stats: GuideStats, config: PostprocessConfig
+) -> np.ndarray:
+    """Guided-filter C×H×W features with precomputed guide statistics; H×W×C float32."""
+    c, h, w = features.shape
     if use_native(config):
         with native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads) as rf:
             return np.moveaxis(rf.filter(features), 0, -1)
@@ -207,11 +217,10 @@ def _fast(
         return np.stack([cv2.resize(p, low, interpolation=cv2.INTER_AREA) for p in planes])
 
     feats_low = shrink(features).reshape(c, low[1], low[0])
-    rgb_low = guide_low  # float guide in [0, 1]
-    filtered_low = filter_channels(feats_low, rgb_low, low_cfg).reshape(-1, c)
+    stats = guide_stats(guide_low, radius_low, config.eps)
+    filtered_low = filter_with_stats(feats_low, stats, low_cfg).reshape(-1, c)
     basis = fit_basis(filtered_low, config.n_components)
 
-    stats = guide_stats(guide_low, radius_low, config.eps)
     # area averaging is linear: projecting the subsampled features equals subsampling the
     # projected ones, at 1/s² of the cost
     proj_low = np.moveaxis(project_raw(feats_low, basis, basis.mean), 0, -1)
