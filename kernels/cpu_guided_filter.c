@@ -5,26 +5,45 @@
  * true pixel count N(x). The guide's statistics (window mean of I and (Σ + εU)⁻¹) are computed
  * once by the caller and shared by every channel.
  *
- * Each channel is streamed row by row: vertical box sums are running column sums held in
- * float64 (no drift over tall images), horizontal box sums are float64 running sums along
- * the row, and the coefficients a, b of the last 2r+2 rows live in a small ring buffer.
- * The working set is a few rows, so any band of output rows [y0, y1) can be produced on its
- * own (its inputs are rows y0-2r .. y1+2r), which bounds memory for large images.
+ * Channels are filtered in groups of LANES: the group's values at one pixel form one SIMD
+ * vector, so every step (products with the guide, box sums, the 3×3 solve for a and b, the
+ * output) handles LANES channels per instruction and reads the guide's statistics once per
+ * group. Each group is streamed row by row over vertical strips of STRIP output columns:
+ * vertical box sums are running column sums held in float64 (no drift over tall images),
+ * horizontal box sums are float64 running sums fused with the step that consumes them, and
+ * the coefficients a, b of the last 2r+2 rows live in a ring buffer that stays in the L2 cache.
+ * Any band of output rows [y0, y1) can be produced on its own (its inputs are rows
+ * y0-2r .. y1+2r), which bounds memory for large images.
+ *
+ * The kernel (cpu_guided_filter_impl.h) is compiled once per instruction set: 8 lanes with
+ * AVX-512, 4 with AVX2, 2 with the baseline (SSE2, NEON, ...); the widest one the CPU runs is
+ * chosen at run time.
  *
  * Python entry point: filter_rows(src, guide, mean, inv_cov, inv_count, out,
- *                                 C, H, W, radius, y0, y1, c0, c1)
+ *                                 C, H, W, radius, y0, y1, c0, c1[, variant])
  *   src       float32 [C][H][W]     channels to filter
  *   guide     float32 [3][H][W]     guide in [0, 1] (planar)
  *   mean      float32 [3][H][W]     window mean of the guide
  *   inv_cov   float32 [6][H][W]     (Σ + εU)⁻¹ as (00, 01, 02, 11, 12, 22)
  *   inv_count float32 [H][W]        1 / N(x)
  *   out       float32 [C][y1-y0][W] filtered rows y0 .. y1-1 (channels c0 .. c1-1 written)
- * The GIL is released while filtering, so channel ranges can run on several threads.
+ *   variant   one of variants() (default: the first, the widest the CPU runs)
+ * The GIL is released while filtering, so channel ranges can run on several threads; ranges
+ * that start at a multiple of lanes(variant) waste no vector lanes.
+ *
+ * project_rows(src, comp, shift, out, C, K, N, x0, x1): the PCA projection of raw features,
+ *   out[k][x] = Σ_c comp[k][c] · (src[c][x] − shift[c]) for pixels [x0, x1), summed in float64
+ *   (src float32 [C][N], comp float64 [K][C], shift float64 [C], out float32 [K][N]).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifndef STRIP
+#define STRIP 256 /* output columns per strip: keeps a group's working set in L2 */
+#endif
+#define ALIGN 64
 
 typedef struct {
     const float *guide, *mean, *inv, *inv_count; /* planar: [3][H][W], [3][H][W], [6][H][W] */
@@ -32,163 +51,119 @@ typedef struct {
 } Guide;
 
 typedef struct {
-    double *col1, *col2; /* [4][W + 2r] running column sums, zero outside [r, r + W) */
-    double *box;         /* [4][W] box sums of the current row */
-    float *ring;         /* [2r+2][4][W] a0, a1, a2, b of recent rows */
-    int next;            /* next coefficient row to compute */
-} Scratch;
+    const float *src; /* first channel of the group, [H][W] planes */
+    int lanes;        /* channels in the group (≤ LANES); unused lanes hold zeros */
+} Group;
 
+/* A vertical strip of the image. Output columns [x0, x1) need coefficients on
+ * [c0, c1) = [x0 − r, x1 + r) ∩ [0, W), which need inputs on [i0, i1) = [c0 − r, c1 + r) ∩ [0, W).
+ * Column sums are stored with r entries of zeros beyond each end of the span they serve. */
+typedef struct {
+    int x0, x1, c0, c1, i0, i1;
+} Strip;
 
 static int imax(int a, int b) { return a > b ? a : b; }
 static int imin(int a, int b) { return a < b ? a : b; }
 
-/* col += (p, p·I0, p·I1, p·I2) of row `in` − the same of row `out` (either may be -1: none) */
-static void slide_input(const Guide *g, double *col, const float *p, int in, int out)
+static Strip make_strip(int x0, int x1, int W, int r)
 {
-    const int W = g->W, stride = W + 2 * g->r;
-    const size_t plane = (size_t)g->H * W;
-    double *c0 = col + g->r, *c1 = c0 + stride, *c2 = c1 + stride, *c3 = c2 + stride;
-    if (in >= 0) {
-        const float *pv = p + (size_t)in * W, *I0 = g->guide + (size_t)in * W;
-        const float *I1 = I0 + plane, *I2 = I1 + plane;
-        for (int x = 0; x < W; ++x) {
-            const double v = pv[x];
-            c0[x] += v;
-            c1[x] += v * I0[x];
-            c2[x] += v * I1[x];
-            c3[x] += v * I2[x];
-        }
-    }
-    if (out >= 0) {
-        const float *pv = p + (size_t)out * W, *I0 = g->guide + (size_t)out * W;
-        const float *I1 = I0 + plane, *I2 = I1 + plane;
-        for (int x = 0; x < W; ++x) {
-            const double v = pv[x];
-            c0[x] -= v;
-            c1[x] -= v * I0[x];
-            c2[x] -= v * I1[x];
-            c3[x] -= v * I2[x];
-        }
-    }
+    Strip s = {x0, x1, imax(0, x0 - r), imin(W, x1 + r), 0, 0};
+    s.i0 = imax(0, s.c0 - r);
+    s.i1 = imin(W, s.c1 + r);
+    return s;
 }
 
-/* col += ring row `in` − ring row `out` (either may be NULL) */
-static void slide_coef(const Guide *g, double *col, const float *in, const float *out)
+static void *alloc_aligned(size_t bytes)
 {
-    const int W = g->W, stride = W + 2 * g->r;
-    for (int q = 0; q < 4; ++q) {
-        double *c = col + (size_t)q * stride + g->r;
-        if (in) {
-            const float *v = in + (size_t)q * W;
-            for (int x = 0; x < W; ++x)
-                c[x] += v[x];
-        }
-        if (out) {
-            const float *v = out + (size_t)q * W;
-            for (int x = 0; x < W; ++x)
-                c[x] -= v[x];
-        }
-    }
+    void *p = NULL;
+    return posix_memalign(&p, ALIGN, bytes ? bytes : ALIGN) == 0 ? p : NULL;
 }
 
-/* box[q][x] = Σ col[q][x'] over x' in [x-r, x+r] (the zero padding truncates the window).
- * A running sum per quantity; the four quantities advance together so that their dependency
- * chains overlap. */
-static void horizontal_box(const Guide *g, const double *col, double *box)
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#if defined(__clang__)
+#define SHUFFLE2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define SHUFFLE4(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define SHUFFLE8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+typedef int vi2 __attribute__((vector_size(2 * sizeof(int))));
+typedef int vi4 __attribute__((vector_size(4 * sizeof(int))));
+typedef int vi8 __attribute__((vector_size(8 * sizeof(int))));
+#define SHUFFLE2(a, b, ...) __builtin_shuffle(a, b, (vi2){__VA_ARGS__})
+#define SHUFFLE4(a, b, ...) __builtin_shuffle(a, b, (vi4){__VA_ARGS__})
+#define SHUFFLE8(a, b, ...) __builtin_shuffle(a, b, (vi8){__VA_ARGS__})
+#endif
+
+typedef int (*filter_fn)(const Guide *, const float *, float *, int, int, int, int);
+typedef struct {
+    const char *name;
+    int lanes;
+    filter_fn run;
+    int (*supported)(void);
+} Variant;
+
+/* the baseline: 2 lanes, whatever the compiler targets by default */
+#define LANES 2
+#define V(name) CAT(name, base)
+#include "cpu_guided_filter_impl.h"
+#undef V
+#undef LANES
+static int supported_base(void) { return 1; }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_X86_VARIANTS 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define LANES 4
+#define V(name) CAT(name, avx2)
+#include "cpu_guided_filter_impl.h"
+#undef V
+#undef LANES
+#pragma GCC pop_options
+static int supported_avx2(void)
 {
-    const int W = g->W, r = g->r, stride = W + 2 * r;
-    const double *c0 = col, *c1 = c0 + stride, *c2 = c1 + stride, *c3 = c2 + stride;
-    double *b0 = box, *b1 = b0 + W, *b2 = b1 + W, *b3 = b2 + W;
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-    for (int i = 0; i <= 2 * r; ++i) {
-        s0 += c0[i];
-        s1 += c1[i];
-        s2 += c2[i];
-        s3 += c3[i];
-    }
-    b0[0] = s0;
-    b1[0] = s1;
-    b2[0] = s2;
-    b3[0] = s3;
-    for (int x = 1; x < W; ++x) {
-        const int hi = x + 2 * r, lo = x - 1;
-        s0 += c0[hi] - c0[lo];
-        s1 += c1[hi] - c1[lo];
-        s2 += c2[hi] - c2[lo];
-        s3 += c3[hi] - c3[lo];
-        b0[x] = s0;
-        b1[x] = s1;
-        b2[x] = s2;
-        b3[x] = s3;
-    }
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-/* a = (Σ + εU)⁻¹ cov(I, p), b = mean(p) − a·mean(I) for row t, from its box sums */
-static void coefficients(const Guide *g, const double *box, float *dst, int t)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+#define LANES 8
+#define V(name) CAT(name, avx512)
+#include "cpu_guided_filter_impl.h"
+#undef V
+#undef LANES
+#pragma GCC pop_options
+static int supported_avx512(void)
 {
-    const int W = g->W;
-    const size_t plane = (size_t)g->H * W, off = (size_t)t * W;
-    const float *n = g->inv_count + off;
-    const float *m0 = g->mean + off, *m1 = m0 + plane, *m2 = m1 + plane;
-    const float *v00 = g->inv + off, *v01 = v00 + plane, *v02 = v01 + plane;
-    const float *v11 = v02 + plane, *v12 = v11 + plane, *v22 = v12 + plane;
-    const double *s0 = box, *s1 = box + W, *s2 = s1 + W, *s3 = s2 + W;
-    float *a0 = dst, *a1 = dst + W, *a2 = a1 + W, *b = a2 + W;
-    for (int x = 0; x < W; ++x) {
-        const double k = n[x];
-        const double mp = s0[x] * k;
-        const double c0 = s1[x] * k - m0[x] * mp;
-        const double c1 = s2[x] * k - m1[x] * mp;
-        const double c2 = s3[x] * k - m2[x] * mp;
-        const double e0 = v00[x] * c0 + v01[x] * c1 + v02[x] * c2;
-        const double e1 = v01[x] * c0 + v11[x] * c1 + v12[x] * c2;
-        const double e2 = v02[x] * c0 + v12[x] * c1 + v22[x] * c2;
-        a0[x] = (float)e0;
-        a1[x] = (float)e1;
-        a2[x] = (float)e2;
-        b[x] = (float)(mp - e0 * m0[x] - e1 * m1[x] - e2 * m2[x]);
-    }
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
 }
+#endif
 
-/* Start a channel's stream: column sums of the input rows around the first coefficient row. */
-static void start_channel(const Guide *g, const float *p, int y0, Scratch *s)
-{
-    const int r = g->r, ya0 = imax(0, y0 - r);
-    memset(s->col1, 0, sizeof(double) * (size_t)(g->W + 2 * r) * 4);
-    for (int i = imax(0, ya0 - r); i < imin(g->H, ya0 + r + 1); ++i)
-        slide_input(g, s->col1, p, i, -1);
-    s->next = ya0;
-}
+/* widest first */
+static const Variant VARIANTS[] = {
+#ifdef HAVE_X86_VARIANTS
+    {"avx512", 8, filter_range_avx512, supported_avx512},
+    {"avx2", 4, filter_range_avx2, supported_avx2},
+#endif
+    {"baseline", 2, filter_range_base, supported_base},
+};
+#define N_VARIANTS ((int)(sizeof(VARIANTS) / sizeof(VARIANTS[0])))
 
-/* Produce output row y of one channel (rows are produced in order from y0). */
-static void channel_row(const Guide *g, const float *p, float *out, int y0, int y, Scratch *s)
+/* The named variant if the CPU runs it, else the widest it runs; NULL (with an exception set)
+ * for an unknown or unsupported name. */
+static const Variant *pick_variant(const char *name)
 {
-    const int H = g->H, W = g->W, r = g->r, R = 2 * r + 2;
-    const size_t plane = (size_t)H * W, rowlen = (size_t)W * 4;
-    const int ya0 = imax(0, y0 - r), need = imin(H, y + r + 1);
-    for (; s->next < need; ++s->next) {
-        const int t = s->next;
-        if (t > ya0)
-            slide_input(g, s->col1, p, t + r < H ? t + r : -1, t - r - 1);
-        horizontal_box(g, s->col1, s->box);
-        coefficients(g, s->box, s->ring + (size_t)(t % R) * rowlen, t);
+    for (int i = 0; i < N_VARIANTS; ++i) {
+        if (!VARIANTS[i].supported())
+            continue;
+        if (!name || strcmp(name, VARIANTS[i].name) == 0)
+            return &VARIANTS[i];
     }
-    if (y == y0) {
-        memset(s->col2, 0, sizeof(double) * (size_t)(W + 2 * r) * 4);
-        for (int i = imax(0, y - r); i < need; ++i)
-            slide_coef(g, s->col2, s->ring + (size_t)(i % R) * rowlen, NULL);
-    } else {
-        slide_coef(g, s->col2, y + r < H ? s->ring + (size_t)((y + r) % R) * rowlen : NULL,
-                   y - r - 1 >= 0 ? s->ring + (size_t)((y - r - 1) % R) * rowlen : NULL);
-    }
-    horizontal_box(g, s->col2, s->box);
-    const size_t off = (size_t)y * W;
-    const float *I0 = g->guide + off, *I1 = I0 + plane, *I2 = I1 + plane;
-    const float *n = g->inv_count + off;
-    const double *b0 = s->box, *b1 = b0 + W, *b2 = b1 + W, *b3 = b2 + W;
-    float *o = out + (size_t)(y - y0) * W;
-    for (int x = 0; x < W; ++x)
-        o[x] = (float)((b0[x] * I0[x] + b1[x] * I1[x] + b2[x] * I2[x] + b3[x]) * n[x]);
+    PyErr_Format(PyExc_ValueError, "variant %s is unknown or not supported by this CPU", name);
+    return NULL;
 }
 
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t floats,
@@ -209,15 +184,19 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
 {
     PyObject *objs[6];
     int C, H, W, r, y0, y1, c0, c1;
+    const char *name = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiii", &objs[0], &objs[1], &objs[2], &objs[3],
-                          &objs[4], &objs[5], &C, &H, &W, &r, &y0, &y1, &c0, &c1))
+    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiii|z", &objs[0], &objs[1], &objs[2], &objs[3],
+                          &objs[4], &objs[5], &C, &H, &W, &r, &y0, &y1, &c0, &c1, &name))
         return NULL;
     if (C < 0 || H < 1 || W < 1 || r < 0 || y0 < 0 || y1 > H || y0 >= y1 || c0 < 0 || c1 > C ||
         c0 > c1) {
         PyErr_SetString(PyExc_ValueError, "filter_rows: inconsistent sizes or ranges");
         return NULL;
     }
+    const Variant *variant = pick_variant(name);
+    if (!variant)
+        return NULL;
     const Py_ssize_t plane = (Py_ssize_t)H * W;
     const Py_ssize_t sizes[6] = {C * plane, plane * 3, plane * 3, plane * 6, plane,
                                  (Py_ssize_t)C * (y1 - y0) * W};
@@ -233,45 +212,121 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
         return NULL;
     }
 
-    const size_t rowlen = (size_t)W * 4, collen = (size_t)(W + 2 * r) * 4;
-    double *dbuf = malloc(sizeof(double) * (collen * 2 + rowlen));
-    float *ring = malloc(sizeof(float) * rowlen * (size_t)(2 * r + 2));
-    if (!dbuf || !ring) {
-        free(dbuf);
-        free(ring);
-        for (int i = 0; i < 6; ++i)
-            PyBuffer_Release(&views[i]);
-        return PyErr_NoMemory();
-    }
-    Guide g = {views[1].buf, views[2].buf, views[3].buf, views[4].buf, H, W, r};
-    Scratch s = {dbuf, dbuf + collen, dbuf + collen * 2, ring, 0};
-    const float *src = views[0].buf;
-    float *out = views[5].buf;
-    const size_t out_plane = (size_t)(y1 - y0) * W;
-
+    const Guide g = {views[1].buf, views[2].buf, views[3].buf, views[4].buf, H, W, r};
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    for (int c = c0; c < c1; ++c) {
-        const float *p = src + (size_t)c * plane;
-        start_channel(&g, p, y0, &s);
-        for (int y = y0; y < y1; ++y)
-            channel_row(&g, p, out + (size_t)c * out_plane, y0, y, &s);
-    }
+    status = variant->run(&g, views[0].buf, views[5].buf, y0, y1, c0, c1);
     Py_END_ALLOW_THREADS
 
-    free(dbuf);
-    free(ring);
     for (int i = 0; i < 6; ++i)
         PyBuffer_Release(&views[i]);
+    if (status < 0)
+        return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+
+/* out[k][x] = Σ_c components[k][c] · (src[c][x] − shift[c]) for pixels [x0, x1), in float64 */
+static void project_range(const float *src, const double *comp, const double *shift, float *out,
+                          int C, int K, size_t n, size_t x0, size_t x1, double *acc)
+{
+    enum { BLOCK = 1024 };
+    for (size_t b0 = x0; b0 < x1; b0 += BLOCK) {
+        const size_t len = x1 - b0 < BLOCK ? x1 - b0 : BLOCK;
+        memset(acc, 0, sizeof(double) * (size_t)K * BLOCK);
+        for (int c = 0; c < C; ++c) {
+            const float *p = src + (size_t)c * n + b0;
+            const double s = shift[c];
+            for (int k = 0; k < K; ++k) {
+                const double v = comp[(size_t)k * C + c];
+                double *a = acc + (size_t)k * BLOCK;
+                for (size_t x = 0; x < len; ++x)
+                    a[x] += v * ((double)p[x] - s);
+            }
+        }
+        for (int k = 0; k < K; ++k)
+            for (size_t x = 0; x < len; ++x)
+                out[(size_t)k * n + b0 + x] = (float)acc[(size_t)k * BLOCK + x];
+    }
+}
+
+static PyObject *project_rows(PyObject *self, PyObject *args)
+{
+    PyObject *objs[4];
+    int C, K;
+    Py_ssize_t n, x0, x1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOiinnn", &objs[0], &objs[1], &objs[2], &objs[3], &C, &K, &n,
+                          &x0, &x1))
+        return NULL;
+    if (C < 1 || K < 1 || n < 1 || x0 < 0 || x1 > n || x0 >= x1) {
+        PyErr_SetString(PyExc_ValueError, "project_rows: inconsistent sizes or ranges");
+        return NULL;
+    }
+    Py_buffer views[4];
+    const Py_ssize_t items[4] = {C * n, (Py_ssize_t)K * C, C, K * n};
+    const Py_ssize_t widths[4] = {4, 8, 8, 4};
+    int got = 0;
+    for (; got < 4; ++got) {
+        const int flags = PyBUF_C_CONTIGUOUS | (got == 3 ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(objs[got], &views[got], flags) < 0)
+            break;
+        if (views[got].itemsize != widths[got] || views[got].len < items[got] * widths[got]) {
+            PyErr_Format(PyExc_ValueError, "project_rows: argument %d has the wrong size or type",
+                         got + 1);
+            PyBuffer_Release(&views[got]);
+            break;
+        }
+    }
+    if (got < 4) {
+        for (int i = 0; i < got; ++i)
+            PyBuffer_Release(&views[i]);
+        return NULL;
+    }
+    double *acc = malloc(sizeof(double) * (size_t)K * 1024);
+    if (acc) {
+        Py_BEGIN_ALLOW_THREADS
+        project_range(views[0].buf, views[1].buf, views[2].buf, views[3].buf, C, K, (size_t)n,
+                      (size_t)x0, (size_t)x1, acc);
+        Py_END_ALLOW_THREADS
+        free(acc);
+    }
+    for (int i = 0; i < 4; ++i)
+        PyBuffer_Release(&views[i]);
+    if (!acc)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *variants(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    PyObject *list = PyList_New(0);
+    for (int i = 0; list && i < N_VARIANTS; ++i) {
+        if (!VARIANTS[i].supported())
+            continue;
+        PyObject *item = Py_BuildValue("(si)", VARIANTS[i].name, VARIANTS[i].lanes);
+        if (!item || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return list;
 }
 
 static PyMethodDef methods[] = {
     {"filter_rows", filter_rows, METH_VARARGS,
      "Guided-filter rows y0..y1-1 of channels c0..c1-1 (see the module source for the layout)."},
+    {"project_rows", project_rows, METH_VARARGS,
+     "out[k][x] = Σ_c comp[k][c]·(src[c][x] − shift[c]) for x in [x0, x1), float64 sums."},
+    {"variants", variants, METH_NOARGS,
+     "The kernel variants this CPU runs, widest first, as (name, lanes) pairs."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_guided_filter",
                                     "Streaming color guided filter of many channels (float32).",
-                                    -1, methods};
+                                    -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__cpu_guided_filter(void) { return PyModule_Create(&module); }

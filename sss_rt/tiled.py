@@ -30,6 +30,7 @@ from sss_rt.postprocess.cpu import (
     MomentAccumulator,
     image_to_guide,
     project_raw,
+    rough_mean,
     to_unit_embedding,
 )
 from sss_rt.postprocess.guided_filter import guide_stats
@@ -291,10 +292,10 @@ def postprocess_streaming(
         if kept is not None:
             kept[:, y0:y1] = feats[:, y0 - b0 : y1 - b0]
         if acc is None:
-            acc = MomentAccumulator(feats.mean(axis=(1, 2), dtype=np.float64))
+            acc = MomentAccumulator(rough_mean(feats))
         with native.RowFilter(sub, config.threads) as rf:
             out = rf.filter(feats, y0 - b0, y1 - b0)
-        acc.add_columns(out.reshape(out.shape[0], -1), in_place=True)
+        acc.add_columns(out.reshape(out.shape[0], -1))
     assert acc is not None
     basis = acc.basis(config.n_components)
     shift = acc.shift
@@ -303,7 +304,7 @@ def postprocess_streaming(
     projected = np.empty((comps.shape[0], h, w), np.float32)
     for y0, y1, b0, b1, sub in bands():
         if kept is not None:
-            proj = project_raw(np.ascontiguousarray(kept[:, b0:b1]), basis, shift)
+            proj = project_raw(np.ascontiguousarray(kept[:, b0:b1]), basis, shift, config.threads)
         else:  # the projection folded into the last conv: no 128-channel features
             proj = trunk.rows(b0, b1, project=(comps, shift))
         with native.RowFilter(sub, config.threads) as rf:

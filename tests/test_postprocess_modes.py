@@ -57,6 +57,34 @@ def test_native_filter_matches_naive_reference(rng, shape, radius, eps):
         assert np.abs(got[..., c] - ref).max() <= TOL
 
 
+VARIANTS = [v for v, _ in native.variants()]
+
+
+@needs_native
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape,channels", [((23, 531), 11), ((9, 1), 3), ((1, 17), 9)])
+def test_every_kernel_variant_matches_float64_reference(rng, variant, shape, channels):
+    """Each instruction-set variant this CPU runs; 531 columns cross two strip boundaries and
+    end in a partial vector block, 11 channels end in a partial channel group."""
+    h, w = shape
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    feats = (rng.normal(size=(channels, h, w)) * 5 + 3).astype(np.float32)
+    planar = native.PlanarGuide.from_stats(guide_stats(image_to_guide(image), 5, 1e-2))
+    with native.RowFilter(planar, threads=1, variant=variant) as rf:
+        got = rf.filter(feats)
+    for c in range(channels):
+        ref = color_guided_filter(image / 255.0, feats[c], 5, 1e-2)
+        assert np.abs(got[c] - ref).max() <= TOL
+
+
+@needs_native
+def test_unknown_kernel_variant_is_refused(rng):
+    image = rng.integers(0, 256, (8, 9, 3), dtype=np.uint8)
+    planar = native.PlanarGuide.from_stats(guide_stats(image_to_guide(image), 1, 1e-2))
+    with pytest.raises(ValueError, match="not available"):
+        native.RowFilter(planar, variant="mmx")
+
+
 @needs_native
 def test_native_bands_and_threads_are_exact(rng):
     h, w, c = 61, 47, 7
@@ -67,6 +95,8 @@ def test_native_bands_and_threads_are_exact(rng):
     with native.RowFilter(planar, threads=1) as one, native.RowFilter(planar, threads=3) as three:
         full = one.filter(feats)
         np.testing.assert_array_equal(three.filter(feats), full)
+        # fewer channel groups than threads: split by bands of rows instead
+        np.testing.assert_array_equal(three.filter(feats[:3]), full[:3])
         for y0, y1 in [(0, 1), (0, 9), (5, 6), (13, 40), (52, 61), (60, 61)]:
             np.testing.assert_array_equal(one.filter(feats, y0, y1), full[:, y0:y1])
 
@@ -160,3 +190,21 @@ def test_config_rejects_unknown_mode_and_engine():
         PostprocessConfig(mode="quick")
     with pytest.raises(ValueError, match="engine"):
         PostprocessConfig(engine="gpu")
+
+
+def test_moment_accumulator_sums_match_float64_and_add_moments(rng):
+    """The blockwise Gram (ones row → Σx) against NumPy float64; moments from elsewhere add up."""
+    from sss_rt.postprocess.cpu import _BLOCK_PIXELS, MomentAccumulator
+
+    q = (rng.normal(size=(5, _BLOCK_PIXELS + 77)) * 3 + 7).astype(np.float32)
+    shift = np.full(5, 6.5)
+    acc = MomentAccumulator(shift)
+    acc.add_columns(q[:, :100])
+    acc.add_columns(q[:, 100:])
+    d = q.astype(np.float64) - shift[:, None]
+    np.testing.assert_allclose(acc.total, d.sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(acc.gram, d @ d.T, rtol=1e-12)
+    assert acc.count == q.shape[1]
+    other = MomentAccumulator(shift)
+    other.add_moments(d.sum(axis=1), d @ d.T, q.shape[1])
+    np.testing.assert_allclose(other.basis(3).components, acc.basis(3).components, atol=1e-9)

@@ -40,7 +40,7 @@ def environment() -> dict:
             )
         },
         "backends": available_backends(),
-        "postprocess_engine": "native" if native.available() else "numpy (no compiled kernel)",
+        "postprocess_engine": native.describe(),
     }
     try:
         import onnxruntime as ort

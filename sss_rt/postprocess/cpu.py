@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import cv2
@@ -19,7 +20,6 @@ from sss_rt.postprocess import native
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.guided_filter import (
     GuideStats,
-    apply_coefficients,
     coefficient_means,
     guide_stats,
     guided_filter,
@@ -52,28 +52,45 @@ class MomentAccumulator:
 
     The products are float64 (a float32 GEMM loses the weak directions whenever one direction
     dominates the spread, as it often does for these features); shifting by a value near the
-    mean avoids cancellation.
+    mean avoids cancellation. One GEMM per block gives both sums: the block carries a row of
+    ones, so the last row of its Gram is Σx.
     """
 
     def __init__(self, shift: np.ndarray):
         self.shift = np.asarray(shift, np.float64)
-        self._shift32 = self.shift.astype(np.float32)
         c = self.shift.shape[0]
-        self.total = np.zeros(c, np.float64)
-        self.gram = np.zeros((c, c), np.float64)
+        self._moments = np.zeros((c + 1, c + 1), np.float64)
         self.count = 0
 
-    def add_columns(self, q: np.ndarray, *, in_place: bool = False) -> None:
-        """Add the columns of C×n ``q`` (``in_place``: ``q`` may be overwritten)."""
-        if in_place:
-            q -= self._shift32[:, None]
-        else:
-            q = q - self._shift32[:, None]
-        for start in range(0, q.shape[1], _BLOCK_PIXELS):
-            block = q[:, start : start + _BLOCK_PIXELS].astype(np.float64)
-            self.gram += block @ block.T
-            self.total += block.sum(axis=1)
-        self.count += q.shape[1]
+    @property
+    def total(self) -> np.ndarray:
+        return self._moments[-1, :-1]
+
+    @property
+    def gram(self) -> np.ndarray:
+        return self._moments[:-1, :-1]
+
+    def add_moments(self, total: np.ndarray, gram: np.ndarray, count: int) -> None:
+        """Add sums computed elsewhere (e.g. on a GPU): Σ(x − shift), Σ(x − shift)(x − shift)ᵀ."""
+        self._moments[-1, :-1] += total
+        self._moments[:-1, -1] += total
+        self._moments[:-1, :-1] += gram
+        self._moments[-1, -1] += count
+        self.count += count
+
+    def add_columns(self, q: np.ndarray) -> None:
+        """Add the columns of C×n ``q``."""
+        c, n = q.shape
+        block = min(n, _BLOCK_PIXELS)
+        buf = np.empty((c + 1, block), np.float64)
+        buf[c] = 1.0
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            b = buf[:, : stop - start]
+            np.copyto(b[:c], q[:, start:stop])
+            b[:c] -= self.shift[:, None]
+            self._moments += b @ b.T
+        self.count += n
 
     def basis(self, n_components: int) -> PCABasis:
         # moments about the shift → moments about zero, as basis_from_moments expects
@@ -141,11 +158,15 @@ def _check(features: np.ndarray, image: np.ndarray) -> None:
         raise ValueError("features contain NaN or Inf; the model output is invalid")
 
 
-def project_raw(features: np.ndarray, basis: PCABasis, shift: np.ndarray) -> np.ndarray:
+def project_raw(
+    features: np.ndarray, basis: PCABasis, shift: np.ndarray, threads: int | None = None
+) -> np.ndarray:
     """Unfiltered C×H×W features minus ``shift``, projected on the basis: k×H×W float32.
 
     Products in float64, for the same reason as the covariance's.
     """
+    if native.available():
+        return native.project(features, basis.components, shift, threads)
     c, h, w = features.shape
     flat = features.reshape(c, h * w)
     out = np.empty((basis.components.shape[0], h * w), np.float32)
@@ -156,6 +177,14 @@ def project_raw(features: np.ndarray, basis: PCABasis, shift: np.ndarray) -> np.
     return out.reshape(-1, h, w)
 
 
+def rough_mean(features: np.ndarray) -> np.ndarray:
+    """Per-channel mean of C×H×W features on a sparse pixel grid: a shift that conditions the
+    float64 moments (it need not be the exact mean)."""
+    _c, h, w = features.shape
+    step = max(1, int(np.sqrt(h * w / 65536)))
+    return features[:, ::step, ::step].mean(axis=(1, 2), dtype=np.float64)
+
+
 def _exact_native(
     features: np.ndarray, image: np.ndarray, config: PostprocessConfig, timings=None
 ) -> tuple[np.ndarray, PCABasis]:
@@ -164,7 +193,7 @@ def _exact_native(
         stats = guide_stats(image_to_guide(image), config.radius, config.eps)
         rf = native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads)
     with _timed(timings, "pca"):
-        shift = features.mean(axis=(1, 2), dtype=np.float64)
+        shift = rough_mean(features)
         acc = MomentAccumulator(shift)
     rows = int(np.clip((config.band_mb << 20) // max(c * w * 4, 1), 1, h))
     band = np.empty(c * rows * w, np.float32)
@@ -175,12 +204,13 @@ def _exact_native(
             with _timed(timings, "guided_filter"):
                 rf.filter(features, y0, y1, out)
             with _timed(timings, "pca"):
-                acc.add_columns(out.reshape(c, -1), in_place=True)
+                acc.add_columns(out.reshape(c, -1))
         del band
         with _timed(timings, "pca"):
             basis = acc.basis(config.n_components)
             # filter(V·(p − s)) = V·(filter(p) − s): the filter is linear and keeps constants
-            projected = rf.filter(project_raw(features, basis, shift)).reshape(-1, h * w).T
+            raw = project_raw(features, basis, shift, config.threads)
+            projected = rf.filter(raw).reshape(-1, h * w).T
             projected = projected - (basis.components @ (basis.mean - shift)).astype(np.float32)
     with _timed(timings, "normalize"):
         return to_unit_embedding(projected, basis, (h, w)), basis
@@ -213,23 +243,49 @@ def _fast(
         radius=radius_low, eps=config.eps, engine=config.engine, threads=config.threads
     )
 
-    def shrink(planes: np.ndarray) -> np.ndarray:
-        return np.stack([cv2.resize(p, low, interpolation=cv2.INTER_AREA) for p in planes])
-
-    feats_low = shrink(features).reshape(c, low[1], low[0])
+    feats_low = _shrink_planes(features, low, config.threads)
     stats = guide_stats(guide_low, radius_low, config.eps)
-    filtered_low = filter_with_stats(feats_low, stats, low_cfg).reshape(-1, c)
-    basis = fit_basis(filtered_low, config.n_components)
+    if use_native(low_cfg):
+        with native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads) as rf:
+            filtered_low = rf.filter(feats_low).reshape(c, -1)
+        acc = MomentAccumulator(rough_mean(feats_low))
+        acc.add_columns(filtered_low)
+        basis = acc.basis(config.n_components)
+    else:
+        basis = fit_basis(
+            filter_with_stats(feats_low, stats, low_cfg).reshape(-1, c), config.n_components
+        )
 
     # area averaging is linear: projecting the subsampled features equals subsampling the
     # projected ones, at 1/s² of the cost
-    proj_low = np.moveaxis(project_raw(feats_low, basis, basis.mean), 0, -1)
-    coefs = [
-        cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
-        for m in coefficient_means(stats, np.ascontiguousarray(proj_low))
-    ]
-    projected = apply_coefficients(guide, *coefs).reshape(h * w, -1)
-    return to_unit_embedding(projected, basis, (h, w)), basis
+    proj_low = np.moveaxis(project_raw(feats_low, basis, basis.mean, config.threads), 0, -1)
+    means = coefficient_means(stats, np.ascontiguousarray(proj_low))
+    projected = np.empty((basis.components.shape[0], h, w), np.float32)
+    guide_planes = [np.ascontiguousarray(guide[..., i]) for i in range(3)]
+    for k in range(projected.shape[0]):
+        # Σ_i up(mean a_i)·I_i + up(mean b), plane by plane (contiguous, cache-sized work)
+        out = projected[k]
+        cv2.resize(
+            np.ascontiguousarray(means[3][..., k]), (w, h), dst=out, interpolation=cv2.INTER_LINEAR
+        )
+        for i in range(3):
+            up = cv2.resize(
+                np.ascontiguousarray(means[i][..., k]), (w, h), interpolation=cv2.INTER_LINEAR
+            )
+            out += up * guide_planes[i]
+    return to_unit_embedding(projected.reshape(-1, h * w).T, basis, (h, w)), basis
+
+
+def _shrink_planes(planes: np.ndarray, size: tuple[int, int], threads: int | None) -> np.ndarray:
+    """Area-average C×H×W planes to ``size`` (cv2 order), planes spread over threads."""
+    out = np.empty((planes.shape[0], size[1], size[0]), np.float32)
+
+    def one(i: int) -> None:
+        cv2.resize(planes[i], size, dst=out[i], interpolation=cv2.INTER_AREA)
+
+    with ThreadPoolExecutor(threads or native.default_threads()) as pool:
+        list(pool.map(one, range(planes.shape[0])))
+    return out
 
 
 def postprocess(

@@ -212,9 +212,7 @@ class CudaPostprocessor:
         )  # fmt: skip
         total = self._channel_sums(filtered, "f32", c, n, stream)
         acc = MomentAccumulator(shift.astype(np.float32).astype(np.float64))
-        acc.gram = partial.get(stream=stream).sum(axis=0)
-        acc.total = total - n * acc.shift
-        acc.count = n
+        acc.add_moments(total - n * acc.shift, partial.get(stream=stream).sum(axis=0), n)
         basis = acc.basis(cfg.n_components)
 
         # the output: filter the raw features projected on the basis

@@ -63,15 +63,14 @@ def guide_stats(
         window_mean, inv_count = truncated_mean(radius, (h, w))
     mean = window_mean(guide)
     pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
-    prods = np.stack([guide[..., i] * guide[..., j] for i, j in pairs], axis=-1)
-    second = window_mean(prods)
-    cov = np.empty_like(second, dtype=np.float64)
-    for n, (i, j) in enumerate(pairs):
-        cov[..., n] = second[..., n] - mean[..., i].astype(np.float64) * mean[..., j]
-    cov[..., 0] += eps
-    cov[..., 3] += eps
-    cov[..., 5] += eps
-    a, b, c, d, e, f = (cov[..., n] for n in range(6))
+    planes = [np.ascontiguousarray(guide[..., i]) for i in range(3)]
+    second = window_mean(np.stack([planes[i] * planes[j] for i, j in pairs], axis=-1))
+    means = [mean[..., i].astype(np.float64) for i in range(3)]
+    # contiguous float64 planes of Σ + εU: the elementwise work below stays in cache lines
+    a, b, c, d, e, f = (
+        second[..., n] - means[i] * means[j] + (eps if i == j else 0.0)
+        for n, (i, j) in enumerate(pairs)
+    )
     # symmetric 3×3 [[a b c] [b d e] [c e f]]: adjugate / determinant
     i00 = d * f - e * e
     i01 = c * e - b * f
@@ -79,9 +78,11 @@ def guide_stats(
     i11 = a * f - c * c
     i12 = b * c - a * e
     i22 = a * d - b * b
-    det = a * i00 + b * i01 + c * i02
-    inv = np.stack([i00, i01, i02, i11, i12, i22], axis=-1) / det[..., None]
-    return GuideStats(guide, mean, inv.astype(np.float32), window_mean, radius, inv_count)
+    scale = 1.0 / (a * i00 + b * i01 + c * i02)
+    inv = np.empty((h, w, 6), np.float32)
+    for n, plane in enumerate((i00, i01, i02, i11, i12, i22)):
+        np.multiply(plane, scale, out=inv[..., n], casting="same_kind")
+    return GuideStats(guide, mean, inv, window_mean, radius, inv_count)
 
 
 def _apply_inv(inv: np.ndarray, v0: np.ndarray, v1: np.ndarray, v2: np.ndarray):

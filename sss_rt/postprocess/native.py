@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,19 @@ except ImportError:  # built without a C compiler: the NumPy path is used instea
 def available() -> bool:
     """True when the compiled kernel was built with the package."""
     return _ext is not None
+
+
+def variants() -> list[tuple[str, int]]:
+    """The kernel variants this CPU runs, widest first, as ``(name, channels per vector)``."""
+    return [] if _ext is None else [tuple(v) for v in _ext.variants()]
+
+
+def describe() -> str:
+    """One line for ``sss-rt info``: the variant in use, or why there is none."""
+    if _ext is None:
+        return "numpy (no compiled kernel)"
+    name, lanes = variants()[0]
+    return f"native ({name}, {lanes} channels per vector)"
 
 
 def default_threads() -> int:
@@ -59,12 +73,51 @@ class PlanarGuide:
         return self.inv_count.shape  # type: ignore[return-value]
 
 
-class RowFilter:
-    """Guided-filters bands of rows of C×H×W float32 channels, channels split over threads."""
+def project(
+    features: np.ndarray, components: np.ndarray, shift: np.ndarray, threads: int | None = None
+) -> np.ndarray:
+    """``components · (features − shift)`` per pixel of C×H×W float32 features, summed in
+    float64; k×H×W float32."""
+    if _ext is None:
+        raise RuntimeError("the compiled kernel is not available")
+    c, h, w = features.shape
+    src = np.ascontiguousarray(features, dtype=np.float32)
+    comp = np.ascontiguousarray(components, dtype=np.float64)
+    shift = np.ascontiguousarray(shift, dtype=np.float64)
+    if comp.ndim != 2 or comp.shape[1] != c or shift.shape != (c,):
+        raise ValueError(f"components must be k×{c} and shift ({c},)")
+    k, n = comp.shape[0], h * w
+    out = np.empty((k, h, w), np.float32)
+    threads = max(1, min(threads or default_threads(), n // 4096 or 1))
+    bounds = np.linspace(0, n, threads + 1).astype(int)
 
-    def __init__(self, guide: PlanarGuide, threads: int | None = None):
+    def run(x0: int, x1: int) -> None:
+        _ext.project_rows(src, comp, shift, out, c, k, n, int(x0), int(x1))
+
+    if threads == 1:
+        run(0, n)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run, bounds[:-1], bounds[1:]))
+    return out
+
+
+class RowFilter:
+    """Guided-filters bands of rows of C×H×W float32 channels over threads.
+
+    Work is split by channel groups of the kernel's vector width; with fewer groups than
+    threads (e.g. the 3 projected channels) it is split by bands of rows instead.
+    """
+
+    def __init__(self, guide: PlanarGuide, threads: int | None = None, variant: str | None = None):
         if _ext is None:
             raise RuntimeError("the compiled guided filter is not available")
+        names = dict(variants())
+        if variant is not None and variant not in names:
+            raise ValueError(f"kernel variant {variant!r} not available here; have {list(names)}")
+        self._explicit = variant
+        self.variant = variant or variants()[0][0]
+        self.lanes = dict(variants())[self.variant]
         self.guide = guide
         self.threads = threads or default_threads()
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
@@ -98,15 +151,30 @@ class RowFilter:
         if c == 0:
             return out
 
-        def run(c0: int, c1: int) -> None:
+        def run(c0: int, c1: int, r0: int, r1: int) -> None:
+            # rows r0..r1 of the band land in out[:, r0-y0 : r1-y0]
+            dst = out if (r0, r1) == (y0, y1) else np.empty((c, r1 - r0, w), np.float32)
             _ext.filter_rows(
-                src, g.guide, g.mean, g.inv_cov, g.inv_count, out,
-                c, h, w, g.radius, y0, y1, c0, c1,
+                src, g.guide, g.mean, g.inv_cov, g.inv_count, dst,
+                c, h, w, g.radius, r0, r1, c0, c1, variant,
             )  # fmt: skip
+            if dst is not out:
+                out[c0:c1, r0 - y0 : r1 - y0] = dst[c0:c1]
 
-        bounds = np.linspace(0, c, min(self.threads, c) + 1).astype(int)
-        if self._pool is None or len(bounds) == 2:
-            run(0, c)
+        variant, lanes = self.variant, self.lanes
+        for name, width in variants():  # few channels: a narrower vector wastes fewer lanes
+            if width < lanes and width >= c and self._explicit is None:
+                variant, lanes = name, width
+        groups = -(-c // lanes)
+        if self._pool is None or (groups == 1 and y1 - y0 < 2):
+            run(0, c, y0, y1)
+        elif groups >= self.threads:
+            # whole groups per thread, so that no vector runs with empty lanes
+            bounds = np.minimum(np.linspace(0, groups, self.threads + 1).astype(int) * lanes, c)
+            jobs = [(a, b, y0, y1) for a, b in itertools.pairwise(bounds) if b > a]
+            list(self._pool.map(lambda j: run(*j), jobs))
         else:
-            list(self._pool.map(run, bounds[:-1], bounds[1:]))
+            rows = np.linspace(y0, y1, min(self.threads, y1 - y0) + 1).astype(int)
+            jobs = [(0, c, a, b) for a, b in itertools.pairwise(rows) if b > a]
+            list(self._pool.map(lambda j: run(*j), jobs))
         return out

@@ -74,15 +74,16 @@ def fit_pca(x: np.ndarray, n_components: int = 3) -> PCABasis:
 
 
 def normalize_unit(y: np.ndarray, constant: np.ndarray | None = None) -> np.ndarray:
-    """Scale each column of (N, k) to [0, 1] by its min and max.
+    """Scale each column of (N, k) to [0, 1] by its min and max (float32 out).
 
     A constant column (or one flagged in ``constant``) becomes 0.
     """
-    lo = y.min(axis=0)
-    hi = y.max(axis=0)
-    span = hi - lo
+    y = np.asarray(y, np.float32)
+    columns = np.ascontiguousarray(y.T)  # contiguous rows: fast reductions
+    lo = columns.min(axis=1)
+    span = columns.max(axis=1) - lo  # the same float32 difference as the maximum's below
     flat = span <= 0 if constant is None else (span <= 0) | constant
-    safe = np.where(flat, 1.0, span)
-    out = (y - lo) / safe
-    out[:, flat] = 0.0
-    return out.astype(np.float32)
+    columns -= lo[:, None]
+    columns /= np.where(flat, 1.0, span).astype(np.float32)[:, None]
+    columns[flat] = 0.0
+    return np.ascontiguousarray(columns.T)

@@ -1,0 +1,307 @@
+/*
+ * The streaming guided filter for one vector width, included once per instruction set by
+ * cpu_guided_filter.c with LANES (channels per vector: 2, 4 or 8) and V(name) (the variant's
+ * name for `name`) defined. See cpu_guided_filter.c for the algorithm and the layouts.
+ */
+#define VD V(vd)
+#define VF V(vf)
+#define VFU V(vfu)
+typedef double VD __attribute__((vector_size(LANES * sizeof(double))));
+typedef float VF __attribute__((vector_size(LANES * sizeof(float))));
+typedef float VFU __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));
+
+typedef struct {
+    VD *col1;         /* [c1 − c0 + 2r][4] column sums of (p, p·I0, p·I1, p·I2) */
+    VD *col2;         /* [x1 − x0 + 2r][4] column sums of (a0, a1, a2, b) */
+    VF *ring;         /* [2r+2][c1 − c0][4] a0, a1, a2, b of recent rows */
+    VF *row_in, *row_out, *tmp; /* [i1 − i0] rows of the group, lanes interleaved */
+    int next;         /* next coefficient row to compute */
+} V(Scratch);
+
+/* In-register transpose of a LANES×LANES block: r[k][x] becomes r[x][k] (butterfly stages,
+ * each swapping one bit of the row index with the same bit of the column index). */
+static inline void V(transpose)(VF r[LANES])
+{
+#if LANES == 8
+    for (int k = 0; k < 8; k += 2) {
+        const VF a = r[k], b = r[k + 1];
+        r[k] = SHUFFLE8(a, b, 0, 8, 2, 10, 4, 12, 6, 14);
+        r[k + 1] = SHUFFLE8(a, b, 1, 9, 3, 11, 5, 13, 7, 15);
+    }
+    for (int k = 0; k < 8; k += 4)
+        for (int j = k; j < k + 2; ++j) {
+            const VF a = r[j], b = r[j + 2];
+            r[j] = SHUFFLE8(a, b, 0, 1, 8, 9, 4, 5, 12, 13);
+            r[j + 2] = SHUFFLE8(a, b, 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int j = 0; j < 4; ++j) {
+        const VF a = r[j], b = r[j + 4];
+        r[j] = SHUFFLE8(a, b, 0, 1, 2, 3, 8, 9, 10, 11);
+        r[j + 4] = SHUFFLE8(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+#elif LANES == 4
+    for (int k = 0; k < 4; k += 2) {
+        const VF a = r[k], b = r[k + 1];
+        r[k] = SHUFFLE4(a, b, 0, 4, 2, 6);
+        r[k + 1] = SHUFFLE4(a, b, 1, 5, 3, 7);
+    }
+    for (int j = 0; j < 2; ++j) {
+        const VF a = r[j], b = r[j + 2];
+        r[j] = SHUFFLE4(a, b, 0, 1, 4, 5);
+        r[j + 2] = SHUFFLE4(a, b, 2, 3, 6, 7);
+    }
+#elif LANES == 2
+    const VF a = r[0], b = r[1];
+    r[0] = SHUFFLE2(a, b, 0, 2);
+    r[1] = SHUFFLE2(a, b, 1, 3);
+#else
+#error "LANES must be 2, 4 or 8"
+#endif
+}
+
+/* dst[x][k] = channel k of the group at row y, column `from` + x, for x < n; lanes past the
+ * group's stay zero */
+static void V(gather_row)(const Group *grp, size_t plane, int W, int y, int from, int n, VF *dst)
+{
+    const float *s[LANES];
+    for (int k = 0; k < grp->lanes; ++k)
+        s[k] = grp->src + (size_t)k * plane + (size_t)y * W + from;
+    int x = 0;
+    for (; x + LANES <= n; x += LANES) {
+        VF blk[LANES] = {{0}};
+        for (int k = 0; k < grp->lanes; ++k)
+            blk[k] = *(const VFU *)(s[k] + x);
+        V(transpose)(blk);
+        for (int j = 0; j < LANES; ++j)
+            dst[x + j] = blk[j];
+    }
+    float *d = (float *)dst;
+    for (; x < n; ++x)
+        for (int k = 0; k < grp->lanes; ++k)
+            d[(size_t)x * LANES + k] = s[k][x];
+}
+
+/* o[k·out_plane + x] = lane k of src[x], for x < n and the group's lanes */
+static void V(scatter_row)(const Group *grp, int n, const VF *src, float *o, size_t out_plane)
+{
+    int x = 0;
+    for (; x + LANES <= n; x += LANES) {
+        VF blk[LANES];
+        for (int j = 0; j < LANES; ++j)
+            blk[j] = src[x + j];
+        V(transpose)(blk);
+        for (int k = 0; k < grp->lanes; ++k)
+            *(VFU *)(o + (size_t)k * out_plane + x) = blk[k];
+    }
+    const float *t = (const float *)src;
+    for (; x < n; ++x)
+        for (int k = 0; k < grp->lanes; ++k)
+            o[(size_t)k * out_plane + x] = t[(size_t)x * LANES + k];
+}
+
+/* col1 += (p, p·I0, p·I1, p·I2) of row `in` − the same of row `out` (either may be -1: none) */
+static void V(slide_input)(const Guide *g, const Group *grp, const Strip *st, V(Scratch) *s, int in,
+                        int out)
+{
+    const int W = g->W, n = st->i1 - st->i0;
+    const size_t plane = (size_t)g->H * W;
+    VD *col = s->col1 + (size_t)4 * (st->i0 - st->c0 + g->r);
+    if (in >= 0 && out >= 0) {
+        V(gather_row)(grp, plane, W, in, st->i0, n, s->row_in);
+        V(gather_row)(grp, plane, W, out, st->i0, n, s->row_out);
+        const float *I0 = g->guide + (size_t)in * W + st->i0, *I1 = I0 + plane, *I2 = I1 + plane;
+        const float *J0 = g->guide + (size_t)out * W + st->i0, *J1 = J0 + plane, *J2 = J1 + plane;
+        for (int x = 0; x < n; ++x) {
+            const VD v = __builtin_convertvector(s->row_in[x], VD);
+            const VD u = __builtin_convertvector(s->row_out[x], VD);
+            VD *c = col + (size_t)4 * x;
+            c[0] += v - u;
+            c[1] += v * (double)I0[x] - u * (double)J0[x];
+            c[2] += v * (double)I1[x] - u * (double)J1[x];
+            c[3] += v * (double)I2[x] - u * (double)J2[x];
+        }
+        return;
+    }
+    const int row = in >= 0 ? in : out;
+    if (row < 0)
+        return;
+    const double sign = in >= 0 ? 1.0 : -1.0;
+    V(gather_row)(grp, plane, W, row, st->i0, n, s->row_in);
+    const float *I0 = g->guide + (size_t)row * W + st->i0, *I1 = I0 + plane, *I2 = I1 + plane;
+    for (int x = 0; x < n; ++x) {
+        const VD v = __builtin_convertvector(s->row_in[x], VD) * sign;
+        VD *c = col + (size_t)4 * x;
+        c[0] += v;
+        c[1] += v * (double)I0[x];
+        c[2] += v * (double)I1[x];
+        c[3] += v * (double)I2[x];
+    }
+}
+
+/* col2 += ring row `in` − ring row `out` (either may be NULL) */
+static void V(slide_coef)(const Guide *g, const Strip *st, VD *col, const VF *in, const VF *out)
+{
+    const int n = 4 * (st->c1 - st->c0);
+    col += (size_t)4 * (st->c0 - st->x0 + g->r);
+    if (in && out) {
+        for (int i = 0; i < n; ++i)
+            col[i] += __builtin_convertvector(in[i], VD) - __builtin_convertvector(out[i], VD);
+    } else if (in) {
+        for (int i = 0; i < n; ++i)
+            col[i] += __builtin_convertvector(in[i], VD);
+    } else if (out) {
+        for (int i = 0; i < n; ++i)
+            col[i] -= __builtin_convertvector(out[i], VD);
+    }
+}
+
+/* Row t's V(coefficients) a = (Σ + εU)⁻¹ cov(I, p), b = mean(p) − a·mean(I) on [c0, c1), from
+ * running horizontal sums of the column sums (the zero padding truncates the window). */
+static void V(coefficients)(const Guide *g, const Strip *st, const VD *col, VF *dst, int t)
+{
+    const int W = g->W, r = g->r, n = st->c1 - st->c0;
+    const size_t plane = (size_t)g->H * W, off = (size_t)t * W + st->c0;
+    const float *k_ = g->inv_count + off;
+    const float *m0 = g->mean + off, *m1 = m0 + plane, *m2 = m1 + plane;
+    const float *v00 = g->inv + off, *v01 = v00 + plane, *v02 = v01 + plane;
+    const float *v11 = v02 + plane, *v12 = v11 + plane, *v22 = v12 + plane;
+    VD s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    for (int i = 0; i < 2 * r; ++i) {
+        s0 += col[4 * i];
+        s1 += col[4 * i + 1];
+        s2 += col[4 * i + 2];
+        s3 += col[4 * i + 3];
+    }
+    for (int x = 0; x < n; ++x) {
+        const VD *hi = col + (size_t)4 * (x + 2 * r), *lo = col + (size_t)4 * x;
+        s0 += hi[0];
+        s1 += hi[1];
+        s2 += hi[2];
+        s3 += hi[3];
+        const double k = k_[x], M0 = m0[x], M1 = m1[x], M2 = m2[x];
+        const VD mp = s0 * k;
+        const VD c0 = s1 * k - M0 * mp;
+        const VD c1 = s2 * k - M1 * mp;
+        const VD c2 = s3 * k - M2 * mp;
+        const double V00 = v00[x], V01 = v01[x], V02 = v02[x];
+        const double V11 = v11[x], V12 = v12[x], V22 = v22[x];
+        const VD e0 = V00 * c0 + V01 * c1 + V02 * c2;
+        const VD e1 = V01 * c0 + V11 * c1 + V12 * c2;
+        const VD e2 = V02 * c0 + V12 * c1 + V22 * c2;
+        VF *d = dst + (size_t)4 * x;
+        d[0] = __builtin_convertvector(e0, VF);
+        d[1] = __builtin_convertvector(e1, VF);
+        d[2] = __builtin_convertvector(e2, VF);
+        d[3] = __builtin_convertvector(mp - e0 * M0 - e1 * M1 - e2 * M2, VF);
+        s0 -= lo[0];
+        s1 -= lo[1];
+        s2 -= lo[2];
+        s3 -= lo[3];
+    }
+}
+
+/* Output row y on [x0, x1): (box(a)·I + box(b)) / N from running horizontal sums of col2,
+ * written to the group's output planes (`out` points at the row's column x0 of lane 0). */
+static void V(output_row)(const Guide *g, const Group *grp, const Strip *st, const VD *col,
+                       VF *tmp, float *out, size_t out_plane, int y)
+{
+    const int W = g->W, r = g->r, n = st->x1 - st->x0;
+    const size_t plane = (size_t)g->H * W, off = (size_t)y * W + st->x0;
+    const float *I0 = g->guide + off, *I1 = I0 + plane, *I2 = I1 + plane;
+    const float *k_ = g->inv_count + off;
+    VD s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    for (int i = 0; i < 2 * r; ++i) {
+        s0 += col[4 * i];
+        s1 += col[4 * i + 1];
+        s2 += col[4 * i + 2];
+        s3 += col[4 * i + 3];
+    }
+    for (int x = 0; x < n; ++x) {
+        const VD *hi = col + (size_t)4 * (x + 2 * r), *lo = col + (size_t)4 * x;
+        s0 += hi[0];
+        s1 += hi[1];
+        s2 += hi[2];
+        s3 += hi[3];
+        const VD o = s0 * (double)I0[x] + s1 * (double)I1[x] + s2 * (double)I2[x] + s3;
+        tmp[x] = __builtin_convertvector(o * (double)k_[x], VF);
+        s0 -= lo[0];
+        s1 -= lo[1];
+        s2 -= lo[2];
+        s3 -= lo[3];
+    }
+    V(scatter_row)(grp, n, tmp, out, out_plane);
+}
+
+/* Start a strip's stream: column sums of the input rows around the first coefficient row. */
+static void V(start_strip)(const Guide *g, const Group *grp, const Strip *st, int y0, V(Scratch) *s)
+{
+    const int r = g->r, ya0 = imax(0, y0 - r);
+    memset(s->col1, 0, sizeof(VD) * (size_t)(st->c1 - st->c0 + 2 * r) * 4);
+    for (int i = imax(0, ya0 - r); i < imin(g->H, ya0 + r + 1); ++i)
+        V(slide_input)(g, grp, st, s, i, -1);
+    s->next = ya0;
+}
+
+/* Produce output row y of one group on one strip (rows are produced in order from y0). */
+static void V(strip_row)(const Guide *g, const Group *grp, const Strip *st, float *out,
+                      size_t out_plane, int y0, int y, V(Scratch) *s)
+{
+    const int H = g->H, r = g->r, R = 2 * r + 2;
+    const size_t rowlen = (size_t)(st->c1 - st->c0) * 4;
+    const int ya0 = imax(0, y0 - r), need = imin(H, y + r + 1);
+    for (; s->next < need; ++s->next) {
+        const int t = s->next;
+        if (t > ya0)
+            V(slide_input)(g, grp, st, s, t + r < H ? t + r : -1, t - r - 1);
+        V(coefficients)(g, st, s->col1, s->ring + (size_t)(t % R) * rowlen, t);
+    }
+    if (y == y0) {
+        memset(s->col2, 0, sizeof(VD) * (size_t)(st->x1 - st->x0 + 2 * r) * 4);
+        for (int i = imax(0, y - r); i < need; ++i)
+            V(slide_coef)(g, st, s->col2, s->ring + (size_t)(i % R) * rowlen, NULL);
+    } else {
+        V(slide_coef)(g, st, s->col2,
+                   y + r < H ? s->ring + (size_t)((y + r) % R) * rowlen : NULL,
+                   y - r - 1 >= 0 ? s->ring + (size_t)((y - r - 1) % R) * rowlen : NULL);
+    }
+    V(output_row)(g, grp, st, s->col2, s->tmp, out + (size_t)(y - y0) * g->W + st->x0, out_plane,
+               y);
+}
+
+/* Filter rows [y0, y1) of channels [c0, c1), group by group, strip by strip. Returns -1 when
+ * the scratch buffers cannot be allocated, 0 otherwise. */
+static int V(filter_range)(const Guide *g, const float *src, float *out, int y0, int y1, int c0,
+                           int c1)
+{
+    const size_t plane = (size_t)g->H * g->W, out_plane = (size_t)(y1 - y0) * g->W;
+    /* the widest strip: STRIP output columns, 2r more coefficient and 4r more input columns */
+    const size_t span = (size_t)imin(g->W, STRIP) + 4 * (size_t)g->r;
+    VD *col = alloc_aligned(sizeof(VD) * span * 4 * 2);
+    VF *ring = alloc_aligned(sizeof(VF) * span * 4 * (size_t)(2 * g->r + 2));
+    VF *rows = alloc_aligned(sizeof(VF) * span * 3);
+    if (!col || !ring || !rows) {
+        free(col);
+        free(ring);
+        free(rows);
+        return -1;
+    }
+    V(Scratch) s = {col, col + span * 4, ring, rows, rows + span, rows + 2 * span, 0};
+    for (int c = c0; c < c1; c += LANES) {
+        const Group grp = {src + (size_t)c * plane, imin(LANES, c1 - c)};
+        memset(rows, 0, sizeof(VF) * span * 3); /* lanes past the group's read as zeros */
+        for (int x0 = 0; x0 < g->W; x0 += STRIP) {
+            const Strip st = make_strip(x0, imin(g->W, x0 + STRIP), g->W, g->r);
+            V(start_strip)(g, &grp, &st, y0, &s);
+            for (int y = y0; y < y1; ++y)
+                V(strip_row)(g, &grp, &st, out + (size_t)c * out_plane, out_plane, y0, y, &s);
+        }
+    }
+    free(col);
+    free(ring);
+    free(rows);
+    return 0;
+}
+
+#undef VD
+#undef VF
+#undef VFU
