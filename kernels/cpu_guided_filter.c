@@ -31,6 +31,9 @@
  * The GIL is released while filtering, so channel ranges can run on several threads; ranges
  * that start at a multiple of lanes(variant) waste no vector lanes.
  *
+ * guide_stats(guide, mean, inv_cov, inv_count, H, W, radius, eps): the guide's statistics in
+ *   the layouts above, from float64 running box sums.
+ *
  * project_rows(src, comp, shift, out, C, K, N, x0, x1): the PCA projection of raw features,
  *   out[k][x] = Σ_c comp[k][c] · (src[c][x] − shift[c]) for pixels [x0, x1), summed in float64
  *   (src float32 [C][N], comp float64 [K][C], shift float64 [C], out float32 [K][N]).
@@ -226,27 +229,155 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
 }
 
 /* out[k][x] = Σ_c components[k][c] · (src[c][x] − shift[c]) for pixels [x0, x1), in float64 */
+#if defined(HAVE_X86_VARIANTS) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 static void project_range(const float *src, const double *comp, const double *shift, float *out,
                           int C, int K, size_t n, size_t x0, size_t x1, double *acc)
 {
-    enum { BLOCK = 1024 };
+    enum { BLOCK = 512 };
+    double *centred = acc + (size_t)K * BLOCK;
     for (size_t b0 = x0; b0 < x1; b0 += BLOCK) {
         const size_t len = x1 - b0 < BLOCK ? x1 - b0 : BLOCK;
         memset(acc, 0, sizeof(double) * (size_t)K * BLOCK);
         for (int c = 0; c < C; ++c) {
             const float *p = src + (size_t)c * n + b0;
             const double s = shift[c];
+            for (size_t x = 0; x < len; ++x)
+                centred[x] = (double)p[x] - s;
             for (int k = 0; k < K; ++k) {
                 const double v = comp[(size_t)k * C + c];
                 double *a = acc + (size_t)k * BLOCK;
                 for (size_t x = 0; x < len; ++x)
-                    a[x] += v * ((double)p[x] - s);
+                    a[x] += v * centred[x];
             }
         }
         for (int k = 0; k < K; ++k)
             for (size_t x = 0; x < len; ++x)
                 out[(size_t)k * n + b0 + x] = (float)acc[(size_t)k * BLOCK + x];
     }
+}
+
+/* col[q][x] += sign · (I0, I1, I2, I0², I0I1, I0I2, I1², I1I2, I2²)[q] of guide row y */
+static void add_guide_row(double *col, const float *g, size_t plane, int W, int y, double sign)
+{
+    const float *I0 = g + (size_t)y * W, *I1 = I0 + plane, *I2 = I1 + plane;
+    double *c[9];
+    for (int q = 0; q < 9; ++q)
+        c[q] = col + (size_t)q * W;
+    for (int x = 0; x < W; ++x) {
+        const double a = I0[x], b = I1[x], d = I2[x];
+        c[0][x] += sign * a;
+        c[1][x] += sign * b;
+        c[2][x] += sign * d;
+        c[3][x] += sign * a * a;
+        c[4][x] += sign * a * b;
+        c[5][x] += sign * a * d;
+        c[6][x] += sign * b * b;
+        c[7][x] += sign * b * d;
+        c[8][x] += sign * d * d;
+    }
+}
+
+/* The guide's window means, (Σ + εU)⁻¹ and 1/N(x) under the truncated-window rule, from float64
+ * running box sums (column sums over rows, then running sums along each row). */
+#if defined(HAVE_X86_VARIANTS) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void guide_statistics(const float *g, int H, int W, int r, double eps, float *mean,
+                             float *inv, float *inv_count, double *col, double *box)
+{
+    const size_t plane = (size_t)H * W;
+    memset(col, 0, sizeof(double) * 9 * (size_t)W);
+    for (int i = 0; i <= r && i < H; ++i)
+        add_guide_row(col, g, plane, W, i, 1.0);
+    for (int y = 0; y < H; ++y) {
+        if (y > 0 && y + r < H)
+            add_guide_row(col, g, plane, W, y + r, 1.0);
+        if (y - r - 1 >= 0)
+            add_guide_row(col, g, plane, W, y - r - 1, -1.0);
+        for (int q = 0; q < 9; ++q) {
+            const double *c = col + (size_t)q * W;
+            double *b = box + (size_t)q * W, run = 0.0;
+            for (int x = 0; x <= r && x < W; ++x)
+                run += c[x];
+            for (int x = 0; x < W; ++x) {
+                b[x] = run;
+                if (x + r + 1 < W)
+                    run += c[x + r + 1];
+                if (x - r >= 0)
+                    run -= c[x - r];
+            }
+        }
+        const int ny = imin(H - 1, y + r) - imax(0, y - r) + 1;
+        const size_t off = (size_t)y * W;
+        for (int x = 0; x < W; ++x) {
+            const int nx = imin(W - 1, x + r) - imax(0, x - r) + 1;
+            const double k = 1.0 / ((double)ny * nx);
+            const double m0 = box[x] * k, m1 = box[W + x] * k, m2 = box[2 * (size_t)W + x] * k;
+            const double *s2 = box + 3 * (size_t)W + x;
+            const double a = s2[0] * k - m0 * m0 + eps, b = s2[W] * k - m0 * m1;
+            const double c = s2[2 * (size_t)W] * k - m0 * m2;
+            const double d = s2[3 * (size_t)W] * k - m1 * m1 + eps;
+            const double e = s2[4 * (size_t)W] * k - m1 * m2;
+            const double f = s2[5 * (size_t)W] * k - m2 * m2 + eps;
+            /* symmetric 3×3 [[a b c] [b d e] [c e f]]: adjugate / determinant */
+            const double i00 = d * f - e * e, i01 = c * e - b * f, i02 = b * e - c * d;
+            const double i11 = a * f - c * c, i12 = b * c - a * e, i22 = a * d - b * b;
+            const double det = 1.0 / (a * i00 + b * i01 + c * i02);
+            mean[off + x] = (float)m0;
+            mean[plane + off + x] = (float)m1;
+            mean[2 * plane + off + x] = (float)m2;
+            inv[off + x] = (float)(i00 * det);
+            inv[plane + off + x] = (float)(i01 * det);
+            inv[2 * plane + off + x] = (float)(i02 * det);
+            inv[3 * plane + off + x] = (float)(i11 * det);
+            inv[4 * plane + off + x] = (float)(i12 * det);
+            inv[5 * plane + off + x] = (float)(i22 * det);
+            inv_count[off + x] = (float)k;
+        }
+    }
+}
+
+static PyObject *guide_stats(PyObject *self, PyObject *args)
+{
+    PyObject *objs[4];
+    int H, W, r;
+    double eps;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOiiid", &objs[0], &objs[1], &objs[2], &objs[3], &H, &W, &r,
+                          &eps))
+        return NULL;
+    if (H < 1 || W < 1 || r < 0 || !(eps > 0.0)) {
+        PyErr_SetString(PyExc_ValueError, "guide_stats: inconsistent sizes, radius or eps");
+        return NULL;
+    }
+    const Py_ssize_t plane = (Py_ssize_t)H * W;
+    const Py_ssize_t sizes[4] = {3 * plane, 3 * plane, 6 * plane, plane};
+    const char *names[4] = {"guide", "mean", "inv_cov", "inv_count"};
+    Py_buffer views[4];
+    int got = 0;
+    for (; got < 4; ++got)
+        if (get_buffer(objs[got], &views[got], got > 0, sizes[got], names[got]) < 0)
+            break;
+    if (got < 4) {
+        for (int i = 0; i < got; ++i)
+            PyBuffer_Release(&views[i]);
+        return NULL;
+    }
+    double *work = malloc(sizeof(double) * 18 * (size_t)W);
+    if (work) {
+        Py_BEGIN_ALLOW_THREADS
+        guide_statistics(views[0].buf, H, W, r, eps, views[1].buf, views[2].buf, views[3].buf,
+                         work, work + 9 * (size_t)W);
+        Py_END_ALLOW_THREADS
+        free(work);
+    }
+    for (int i = 0; i < 4; ++i)
+        PyBuffer_Release(&views[i]);
+    if (!work)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
 }
 
 static PyObject *project_rows(PyObject *self, PyObject *args)
@@ -282,7 +413,7 @@ static PyObject *project_rows(PyObject *self, PyObject *args)
             PyBuffer_Release(&views[i]);
         return NULL;
     }
-    double *acc = malloc(sizeof(double) * (size_t)K * 1024);
+    double *acc = malloc(sizeof(double) * ((size_t)K + 1) * 512);
     if (acc) {
         Py_BEGIN_ALLOW_THREADS
         project_range(views[0].buf, views[1].buf, views[2].buf, views[3].buf, C, K, (size_t)n,
@@ -321,6 +452,8 @@ static PyMethodDef methods[] = {
      "Guided-filter rows y0..y1-1 of channels c0..c1-1 (see the module source for the layout)."},
     {"project_rows", project_rows, METH_VARARGS,
      "out[k][x] = Σ_c comp[k][c]·(src[c][x] − shift[c]) for x in [x0, x1), float64 sums."},
+    {"guide_stats", guide_stats, METH_VARARGS,
+     "Window means, (Σ + εU)⁻¹ and 1/N of a planar [3][H][W] guide (truncated windows)."},
     {"variants", variants, METH_NOARGS,
      "The kernel variants this CPU runs, widest first, as (name, lanes) pairs."},
     {NULL, NULL, 0, NULL}};

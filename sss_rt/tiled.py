@@ -33,7 +33,6 @@ from sss_rt.postprocess.cpu import (
     rough_mean,
     to_unit_embedding,
 )
-from sss_rt.postprocess.guided_filter import guide_stats
 from sss_rt.postprocess.pca import PCABasis
 
 T_IN = "/fuse_input/Conv"  # its input: the input tap after conv + ReLU
@@ -243,8 +242,7 @@ def band_guide(image: np.ndarray, b0: int, b1: int, radius: int, eps: float) -> 
     """
     h = image.shape[0]
     s0, s1 = max(0, b0 - radius), min(h, b1 + radius)
-    stats = guide_stats(image_to_guide(image[s0:s1]), radius, eps)
-    planar = native.PlanarGuide.from_stats(stats)
+    planar = native.PlanarGuide.compute(image_to_guide(image[s0:s1]), radius, eps)
     a, b = b0 - s0, b1 - s0
     return native.PlanarGuide(
         np.ascontiguousarray(planar.guide[:, a:b]),

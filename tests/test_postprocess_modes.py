@@ -208,3 +208,27 @@ def test_moment_accumulator_sums_match_float64_and_add_moments(rng):
     other = MomentAccumulator(shift)
     other.add_moments(d.sum(axis=1), d @ d.T, q.shape[1])
     np.testing.assert_allclose(other.basis(3).components, acc.basis(3).components, atol=1e-9)
+
+
+@needs_native
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_native_projection_matches_float64(rng, k):
+    feats = (rng.normal(size=(9, 37, 29)) * 50 + 20).astype(np.float32)  # 1073 px: partial block
+    comps, shift = rng.normal(size=(k, 9)), rng.normal(size=9) * 20
+    got = native.project(feats, comps, shift, threads=2)
+    ref = np.einsum("kc,chw->khw", comps, feats.astype(np.float64) - shift[:, None, None])
+    assert got.shape == (k, 37, 29)
+    assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
+
+
+@needs_native
+@pytest.mark.parametrize("shape,radius", [((31, 45), 5), ((4, 3), 5), ((1, 12), 2), ((17, 1), 0)])
+def test_compiled_guide_statistics_match_numpy(rng, shape, radius):
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    guide = image_to_guide(image)
+    got = native.PlanarGuide.compute(guide, radius, 1e-2)
+    ref = native.PlanarGuide.from_stats(guide_stats(guide, radius, 1e-2))
+    for name in ("guide", "mean", "inv_cov", "inv_count"):
+        a, b = getattr(got, name), getattr(ref, name)
+        assert a.shape == b.shape
+        assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max()), name

@@ -70,10 +70,9 @@ def test_split_refuses_graphs_that_are_not_ours(tmp_path):
 @pytest.mark.parametrize("b0,b1", [(0, 10), (3, 40), (100, 123), (0, 123)])
 def test_band_guide_equals_crop_of_whole_image_statistics(scene, b0, b1):
     from sss_rt.postprocess.cpu import image_to_guide
-    from sss_rt.postprocess.guided_filter import guide_stats
     from sss_rt.tiled import band_guide
 
-    whole = native.PlanarGuide.from_stats(guide_stats(image_to_guide(scene), 5, 1e-2))
+    whole = native.PlanarGuide.compute(image_to_guide(scene), 5, 1e-2)
     band = band_guide(scene, b0, b1, 5, 1e-2)
     for name in ("guide", "mean", "inv_cov"):
         np.testing.assert_allclose(

@@ -190,8 +190,8 @@ def _exact_native(
 ) -> tuple[np.ndarray, PCABasis]:
     c, h, w = features.shape
     with _timed(timings, "guided_filter"):
-        stats = guide_stats(image_to_guide(image), config.radius, config.eps)
-        rf = native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads)
+        planar = native.PlanarGuide.compute(image_to_guide(image), config.radius, config.eps)
+        rf = native.RowFilter(planar, config.threads)
     with _timed(timings, "pca"):
         shift = rough_mean(features)
         acc = MomentAccumulator(shift)

@@ -68,6 +68,19 @@ class PlanarGuide:
             stats.radius,
         )
 
+    @classmethod
+    def compute(cls, guide: np.ndarray, radius: int, eps: float) -> PlanarGuide:
+        """Statistics of an H×W×3 guide in [0, 1], computed by the compiled kernel."""
+        if _ext is None:
+            raise RuntimeError("the compiled kernel is not available")
+        h, w, _ = guide.shape
+        planes = np.ascontiguousarray(np.moveaxis(guide, -1, 0), dtype=np.float32)
+        mean = np.empty((3, h, w), np.float32)
+        inv = np.empty((6, h, w), np.float32)
+        inv_count = np.empty((h, w), np.float32)
+        _ext.guide_stats(planes, mean, inv, inv_count, h, w, radius, float(eps))
+        return cls(planes, mean, inv, inv_count, radius)
+
     @property
     def shape(self) -> tuple[int, int]:
         return self.inv_count.shape  # type: ignore[return-value]
