@@ -36,32 +36,26 @@ def _plots(res: dict, out: Path, suffix: str) -> list[str]:
         plt.close(fig)
         names.append(f"stages{suffix}.png")
     pts = [p for p in res["scaling"]["points"] if "error" not in p]
-    tiled = [p for p in res.get("tiled", {}).get("points", []) if "error" not in p]
     if len(pts) > 1:
         fig, ax1 = plt.subplots(figsize=(6.5, 4))
-        mp = [p["megapixels"] for p in pts]
-        ax1.loglog(mp, [p["total"]["median_s"] for p in pts], "o-", label="time, whole image")
+        ax2 = ax1.twinx()
+        for tiling, name, colors in ((True, "tiled", ("tab:green", "tab:purple")),
+                                     (False, "whole image", ("tab:blue", "tab:red"))):  # fmt: skip
+            series = [p for p in pts if p.get("tiling", True) == tiling]
+            if not series:
+                continue
+            mp = [p["megapixels"] for p in series]
+            ax1.loglog(mp, [p["wall_s"] for p in series], "o-", color=colors[0],
+                       label=f"time, {name}")  # fmt: skip
+            ax2.loglog(mp, [p["peak_rss_mb"] for p in series], "s--", color=colors[1],
+                       label=f"RSS, {name}")  # fmt: skip
         ax1.set_xlabel("megapixels")
         ax1.set_ylabel("seconds")
-        ax2 = ax1.twinx()
-        ax2.loglog(mp, [p["peak_rss_mb"] for p in pts], "s--", color="tab:red", label="RSS, whole")
-        if tiled:
-            tmp = [p["megapixels"] for p in tiled]
-            ax1.loglog(
-                tmp, [p["wall_s"] for p in tiled], "o-", color="tab:green", label="time, tiled"
-            )
-            ax2.loglog(
-                tmp,
-                [p["peak_rss_mb"] for p in tiled],
-                "s--",
-                color="tab:purple",
-                label="RSS, tiled",
-            )
         ax2.set_ylabel("peak RSS (MB)")
         h1, l1 = ax1.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax1.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
-        ax1.set_title("Pipeline (ONNX Runtime, CPU) vs image size")
+        ax1.set_title("sss-rt extract (ONNX Runtime, CPU) vs image size")
         fig.tight_layout()
         fig.savefig(out / f"scaling{suffix}.png", dpi=110)
         plt.close(fig)
@@ -206,54 +200,33 @@ def write_report(res: dict, out: Path, md_path: Path) -> None:
     sc = res["scaling"]
     lines += [
         "",
-        "## Scaling (whole pipeline, ONNX Runtime, one image)",
+        "## Scaling (`sss-rt extract`, one PNG in, one PNG out)",
         "",
-        "| megapixels | total | peak RSS |",
-        "| --- | --- | --- |",
+        "Wall time and peak RSS of the whole command, decode and encode included. Tiled (the "
+        "default): the network's trunk runs once, its full-resolution head and the exact "
+        "post-processing run in bands of rows (two passes). Whole image (`--no-tiling`): the "
+        "complete network, then the post-processing, on the whole image.",
+        "",
+        "| size | megapixels | path | wall time | peak RSS |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for p in sc["points"]:
+        path = "tiled" if p.get("tiling", True) else "whole image"
         if "error" in p:
             lines.append(
-                f"| {p.get('height', 0) * p.get('width', 0) / 1e6:.2f} | error: {p['error']} | |"
+                f"| {p.get('height')}×{p.get('width')} | | {path} | error: {p['error']} | |"
             )
         else:
             lines.append(
-                f"| {p['megapixels']:.2f} | {_ms(p['total']['median_s'])} | "
-                f"{p['peak_rss_mb']:.0f} MB |"
+                f"| {p['size'][0]}×{p['size'][1]} | {p['megapixels']:.2f} | {path} | "
+                f"{p['wall_s']:.1f} s | {p['peak_rss_mb']:.0f} MB |"
             )
-    if sc["time_slope"] is not None:
+    if sc.get("time_slope") is not None:
         lines += [
             "",
-            f"Log-log slopes: time ∝ MP^{sc['time_slope']:.2f}, peak RSS ∝ "
-            f"MP^{sc['rss_slope']:.2f}. Not measured: {sc['not_measured']}.",
+            f"Tiled, log-log slopes: time ∝ MP^{sc['time_slope']:.2f}, peak RSS ∝ "
+            f"MP^{sc['rss_slope']:.2f}.",
         ]
-    tl = res.get("tiled")
-    if tl:
-        lines += [
-            "",
-            "## Large images, tiled (`sss-rt extract`, one PNG in, one PNG out)",
-            "",
-            "The network's trunk runs once; its full-resolution head and the exact "
-            "post-processing run in bands of rows (two passes). Wall time and peak RSS of the "
-            "whole command, decode and encode included:",
-            "",
-            "| size | megapixels | wall time | peak RSS |",
-            "| --- | --- | --- | --- |",
-        ]
-        for p in tl["points"]:
-            if "error" in p:
-                lines.append(f"| {p.get('height')}×{p.get('width')} | error: {p['error']} | | |")
-            else:
-                lines.append(
-                    f"| {p['size'][0]}×{p['size'][1]} | {p['megapixels']:.1f} | "
-                    f"{p['wall_s']:.1f} s | {p['peak_rss_mb']:.0f} MB |"
-                )
-        if tl.get("time_slope") is not None:
-            lines += [
-                "",
-                f"Log-log slopes: time ∝ MP^{tl['time_slope']:.2f}, peak RSS ∝ "
-                f"MP^{tl['rss_slope']:.2f}.",
-            ]
     suffix = "-quick" if res.get("quick") else ""
     rel = os.path.relpath(out, md_path.parent)
     for name in _plots(res, out, suffix):

@@ -142,46 +142,20 @@ def main() -> None:
     }  # fmt: skip
     res["fast_error"] = run_isolated("fast_error", model=model, height=ph, width=pw)
 
-    print("scaling", file=sys.stderr)
-    mps = [0.25, 0.5] if quick else [0.25, 0.5, 1.0]
-    scaling = []
-    for mp in mps:
-        side = round((mp * 1e6) ** 0.5)
-        scaling.append(
-            run_isolated(
-                "pipeline",
-                model=model,
-                backend="onnxruntime",
-                height=side,
-                width=side,
-                runs=1 if mp >= 2 else (1 if quick else 2),
-                threads=2,
-            )
-        )
-    ok = [s for s in scaling if "error" not in s]
+    print("scaling: sss-rt extract, tiled (default) and whole-image", file=sys.stderr)
+    sides = [512, 1024] if quick else [512, 1024, 2048, 4096]
+    points = [run_isolated("extract_large", height=n, width=n, model=model) for n in sides]
+    points += [
+        run_isolated("extract_large", height=n, width=n, model=model, tiling=False)
+        for n in ([512] if quick else [512, 1024])
+    ]
+    ok = [p for p in points if "error" not in p and p["tiling"]]
     res["scaling"] = {
-        "points": scaling,
-        "time_slope": loglog_slope(
-            [s["megapixels"] for s in ok], [s["total"]["median_s"] for s in ok]
-        )
+        "points": points,
+        "time_slope": loglog_slope([p["megapixels"] for p in ok], [p["wall_s"] for p in ok])
         if len(ok) > 1
         else None,
-        "rss_slope": loglog_slope([s["megapixels"] for s in ok], [s["peak_rss_mb"] for s in ok])
-        if len(ok) > 1
-        else None,
-        "not_measured": "whole-image (untiled) runs above 1 MP: peak RSS grows about linearly, "
-        "~10 GB per MP; larger images take the tiled path, measured below",
-    }
-    print("large images, tiled (sss-rt extract)", file=sys.stderr)
-    sides = [1024, 2048] if quick else [1024, 2048, 4096]
-    tiled = [run_isolated("extract_large", height=n, width=n, model=model) for n in sides]
-    ok = [t for t in tiled if "error" not in t]
-    res["tiled"] = {
-        "points": tiled,
-        "time_slope": loglog_slope([t["megapixels"] for t in ok], [t["wall_s"] for t in ok])
-        if len(ok) > 1
-        else None,
-        "rss_slope": loglog_slope([t["megapixels"] for t in ok], [t["peak_rss_mb"] for t in ok])
+        "rss_slope": loglog_slope([p["megapixels"] for p in ok], [p["peak_rss_mb"] for p in ok])
         if len(ok) > 1
         else None,
     }

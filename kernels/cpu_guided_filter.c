@@ -34,6 +34,10 @@
  * guide_stats(guide, mean, inv_cov, inv_count, H, W, radius, eps): the guide's statistics in
  *   the layouts above, from float64 running box sums.
  *
+ * hidden_rows(...): rows of the network's full-resolution head before its last conv,
+ *   ReLU(fuse_input·t_in + up(P1) + up(D) + bias), with ONNX Resize's bilinear rule given as
+ *   per-row and per-column taps (sss_rt/tiled.py prepares them).
+ *
  * project_rows(src, comp, shift, out, C, K, N, x0, x1): the PCA projection of raw features,
  *   out[k][x] = Σ_c comp[k][c] · (src[c][x] − shift[c]) for pixels [x0, x1), summed in float64
  *   (src float32 [C][N], comp float64 [K][C], shift float64 [C], out float32 [K][N]).
@@ -428,6 +432,140 @@ static PyObject *project_rows(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* One row of a bilinear upsampling (ONNX Resize, linear, half-pixel centres, clamped edges):
+ * out[x] += lerp over the row mixed from low-resolution rows i0, i1 with weight wy of i1. */
+typedef struct {
+    const float *src;          /* [C][rows][w] low-resolution block */
+    int rows, w;
+    const int *yi0, *yi1;      /* [n] rows of the block for each output row */
+    const float *yw;           /* [n] */
+    const int *xi0, *xi1;      /* [W] */
+    const float *xw;           /* [W] */
+} Upsample;
+
+/* Per channel: each low-resolution row of each block is first upsampled along x (W wide), so
+ * that every output row is then a contiguous blend of two wide rows per block. */
+#if defined(HAVE_X86_VARIANTS) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void hidden_range(const float *tin, int cin, size_t plane_in, const float *fin,
+                         const Upsample up[2], const float *bias, int W, int n, int y0, int c0,
+                         int c1, float *out, float *wide)
+{
+    for (int c = c0; c < c1; ++c) {
+        float *w = wide;
+        for (int u = 0; u < 2; ++u) {
+            const Upsample *U = up + u;
+            const float *blk = U->src + (size_t)c * U->rows * U->w;
+            for (int r = 0; r < U->rows; ++r, w += W) {
+                const float *src = blk + (size_t)r * U->w;
+                for (int x = 0; x < W; ++x)
+                    w[x] = src[U->xi0[x]] * (1.0f - U->xw[x]) + src[U->xi1[x]] * U->xw[x];
+            }
+        }
+        const size_t rows0 = (size_t)up[0].rows * W;
+        for (int y = 0; y < n; ++y) {
+            float *restrict o = out + ((size_t)c * n + y) * W;
+            const float b = bias[c];
+            const float *restrict p0 = wide + (size_t)up[0].yi0[y] * W;
+            const float *restrict p1 = wide + (size_t)up[0].yi1[y] * W;
+            const float *restrict d0 = wide + rows0 + (size_t)up[1].yi0[y] * W;
+            const float *restrict d1 = wide + rows0 + (size_t)up[1].yi1[y] * W;
+            const float pw = up[0].yw[y], pv = 1.0f - pw, dw = up[1].yw[y], dv = 1.0f - dw;
+            for (int x = 0; x < W; ++x)
+                o[x] = b + p0[x] * pv + p1[x] * pw + d0[x] * dv + d1[x] * dw;
+            for (int j = 0; j < cin; ++j) {
+                const float f = fin[(size_t)c * cin + j];
+                const float *restrict t = tin + (size_t)j * plane_in + (size_t)(y0 + y) * W;
+                if (j + 1 < cin) {
+                    for (int x = 0; x < W; ++x)
+                        o[x] += f * t[x];
+                } else { /* the last input channel also applies the ReLU */
+                    for (int x = 0; x < W; ++x) {
+                        const float v = o[x] + f * t[x];
+                        o[x] = v > 0.0f ? v : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* hidden_rows(tin, fin, bias, out, up_p1, up_deep, cin, W, H_in, y0, n, c0, c1) with each up
+ * a tuple (block, yi0, yi1, yw, xi0, xi1, xw, rows, w). */
+static PyObject *hidden_rows(PyObject *self, PyObject *args)
+{
+    PyObject *tin_o, *fin_o, *bias_o, *out_o, *ups_o[2];
+    int cin, W, H, y0, n, c0, c1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOO!O!iiiiiii", &tin_o, &fin_o, &bias_o, &out_o,
+                          &PyTuple_Type, &ups_o[0], &PyTuple_Type, &ups_o[1], &cin, &W, &H, &y0,
+                          &n, &c0, &c1))
+        return NULL;
+    if (cin < 1 || W < 1 || H < 1 || n < 1 || y0 < 0 || y0 + n > H || c0 < 0 || c0 >= c1) {
+        PyErr_SetString(PyExc_ValueError, "hidden_rows: inconsistent sizes or ranges");
+        return NULL;
+    }
+    Py_buffer views[4 + 2 * 7];
+    int got = 0, ok = 1;
+    Upsample up[2];
+    size_t wide_rows = 0;
+    const Py_ssize_t plane = (Py_ssize_t)H * W;
+    const Py_ssize_t sizes[4] = {cin * plane, (Py_ssize_t)c1 * cin, c1, (Py_ssize_t)c1 * n * W};
+    PyObject *objs[4] = {tin_o, fin_o, bias_o, out_o};
+    const char *names[4] = {"tin", "fin", "bias", "out"};
+    for (int i = 0; ok && i < 4; ++i) {
+        ok = get_buffer(objs[i], &views[got], i == 3, sizes[i], names[i]) == 0;
+        got += ok;
+    }
+    for (int u = 0; ok && u < 2; ++u) {
+        int rows, w;
+        PyObject *parts[7];
+        if (!PyArg_ParseTuple(ups_o[u], "OOOOOOOii", &parts[0], &parts[1], &parts[2], &parts[3],
+                              &parts[4], &parts[5], &parts[6], &rows, &w)) {
+            ok = 0;
+            break;
+        }
+        if (rows < 1 || w < 1) {
+            PyErr_SetString(PyExc_ValueError, "hidden_rows: empty low-resolution block");
+            ok = 0;
+            break;
+        }
+        const Py_ssize_t psizes[7] = {(Py_ssize_t)c1 * rows * w, n, n, n, W, W, W};
+        for (int i = 0; ok && i < 7; ++i) {
+            ok = get_buffer(parts[i], &views[got], 0, psizes[i], "upsampling input") == 0;
+            got += ok;
+        }
+        if (!ok)
+            break;
+        Py_buffer *v = views + got - 7;
+        up[u] = (Upsample){v[0].buf, rows, w, v[1].buf, v[2].buf, v[3].buf,
+                           v[4].buf, v[5].buf, v[6].buf};
+        for (int i = 0; i < n; ++i)
+            ok &= up[u].yi0[i] >= 0 && up[u].yi1[i] >= 0 && up[u].yi0[i] < rows && up[u].yi1[i] < rows;
+        for (int i = 0; i < W; ++i)
+            ok &= up[u].xi0[i] >= 0 && up[u].xi1[i] >= 0 && up[u].xi0[i] < w && up[u].xi1[i] < w;
+        if (!ok)
+            PyErr_SetString(PyExc_ValueError, "hidden_rows: a tap index is out of its block");
+        wide_rows += (size_t)rows;
+    }
+    float *row = ok ? malloc(sizeof(float) * wide_rows * (size_t)W) : NULL;
+    if (ok && row) {
+        Py_BEGIN_ALLOW_THREADS
+        hidden_range(views[0].buf, cin, (size_t)plane, views[1].buf, up, views[2].buf, W, n, y0,
+                     c0, c1, views[3].buf, row);
+        Py_END_ALLOW_THREADS
+    }
+    free(row);
+    for (int i = 0; i < got; ++i)
+        PyBuffer_Release(&views[i]);
+    if (!ok)
+        return NULL;
+    if (!row)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *variants(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -454,6 +592,8 @@ static PyMethodDef methods[] = {
      "out[k][x] = Σ_c comp[k][c]·(src[c][x] − shift[c]) for x in [x0, x1), float64 sums."},
     {"guide_stats", guide_stats, METH_VARARGS,
      "Window means, (Σ + εU)⁻¹ and 1/N of a planar [3][H][W] guide (truncated windows)."},
+    {"hidden_rows", hidden_rows, METH_VARARGS,
+     "ReLU(fuse) rows of the network's full-resolution head (see tiled.py)."},
     {"variants", variants, METH_NOARGS,
      "The kernel variants this CPU runs, widest first, as (name, lanes) pairs."},
     {NULL, NULL, 0, NULL}};

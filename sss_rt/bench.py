@@ -238,8 +238,11 @@ def postprocess_only(
     }
 
 
-def extract_large(height: int, width: int, model: str | None = None) -> dict[str, Any]:
-    """``sss-rt extract`` of one large image file (tiled path): wall time and peak RSS."""
+def extract_large(
+    height: int, width: int, model: str | None = None, tiling: bool = True
+) -> dict[str, Any]:
+    """``sss-rt extract`` of one image file (tiled by default, else ``--no-tiling``): wall time
+    and peak RSS of the whole command."""
     from sss_rt.cli import cli
 
     work = Path(tempfile.mkdtemp(prefix="sss-bench-large-"))
@@ -249,6 +252,8 @@ def extract_large(height: int, width: int, model: str | None = None) -> dict[str
     args = [str(src), "-o", str(work / "out"), "-f", "png", "-q"]
     if model:
         args += ["-m", model]
+    if not tiling:
+        args += ["--no-tiling", "--max-megapixels", str(height * width / 1e6 + 1)]
     t0 = time.perf_counter()
     try:
         cli.main(args=["extract", *args], prog_name="sss-rt", standalone_mode=False)
@@ -258,6 +263,7 @@ def extract_large(height: int, width: int, model: str | None = None) -> dict[str
     return {
         "size": [height, width],
         "megapixels": height * width / 1e6,
+        "tiling": tiling,
         "wall_s": elapsed,
         "peak_rss_mb": peak_rss_mb(),
         "rss_before_mb": baseline,

@@ -27,7 +27,9 @@ DEFAULT_MODEL_NAME = "default.onnx"
 #: images above this many megapixels are downscaled (or refused) by default
 DEFAULT_MAX_MEGAPIXELS = 64.0
 #: above this size, images go through the tiled path (bounded memory) when it applies
-DEFAULT_TILE_MEGAPIXELS = 1.0
+DEFAULT_TILE_MEGAPIXELS = (
+    0.0  # tile all: faster and lighter than whole-image at every size measured
+)
 #: the limit where the tiled path does not apply: whole-image inference on CPU needs ~10 GB of
 #: memory per megapixel for the network's full-resolution layers
 UNTILED_MAX_MEGAPIXELS = 2.0
@@ -74,7 +76,7 @@ class Extractor:
     ``"onnxruntime"``, ``"torch"``. ``radius``/``eps``: the guided filter's. ``preprocess``:
     ``"exact"`` (default), ``"fast"`` or ``"matlab"`` (see :class:`PostprocessConfig`).
     ``threads``: CPU threads of the network and the post-processing.
-    ``tile_megapixels``: larger images run tiled — the network's trunk once, its
+    ``tile_megapixels``: larger images (default: all) run tiled — the network's trunk once, its
     full-resolution head and the post-processing in bands of rows — in bounded memory, with the
     same result up to float rounding (exact mode, ONNX Runtime on CPU, compiled kernel; ``None``
     disables it). ``max_megapixels``: larger images are downscaled to fit before the network

@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from sss_rt.errors import ModelError
@@ -136,6 +135,7 @@ class TiledNetwork:
         import onnxruntime as ort
 
         trunk, self.weights = split_model(model)
+        self.threads = threads
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
@@ -148,7 +148,7 @@ class TiledNetwork:
     def trunk(self, image: np.ndarray) -> Trunk:
         """Run the low-resolution part on one H×W×3 uint8 image."""
         t_in, t_p1, deep = self._session.run(None, {INPUT_NAME: np.ascontiguousarray(image[None])})
-        return Trunk(self.weights, t_in[0], t_p1[0], deep[0])
+        return Trunk(self.weights, t_in[0], t_p1[0], deep[0], self.threads)
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
@@ -157,30 +157,34 @@ class TiledNetwork:
 class Trunk:
     """The trunk's outputs for one image; ``rows(y0, y1)`` computes features of those rows."""
 
-    def __init__(self, w: HeadWeights, t_in: np.ndarray, t_p1: np.ndarray, deep: np.ndarray):
+    def __init__(
+        self,
+        w: HeadWeights,
+        t_in: np.ndarray,
+        t_p1: np.ndarray,
+        deep: np.ndarray,
+        threads: int | None = None,
+    ):
         self.w = w
-        self.t_in, self.t_p1, self.deep = t_in, t_p1, deep
+        self.t_in = np.ascontiguousarray(t_in, dtype=np.float32)
+        self.t_p1, self.deep = t_p1, deep
+        self.threads = threads
         _, self.height, self.width = t_in.shape
         self._y_p1 = _linear_taps(self.height, t_p1.shape[1])
         self._y_deep = _linear_taps(self.height, deep.shape[1])
+        self._x_p1 = _int32_taps(_linear_taps(self.width, t_p1.shape[2]))
+        self._x_deep = _int32_taps(_linear_taps(self.width, deep.shape[2]))
 
-    def _upsampled(self, low: np.ndarray, ys, y0: int, y1: int, project=None) -> np.ndarray:
-        """Rows ``y0:y1`` of ``low`` (C×h×w) bilinearly upsampled to the full size."""
+    def _block(self, low: np.ndarray, ys, xs, y0: int, y1: int, project=None) -> tuple:
+        """The low-resolution rows that output rows ``y0:y1`` need, with their taps."""
         i0, i1, wy = (a[y0:y1] for a in ys)
         lo, hi = int(i0.min()), int(i1.max()) + 1
-        block = low[:, lo:hi]  # the low-resolution rows these output rows need
+        block = low[:, lo:hi]
         if project is not None:
             c, bh, bw = block.shape
             block = (project @ block.reshape(c, bh * bw)).reshape(-1, bh, bw)
-        wy = wy[None, :, None]
-        rows = block[:, i0 - lo] * (1 - wy) + block[:, i1 - lo] * wy
-        # along x, every (channel, row) line independently: OpenCV's bilinear resize with
-        # half-pixel centres and edge clamping is ONNX Resize's rule; fy = 1 keeps the lines
-        c, n, w_low = rows.shape
-        flat = cv2.resize(
-            rows.reshape(c * n, w_low), (self.width, c * n), interpolation=cv2.INTER_LINEAR
-        )
-        return flat.reshape(c, n, self.width)
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        return (block, *_int32_taps((i0 - lo, i1 - lo, wy)), *xs)
 
     def rows(
         self,
@@ -201,31 +205,44 @@ class Trunk:
             v, shift = project
             head = v @ w.head.astype(np.float64)  # k × 512
             bias = v @ (w.head_bias.astype(np.float64) - shift)
+            zero = np.zeros(head.shape[1])
         else:
             head, bias = w.head, w.head_bias
         out = np.empty((head.shape[0], y1 - y0, width), np.float32)
         step = max(1, (chunk_mb << 20) // (w.head.shape[1] * width * 4))
+        buf = np.empty(w.head.shape[1] * min(step, y1 - y0) * width, np.float32)
         for a in range(y0, y1, step):
             b = min(y1, a + step)
-            hidden = self._hidden(a, b).reshape(w.head.shape[1], -1)
-            if project is not None:
-                hidden = hidden.astype(np.float64)
-            res = head @ hidden
-            res += bias[:, None]
+            hidden = self._hidden(a, b, buf[: w.head.shape[1] * (b - a) * width])
+            if project is not None:  # float64 sums, as cpu.project_raw
+                res = native.project(hidden, head, zero, self.threads).reshape(len(head), -1)
+            else:
+                res = head @ hidden.reshape(w.head.shape[1], -1)
+            res += bias[:, None].astype(res.dtype)
             out[:, a - y0 : b - y0] = res.reshape(-1, b - a, width)
         return out
 
-    def _hidden(self, y0: int, y1: int) -> np.ndarray:
-        """ReLU(fuse) of rows ``y0:y1``, the 512-channel input of the last conv."""
+    def _hidden(self, y0: int, y1: int, buf: np.ndarray | None = None) -> np.ndarray:
+        """ReLU(fuse) of rows ``y0:y1``, the 512-channel input of the last conv (compiled);
+        ``buf``: flat float32 storage to reuse."""
         w = self.w
-        c_in, _, width = self.t_in.shape
-        t_in = self.t_in[:, y0:y1].reshape(c_in, -1)
-        h = (w.fuse_input @ t_in).reshape(-1, y1 - y0, width)
-        h += self._upsampled(self.t_p1, self._y_p1, y0, y1, w.fuse_pool1)
-        h += self._upsampled(self.deep, self._y_deep, y0, y1)
-        h += w.fuse_bias[:, None, None]
-        np.maximum(h, 0.0, out=h)
-        return h
+        ups = (
+            self._block(self.t_p1, self._y_p1, self._x_p1, y0, y1, w.fuse_pool1),
+            self._block(self.deep, self._y_deep, self._x_deep, y0, y1),
+        )
+        out = None if buf is None else buf.reshape(len(w.fuse_bias), y1 - y0, self.width)
+        return native.hidden_rows(
+            self.t_in, w.fuse_input, w.fuse_bias, ups, y0, y1 - y0, self.threads, out
+        )
+
+
+def _int32_taps(taps: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+    i0, i1, weight = taps
+    return (
+        np.ascontiguousarray(i0, dtype=np.int32),
+        np.ascontiguousarray(i1, dtype=np.int32),
+        np.ascontiguousarray(weight, dtype=np.float32),
+    )
 
 
 def band_rows(width: int, channels: int, band_mb: int, halo: int) -> int:

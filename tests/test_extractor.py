@@ -85,7 +85,8 @@ def test_large_image_downscaled_then_embedding_resized_back(onnx_path, caplog):
     with Extractor(onnx_path, max_megapixels=None) as ex:
         direct = ex.extract(small)
     assert direct.scale == 1.0
-    np.testing.assert_allclose(r.features, np.moveaxis(ex_features(onnx_path, small), 0, -1))
+    ref = np.moveaxis(ex_features(onnx_path, small), 0, -1)  # whole-image ONNX Runtime
+    np.testing.assert_allclose(r.features, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
     expected = cv2.resize(direct.embedding, (400, 300), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(r.embedding, np.clip(expected, 0, 1), atol=1e-6)
 

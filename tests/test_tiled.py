@@ -79,3 +79,38 @@ def test_band_guide_equals_crop_of_whole_image_statistics(scene, b0, b1):
             getattr(band, name), getattr(whole, name)[:, b0:b1], rtol=1e-5, atol=1e-5
         )
     np.testing.assert_array_equal(band.inv_count, whole.inv_count[b0:b1])
+
+
+@pytest.mark.parametrize("size,low1,low2", [((37, 53), (10, 14), (5, 7)), ((8, 8), (2, 2), (1, 1))])
+def test_compiled_head_rows_match_float64_reference(rng, size, low1, low2):
+    """ReLU(fuse_input·t_in + up(P1) + up(D) + bias) with ONNX Resize's bilinear taps."""
+    from sss_rt.tiled import _int32_taps, _linear_taps
+
+    (h, w), c, cin = size, 6, 4
+    t_in = rng.normal(size=(cin, h, w)).astype(np.float32)
+    fin = rng.normal(size=(c, cin)).astype(np.float32)
+    bias = rng.normal(size=c).astype(np.float32)
+    lows = [rng.normal(size=(c, *low)).astype(np.float32) for low in (low1, low2)]
+
+    def upsample(low):  # separable: rows then columns, float64
+        y0, y1, wy = _linear_taps(h, low.shape[1])
+        x0, x1, wx = _linear_taps(w, low.shape[2])
+        rows = low[:, y0] * (1 - wy[:, None]) + low[:, y1] * wy[:, None]
+        return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+
+    ref = np.einsum("cj,jhw->chw", fin.astype(np.float64), t_in) + bias[:, None, None]
+    ref = np.maximum(ref + sum(upsample(low.astype(np.float64)) for low in lows), 0.0)
+    y0, n = 3, h - 5
+    ups = []
+    for low in lows:
+        yi0, yi1, wy = _linear_taps(h, low.shape[1])
+        lo = int(yi0[y0 : y0 + n].min())
+        hi = int(yi1[y0 : y0 + n].max()) + 1
+        taps = _int32_taps((yi0[y0 : y0 + n] - lo, yi1[y0 : y0 + n] - lo, wy[y0 : y0 + n]))
+        block = np.ascontiguousarray(low[:, lo:hi])
+        ups.append((block, *taps, *_int32_taps(_linear_taps(w, low.shape[2]))))
+    got = native.hidden_rows(t_in, fin, bias, tuple(ups), y0, n, threads=2)
+    np.testing.assert_allclose(got, ref[:, y0 : y0 + n], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="out of its block"):
+        bad = (np.ascontiguousarray(ups[0][0][:, :1]), *ups[0][1:])
+        native.hidden_rows(t_in, fin, bias, (bad, ups[1]), y0, n)

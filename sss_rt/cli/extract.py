@@ -77,10 +77,12 @@ EXIT_SOME_FAILED = 1
 @click.option(
     "--tile-megapixels",
     type=click.FloatRange(min=0),
-    default=1.0,
+    default=0.0,
     show_default=True,
-    help="Larger images run tiled in bounded memory (exact mode, ONNX Runtime CPU); 0: never.",
+    help="Images above this size run tiled, in bounded memory (exact mode, ONNX Runtime CPU); "
+    "the default tiles all, as it is also the faster path.",
 )
+@click.option("--no-tiling", is_flag=True, help="Run the whole image at once (more memory).")
 @click.option(
     "--large",
     type=click.Choice(["downscale", "refuse"]),
@@ -106,6 +108,7 @@ def extract(
     preprocess,
     max_megapixels,
     tile_megapixels,
+    no_tiling,
     large,
     threads,
     float16,
@@ -144,7 +147,7 @@ def extract(
         threads=threads,
         max_megapixels=max_megapixels,
         large=large,
-        tile_megapixels=tile_megapixels or None,
+        tile_megapixels=None if no_tiling else tile_megapixels,
     ) as extractor:
         bar = tqdm(total=len(tasks), unit="img", disable=quiet or not sys.stderr.isatty())
         for outcome in extract_to(

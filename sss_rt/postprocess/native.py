@@ -115,6 +115,48 @@ def project(
     return out
 
 
+def hidden_rows(
+    t_in: np.ndarray,
+    fuse_input: np.ndarray,
+    bias: np.ndarray,
+    ups: tuple[tuple, tuple],
+    y0: int,
+    n: int,
+    threads: int | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Rows ``y0:y0+n`` of ReLU(fuse_input·t_in + up₁ + up₂ + bias): C×n×W float32
+    (into ``out`` if given: reusing a buffer spares the page faults of a fresh one).
+
+    ``t_in`` is cin×H×W; each of ``ups`` is ``(block C×rows×w, yi0, yi1, yw, xi0, xi1, xw)``:
+    a low-resolution block and its bilinear taps (int32 rows of the block and float32 weights
+    for the n output rows; int32 columns and float32 weights for the W output columns).
+    """
+    if _ext is None:
+        raise RuntimeError("the compiled kernel is not available")
+    cin, h, w = t_in.shape
+    c = fuse_input.shape[0]
+    if out is None:
+        out = np.empty((c, n, w), np.float32)
+    elif out.shape != (c, n, w) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 {c}×{n}×{w} array")
+    args = [(*tuple(up), up[0].shape[1], up[0].shape[2]) for up in ups]
+    threads = max(1, min(threads or default_threads(), c))
+    bounds = np.linspace(0, c, threads + 1).astype(int)
+
+    def run(c0: int, c1: int) -> None:
+        _ext.hidden_rows(
+            t_in, fuse_input, bias, out, args[0], args[1], cin, w, h, y0, n, int(c0), int(c1)
+        )
+
+    if threads == 1:
+        run(0, c)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run, bounds[:-1], bounds[1:]))
+    return out
+
+
 class RowFilter:
     """Guided-filters bands of rows of C×H×W float32 channels over threads.
 
