@@ -89,6 +89,7 @@ def main() -> None:
         for threads in (1, 2):
             if quick and (level in ("extended", "basic") or threads == 1):
                 continue
+            ratio_pair = level == "all" and threads == 2  # the one compared with torch
             net.append(
                 run_isolated(
                     "network",
@@ -96,11 +97,17 @@ def main() -> None:
                     backend="onnxruntime",
                     height=h,
                     width=w,
-                    runs=runs,
+                    runs=runs if ratio_pair else max(2, runs - 2),
                     threads=threads,
                     graph_optimization=level,
                 )
             )
+    net.append(
+        run_isolated(
+            "network", model=model, backend="onnxruntime-split", height=h, width=w, runs=runs,
+            threads=2,
+        )
+    )  # fmt: skip
     res["network"] = net
     backbone = read_model_info(model).backbone
     res["forms"] = run_isolated("training_form", backbone=backbone, height=h, width=w, runs=runs)
@@ -115,7 +122,7 @@ def main() -> None:
             backend=be,
             height=sh,
             width=sw,
-            runs=2 if sh * sw > 2e6 else runs,
+            runs=3 if sh * sw > 5e5 else runs,
             threads=2,
         )
         for sh, sw in sizes
@@ -128,14 +135,14 @@ def main() -> None:
     res["postprocess"] = {
         "ours": run_isolated("postprocess", height=ph, width=pw, channels=128, runs=runs),
         "ours_numpy": run_isolated(
-            "postprocess", height=ph, width=pw, channels=128, runs=1 if quick else 3,
+            "postprocess", height=ph, width=pw, channels=128, runs=1 if quick else 2,
             engine="numpy",
         ),
         "ours_fast": run_isolated(
             "postprocess", height=ph, width=pw, channels=128, runs=runs, mode="fast"
         ),
         "ours_matlab": run_isolated(
-            "postprocess", height=ph, width=pw, channels=128, runs=1 if quick else 3,
+            "postprocess", height=ph, width=pw, channels=128, runs=1 if quick else 2,
             mode="matlab",
         ),
         "peer_ximgproc_numpy": peer_postprocess(args.peer_python, ph, pw, 128, runs),

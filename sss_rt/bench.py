@@ -157,6 +157,21 @@ def network_only(
         be = OnnxRuntimeBackend(
             model, device="cpu", threads=threads, graph_optimization=graph_optimization
         )
+    elif backend == "onnxruntime-split":  # ORT runs the trunk, compiled code the head
+        from sss_rt.tiled import TiledNetwork
+
+        net = TiledNetwork(model, threads=threads)
+        image = test_image(height, width)
+        result = time_it(lambda: net.trunk(image).rows(0, height), runs)
+        net.close()
+        return {
+            "backend": backend,
+            "size": [height, width],
+            "threads": threads,
+            "graph_optimization": "all",
+            **result,
+            "peak_rss_mb": peak_rss_mb(),
+        }
     else:
         be = create_backend(backend, model, device="cpu", threads=threads)
     batch = test_image(height, width)[None]
