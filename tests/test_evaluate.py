@@ -35,3 +35,16 @@ def test_kmeans_recovers_separated_clusters(rng):
     truth = rng.integers(0, 3, 300)
     x = centres[truth] + rng.normal(0, 0.2, (300, 3))
     assert adjusted_rand_index(truth, kmeans(x, 3, rng)) == pytest.approx(1.0)
+
+
+def test_pair_aucs_share_pixels_and_match_single_auc():
+    from sss_rt.training.evaluate import pair_auc, pair_aucs
+
+    labels = np.repeat(np.array([[1, 2], [3, 1]]), 8, axis=0).repeat(8, axis=1)  # 16×16
+    rng = np.random.default_rng(0)
+    perfect = np.eye(4)[labels][..., 1:]  # one-hot of the instance: same → 0, different → √2
+    noise = rng.normal(size=(16, 16, 3))
+    a, b = pair_aucs([perfect, noise], labels, np.random.default_rng(1), 60)
+    assert a == 1.0 and 0.3 < b < 0.7
+    assert pair_auc(noise, labels, np.random.default_rng(1), 60) == b
+    assert pair_aucs([noise], np.ones((4, 4), int), rng, 10) == [None]

@@ -44,5 +44,6 @@ def evaluate(model, count, size, data, backend, as_json) -> None:
     else:
         click.echo(
             f"{report.images} scenes {report.size[0]}×{report.size[1]}: "
-            f"pair AUC {report.pair_auc:.4f}, k-means ARI {report.ari:.4f}"
+            f"pair AUC {report.pair_auc:.4f} (raw RGB on the same pairs: "
+            f"{report.rgb_pair_auc:.4f}), k-means ARI {report.ari:.4f}"
         )

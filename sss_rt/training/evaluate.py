@@ -28,19 +28,28 @@ def ranking_auc(same_dist: np.ndarray, diff_dist: np.ndarray) -> float:
 
 def pair_auc(features: np.ndarray, labels: np.ndarray, rng: np.random.Generator, n: int = 600):
     """AUC of L2 distances between ``n`` random labelled pixels (features H×W×C)."""
+    return pair_aucs([features], labels, rng, n)[0]
+
+
+def pair_aucs(
+    arrays: list[np.ndarray], labels: np.ndarray, rng: np.random.Generator, n: int = 600
+) -> list[float | None]:
+    """:func:`pair_auc` of several H×W×C arrays on the same ``n`` random labelled pixels."""
     flat_l = labels.reshape(-1)
     valid = np.flatnonzero(flat_l > 0)
     idx = rng.choice(valid, size=min(n, valid.size), replace=False)
-    f = features.reshape(-1, features.shape[-1])[idx].astype(np.float64)
     lab = flat_l[idx]
-    sq = (f * f).sum(1)
-    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * f @ f.T, 0))
     iu = np.triu_indices(idx.size, 1)
     same = (lab[:, None] == lab[None, :])[iu]
-    dist = d[iu]
     if same.all() or not same.any():
-        return None
-    return ranking_auc(dist[same], dist[~same])
+        return [None] * len(arrays)
+    out: list[float | None] = []
+    for features in arrays:
+        f = features.reshape(-1, features.shape[-1])[idx].astype(np.float64)
+        sq = (f * f).sum(1)
+        dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * f @ f.T, 0))[iu]
+        out.append(ranking_auc(dist[same], dist[~same]))
+    return out
 
 
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 50) -> np.ndarray:
@@ -86,6 +95,7 @@ class EvalReport:
     images: int
     pair_auc: float
     ari: float
+    rgb_pair_auc: float  # the same pixel pairs with raw RGB as features: a floor to beat
     size: tuple[int, int]
     seed: int
 
@@ -103,15 +113,16 @@ def evaluate(
 ) -> EvalReport:
     """Score ``count`` scenes ``(image, instances)`` with an :class:`~sss_rt.Extractor`."""
     rng = np.random.default_rng(seed)
-    aucs, aris = [], []
+    aucs, rgb_aucs, aris = [], [], []
     size = None
     for i in range(count):
         image, labels = scenes[i]
         size = image.shape[:2]
         result = extractor.extract(image, return_features=True)
-        auc = pair_auc(result.features, labels, rng, pixels)
+        auc, rgb_auc = pair_aucs([result.features, image.astype(np.float64)], labels, rng, pixels)
         if auc is not None:
             aucs.append(auc)
+            rgb_aucs.append(rgb_auc)
         flat = labels.reshape(-1)
         valid = np.flatnonzero(flat > 0)
         pick = rng.choice(valid, size=min(cluster_pixels, valid.size), replace=False)
@@ -122,6 +133,7 @@ def evaluate(
         images=count,
         pair_auc=float(np.mean(aucs)),
         ari=float(np.mean(aris)),
+        rgb_pair_auc=float(np.mean(rgb_aucs)),
         size=tuple(size),
         seed=seed,
     )
