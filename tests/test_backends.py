@@ -20,6 +20,7 @@ def test_onnxruntime_and_torch_run_the_same_weights(onnx_path, checkpoint_path, 
     a, b, c = (be.run(x) for be in (ort_b, torch_onnx, torch_ckpt))
     scale = np.abs(a).max()
     assert a.shape == (1, 128, 45, 61) and a.dtype == np.float32
+    assert all(f.flags.c_contiguous for f in (a, b, c))  # planar, as the post-processing reads
     assert np.abs(a - b).max() <= 1e-4 * scale
     assert np.abs(b - c).max() <= 1e-5 * scale
     assert ort_b.info == torch_onnx.info.__class__(**{**ort_b.info.__dict__})

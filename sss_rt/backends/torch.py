@@ -113,7 +113,9 @@ class TorchBackend(Backend):
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(images).to(self._device)
-            return self._net(x).float().cpu().numpy()
+            # C-contiguous N×C×H×W (the net may return channels-last memory; the post-processing
+            # reads planes, and a strided array would be copied there, single-threaded)
+            return self._net(x).float().contiguous().cpu().numpy()
 
     def close(self) -> None:
         self._net = None
