@@ -135,6 +135,10 @@ def write_report(res: dict, out: Path, md_path: Path) -> None:
         "",
         "## Pipeline stages",
         "",
+        "Each stage alone, on the whole-image path (`--no-tiling`) where stages are separable. "
+        "The default tiled path interleaves the network's head with the post-processing; its "
+        "end-to-end figures are under Scaling.",
+        "",
         "| backend | size | " + " | ".join(STAGES) + " | total | peak RSS |",
         "| --- | --- | " + " | ".join("---" for _ in STAGES) + " | --- | --- |",
     ]

@@ -37,6 +37,10 @@ def peer_postprocess(python: str, h: int, w: int, c: int, runs: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def progress(section: str, t_start: float) -> None:
+    print(f"[{time.perf_counter() - t_start:6.0f} s] {section}", file=sys.stderr, flush=True)
+
+
 def _md_path(out: Path, quick: bool) -> Path:
     """RESULTS.md beside the default results folder, else inside the chosen one."""
     name = "RESULTS-quick.md" if quick else "RESULTS.md"
@@ -78,7 +82,7 @@ def main() -> None:
         "command": "python benchmarks/run.py" + (" --quick" if quick else ""),
     }
 
-    print("network: backends, optimization levels, threads", file=sys.stderr)
+    progress("network: backends, optimization levels, threads", t_start)
     h, w = net_size
     net = [
         run_isolated(
@@ -87,7 +91,9 @@ def main() -> None:
     ]
     for level in ("all", "extended", "basic", "disable"):
         for threads in (1, 2):
-            if quick and (level in ("extended", "basic") or threads == 1):
+            if (quick and (level in ("extended", "basic") or threads == 1)) or (
+                threads == 1 and level != "all"
+            ):
                 continue
             ratio_pair = level == "all" and threads == 2  # the one compared with torch
             net.append(
@@ -97,7 +103,7 @@ def main() -> None:
                     backend="onnxruntime",
                     height=h,
                     width=w,
-                    runs=runs if ratio_pair else max(2, runs - 2),
+                    runs=runs if ratio_pair else 2,
                     threads=threads,
                     graph_optimization=level,
                 )
@@ -109,11 +115,14 @@ def main() -> None:
         )
     )  # fmt: skip
     res["network"] = net
+    progress("training vs inference form; op profile", t_start)
     backbone = read_model_info(model).backbone
-    res["forms"] = run_isolated("training_form", backbone=backbone, height=h, width=w, runs=runs)
+    res["forms"] = run_isolated(
+        "training_form", backbone=backbone, height=h, width=w, runs=3 if not quick else 2
+    )
     res["op_profile"] = run_isolated("profile", model=model, height=h, width=w)
 
-    print("pipeline stages per backend and size", file=sys.stderr)
+    progress("pipeline stages per backend and size", t_start)
     sizes = [(512, 512)] if quick else [(512, 512), (768, 1024)]
     res["pipeline"] = [
         run_isolated(
@@ -122,7 +131,7 @@ def main() -> None:
             backend=be,
             height=sh,
             width=sw,
-            runs=3 if sh * sw > 5e5 else runs,
+            runs=2 if sh * sw > 5e5 else runs,
             threads=2,
         )
         for sh, sw in sizes
@@ -130,26 +139,27 @@ def main() -> None:
         if not (be == "torch" and sh * sw > 2e6)
     ]
 
-    print("post-processing vs peer", file=sys.stderr)
+    progress("post-processing vs peer", t_start)
     ph, pw = (384, 512) if quick else (768, 1024)
     res["postprocess"] = {
         "ours": run_isolated("postprocess", height=ph, width=pw, channels=128, runs=runs),
         "ours_numpy": run_isolated(
-            "postprocess", height=ph, width=pw, channels=128, runs=1 if quick else 2,
+            "postprocess", height=ph, width=pw, channels=128, runs=1,
             engine="numpy",
         ),
         "ours_fast": run_isolated(
             "postprocess", height=ph, width=pw, channels=128, runs=runs, mode="fast"
         ),
         "ours_matlab": run_isolated(
-            "postprocess", height=ph, width=pw, channels=128, runs=1 if quick else 2,
+            "postprocess", height=ph, width=pw, channels=128, runs=1,
             mode="matlab",
         ),
         "peer_ximgproc_numpy": peer_postprocess(args.peer_python, ph, pw, 128, runs),
     }  # fmt: skip
+    progress("fast mode error", t_start)
     res["fast_error"] = run_isolated("fast_error", model=model, height=ph, width=pw)
 
-    print("scaling: sss-rt extract, tiled (default) and whole-image", file=sys.stderr)
+    progress("scaling: sss-rt extract, tiled (default) and whole-image", t_start)
     sides = [512, 1024] if quick else [512, 1024, 2048, 4096]
     points = [run_isolated("extract_large", height=n, width=n, model=model) for n in sides]
     points += [
