@@ -173,16 +173,39 @@ static const Variant *pick_variant(const char *name)
     return NULL;
 }
 
-static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t floats,
-                      const char *name)
+/* A buffer argument: at least `items` C-contiguous values of `itemsize` bytes, written if
+ * `writable`. */
+typedef struct {
+    const char *name;
+    Py_ssize_t items;
+    int itemsize, writable;
+} BufferArg;
+
+static void release_buffers(Py_buffer *views, int n)
 {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    if (view->itemsize != 4 || view->len < floats * 4) {
-        PyErr_Format(PyExc_ValueError, "%s: expected at least %zd contiguous float32 values", name,
-                     floats);
-        PyBuffer_Release(view);
-        return -1;
+    for (int i = 0; i < n; ++i)
+        PyBuffer_Release(&views[i]);
+}
+
+/* Acquire n buffers as described; on failure release those acquired, set an exception and
+ * return -1. */
+static int get_buffers(PyObject *const *objs, Py_buffer *views, const BufferArg *args, int n)
+{
+    for (int i = 0; i < n; ++i) {
+        const int flags = PyBUF_C_CONTIGUOUS | (args[i].writable ? PyBUF_WRITABLE : 0);
+        int bad = PyObject_GetBuffer(objs[i], &views[i], flags) < 0;
+        if (!bad && (views[i].itemsize != args[i].itemsize ||
+                     views[i].len < args[i].items * args[i].itemsize)) {
+            PyErr_Format(PyExc_ValueError, "%s: expected at least %zd contiguous %s values",
+                         args[i].name, args[i].items,
+                         args[i].itemsize == 8 ? "float64" : "float32/int32");
+            PyBuffer_Release(&views[i]);
+            bad = 1;
+        }
+        if (bad) {
+            release_buffers(views, i);
+            return -1;
+        }
     }
     return 0;
 }
@@ -205,19 +228,13 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
     if (!variant)
         return NULL;
     const Py_ssize_t plane = (Py_ssize_t)H * W;
-    const Py_ssize_t sizes[6] = {C * plane, plane * 3, plane * 3, plane * 6, plane,
-                                 (Py_ssize_t)C * (y1 - y0) * W};
-    const char *names[6] = {"src", "guide", "mean", "inv_cov", "inv_count", "out"};
+    const BufferArg specs[6] = {{"src", C * plane, 4, 0},      {"guide", 3 * plane, 4, 0},
+                                {"mean", 3 * plane, 4, 0},     {"inv_cov", 6 * plane, 4, 0},
+                                {"inv_count", plane, 4, 0},
+                                {"out", (Py_ssize_t)C * (y1 - y0) * W, 4, 1}};
     Py_buffer views[6];
-    int got = 0;
-    for (; got < 6; ++got)
-        if (get_buffer(objs[got], &views[got], got == 5, sizes[got], names[got]) < 0)
-            break;
-    if (got < 6) {
-        for (int i = 0; i < got; ++i)
-            PyBuffer_Release(&views[i]);
+    if (get_buffers(objs, views, specs, 6) < 0)
         return NULL;
-    }
 
     const Guide g = {views[1].buf, views[2].buf, views[3].buf, views[4].buf, H, W, r};
     int status;
@@ -225,8 +242,7 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
     status = variant->run(&g, views[0].buf, views[5].buf, y0, y1, c0, c1);
     Py_END_ALLOW_THREADS
 
-    for (int i = 0; i < 6; ++i)
-        PyBuffer_Release(&views[i]);
+    release_buffers(views, 6);
     if (status < 0)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -357,18 +373,13 @@ static PyObject *guide_stats(PyObject *self, PyObject *args)
         return NULL;
     }
     const Py_ssize_t plane = (Py_ssize_t)H * W;
-    const Py_ssize_t sizes[4] = {3 * plane, 3 * plane, 6 * plane, plane};
-    const char *names[4] = {"guide", "mean", "inv_cov", "inv_count"};
+    const BufferArg specs[4] = {{"guide", 3 * plane, 4, 0},
+                                {"mean", 3 * plane, 4, 1},
+                                {"inv_cov", 6 * plane, 4, 1},
+                                {"inv_count", plane, 4, 1}};
     Py_buffer views[4];
-    int got = 0;
-    for (; got < 4; ++got)
-        if (get_buffer(objs[got], &views[got], got > 0, sizes[got], names[got]) < 0)
-            break;
-    if (got < 4) {
-        for (int i = 0; i < got; ++i)
-            PyBuffer_Release(&views[i]);
+    if (get_buffers(objs, views, specs, 4) < 0)
         return NULL;
-    }
     double *work = malloc(sizeof(double) * 18 * (size_t)W);
     if (work) {
         Py_BEGIN_ALLOW_THREADS
@@ -377,8 +388,7 @@ static PyObject *guide_stats(PyObject *self, PyObject *args)
         Py_END_ALLOW_THREADS
         free(work);
     }
-    for (int i = 0; i < 4; ++i)
-        PyBuffer_Release(&views[i]);
+    release_buffers(views, 4);
     if (!work)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -397,26 +407,13 @@ static PyObject *project_rows(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "project_rows: inconsistent sizes or ranges");
         return NULL;
     }
+    const BufferArg specs[4] = {{"src", C * n, 4, 0},
+                                {"comp", (Py_ssize_t)K * C, 8, 0},
+                                {"shift", C, 8, 0},
+                                {"out", K * n, 4, 1}};
     Py_buffer views[4];
-    const Py_ssize_t items[4] = {C * n, (Py_ssize_t)K * C, C, K * n};
-    const Py_ssize_t widths[4] = {4, 8, 8, 4};
-    int got = 0;
-    for (; got < 4; ++got) {
-        const int flags = PyBUF_C_CONTIGUOUS | (got == 3 ? PyBUF_WRITABLE : 0);
-        if (PyObject_GetBuffer(objs[got], &views[got], flags) < 0)
-            break;
-        if (views[got].itemsize != widths[got] || views[got].len < items[got] * widths[got]) {
-            PyErr_Format(PyExc_ValueError, "project_rows: argument %d has the wrong size or type",
-                         got + 1);
-            PyBuffer_Release(&views[got]);
-            break;
-        }
-    }
-    if (got < 4) {
-        for (int i = 0; i < got; ++i)
-            PyBuffer_Release(&views[i]);
+    if (get_buffers(objs, views, specs, 4) < 0)
         return NULL;
-    }
     double *acc = malloc(sizeof(double) * ((size_t)K + 1) * 512);
     if (acc) {
         Py_BEGIN_ALLOW_THREADS
@@ -425,8 +422,7 @@ static PyObject *project_rows(PyObject *self, PyObject *args)
         Py_END_ALLOW_THREADS
         free(acc);
     }
-    for (int i = 0; i < 4; ++i)
-        PyBuffer_Release(&views[i]);
+    release_buffers(views, 4);
     if (!acc)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -511,13 +507,13 @@ static PyObject *hidden_rows(PyObject *self, PyObject *args)
     Upsample up[2];
     size_t wide_rows = 0;
     const Py_ssize_t plane = (Py_ssize_t)H * W;
-    const Py_ssize_t sizes[4] = {cin * plane, (Py_ssize_t)c1 * cin, c1, (Py_ssize_t)c1 * n * W};
-    PyObject *objs[4] = {tin_o, fin_o, bias_o, out_o};
-    const char *names[4] = {"tin", "fin", "bias", "out"};
-    for (int i = 0; ok && i < 4; ++i) {
-        ok = get_buffer(objs[i], &views[got], i == 3, sizes[i], names[i]) == 0;
-        got += ok;
-    }
+    PyObject *const objs[4] = {tin_o, fin_o, bias_o, out_o};
+    const BufferArg specs[4] = {{"tin", cin * plane, 4, 0},
+                                {"fin", (Py_ssize_t)c1 * cin, 4, 0},
+                                {"bias", c1, 4, 0},
+                                {"out", (Py_ssize_t)c1 * n * W, 4, 1}};
+    ok = get_buffers(objs, views, specs, 4) == 0;
+    got = ok ? 4 : 0;
     for (int u = 0; ok && u < 2; ++u) {
         int rows, w;
         PyObject *parts[7];
@@ -531,13 +527,14 @@ static PyObject *hidden_rows(PyObject *self, PyObject *args)
             ok = 0;
             break;
         }
-        const Py_ssize_t psizes[7] = {(Py_ssize_t)c1 * rows * w, n, n, n, W, W, W};
-        for (int i = 0; ok && i < 7; ++i) {
-            ok = get_buffer(parts[i], &views[got], 0, psizes[i], "upsampling input") == 0;
-            got += ok;
-        }
-        if (!ok)
+        const BufferArg pspecs[7] = {
+            {"block", (Py_ssize_t)c1 * rows * w, 4, 0}, {"yi0", n, 4, 0}, {"yi1", n, 4, 0},
+            {"yw", n, 4, 0}, {"xi0", W, 4, 0}, {"xi1", W, 4, 0}, {"xw", W, 4, 0}};
+        if (get_buffers(parts, views + got, pspecs, 7) < 0) {
+            ok = 0;
             break;
+        }
+        got += 7;
         Py_buffer *v = views + got - 7;
         up[u] = (Upsample){v[0].buf, rows, w, v[1].buf, v[2].buf, v[3].buf,
                            v[4].buf, v[5].buf, v[6].buf};
@@ -557,8 +554,7 @@ static PyObject *hidden_rows(PyObject *self, PyObject *args)
         Py_END_ALLOW_THREADS
     }
     free(row);
-    for (int i = 0; i < got; ++i)
-        PyBuffer_Release(&views[i]);
+    release_buffers(views, got);
     if (!ok)
         return NULL;
     if (!row)

@@ -155,7 +155,23 @@ static void V(slide_coef)(const Guide *g, const Strip *st, VD *col, const VF *in
     }
 }
 
-/* Row t's V(coefficients) a = (Σ + εU)⁻¹ cov(I, p), b = mean(p) − a·mean(I) on [c0, c1), from
+/* The four running horizontal sums before the first column of a row: Σ col[i][q], i < 2r. */
+static inline void V(prime)(const VD *col, int r, VD *s0, VD *s1, VD *s2, VD *s3)
+{
+    VD a = {0}, b = {0}, c = {0}, d = {0};
+    for (int i = 0; i < 2 * r; ++i) {
+        a += col[4 * i];
+        b += col[4 * i + 1];
+        c += col[4 * i + 2];
+        d += col[4 * i + 3];
+    }
+    *s0 = a;
+    *s1 = b;
+    *s2 = c;
+    *s3 = d;
+}
+
+/* Row t's coefficients a = (Σ + εU)⁻¹ cov(I, p), b = mean(p) − a·mean(I) on [c0, c1), from
  * running horizontal sums of the column sums (the zero padding truncates the window). */
 static void V(coefficients)(const Guide *g, const Strip *st, const VD *col, VF *dst, int t)
 {
@@ -165,13 +181,8 @@ static void V(coefficients)(const Guide *g, const Strip *st, const VD *col, VF *
     const float *m0 = g->mean + off, *m1 = m0 + plane, *m2 = m1 + plane;
     const float *v00 = g->inv + off, *v01 = v00 + plane, *v02 = v01 + plane;
     const float *v11 = v02 + plane, *v12 = v11 + plane, *v22 = v12 + plane;
-    VD s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    for (int i = 0; i < 2 * r; ++i) {
-        s0 += col[4 * i];
-        s1 += col[4 * i + 1];
-        s2 += col[4 * i + 2];
-        s3 += col[4 * i + 3];
-    }
+    VD s0, s1, s2, s3;
+    V(prime)(col, r, &s0, &s1, &s2, &s3);
     for (int x = 0; x < n; ++x) {
         const VD *hi = col + (size_t)4 * (x + 2 * r), *lo = col + (size_t)4 * x;
         s0 += hi[0];
@@ -209,13 +220,8 @@ static void V(output_row)(const Guide *g, const Group *grp, const Strip *st, con
     const size_t plane = (size_t)g->H * W, off = (size_t)y * W + st->x0;
     const float *I0 = g->guide + off, *I1 = I0 + plane, *I2 = I1 + plane;
     const float *k_ = g->inv_count + off;
-    VD s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    for (int i = 0; i < 2 * r; ++i) {
-        s0 += col[4 * i];
-        s1 += col[4 * i + 1];
-        s2 += col[4 * i + 2];
-        s3 += col[4 * i + 3];
-    }
+    VD s0, s1, s2, s3;
+    V(prime)(col, r, &s0, &s1, &s2, &s3);
     for (int x = 0; x < n; ++x) {
         const VD *hi = col + (size_t)4 * (x + 2 * r), *lo = col + (size_t)4 * x;
         s0 += hi[0];

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -86,6 +87,18 @@ class PlanarGuide:
         return self.inv_count.shape  # type: ignore[return-value]
 
 
+def _split(n: int, threads: int, run: Callable[[int, int], object]) -> None:
+    """``run(a, b)`` over ``threads`` contiguous parts of ``range(n)`` (the kernels release
+    the GIL), on the calling thread when there is one part."""
+    threads = max(1, min(threads, n))
+    bounds = [int(b) for b in np.linspace(0, n, threads + 1)]
+    if threads == 1:
+        run(0, n)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, bounds[:-1], bounds[1:]))
+
+
 def project(
     features: np.ndarray, components: np.ndarray, shift: np.ndarray, threads: int | None = None
 ) -> np.ndarray:
@@ -101,17 +114,8 @@ def project(
         raise ValueError(f"components must be k×{c} and shift ({c},)")
     k, n = comp.shape[0], h * w
     out = np.empty((k, h, w), np.float32)
-    threads = max(1, min(threads or default_threads(), n // 4096 or 1))
-    bounds = np.linspace(0, n, threads + 1).astype(int)
-
-    def run(x0: int, x1: int) -> None:
-        _ext.project_rows(src, comp, shift, out, c, k, n, int(x0), int(x1))
-
-    if threads == 1:
-        run(0, n)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(run, bounds[:-1], bounds[1:]))
+    _split(n, min(threads or default_threads(), n // 4096 or 1),
+           lambda x0, x1: _ext.project_rows(src, comp, shift, out, c, k, n, x0, x1))  # fmt: skip
     return out
 
 
@@ -141,19 +145,9 @@ def hidden_rows(
     elif out.shape != (c, n, w) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32 {c}×{n}×{w} array")
     args = [(*tuple(up), up[0].shape[1], up[0].shape[2]) for up in ups]
-    threads = max(1, min(threads or default_threads(), c))
-    bounds = np.linspace(0, c, threads + 1).astype(int)
-
-    def run(c0: int, c1: int) -> None:
-        _ext.hidden_rows(
-            t_in, fuse_input, bias, out, args[0], args[1], cin, w, h, y0, n, int(c0), int(c1)
-        )
-
-    if threads == 1:
-        run(0, c)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(run, bounds[:-1], bounds[1:]))
+    _split(c, threads or default_threads(),
+           lambda c0, c1: _ext.hidden_rows(t_in, fuse_input, bias, out, *args, cin, w, h, y0, n,
+                                           c0, c1))  # fmt: skip
     return out
 
 
