@@ -151,32 +151,24 @@ def network_only(
     """Time the network alone on one image."""
     from sss_rt.backends import create_backend
 
-    if backend == "onnxruntime":
-        from sss_rt.backends.onnxruntime import OnnxRuntimeBackend
-
-        be = OnnxRuntimeBackend(
-            model, device="cpu", threads=threads, graph_optimization=graph_optimization
-        )
-    elif backend == "onnxruntime-split":  # ORT runs the trunk, compiled code the head
+    image = test_image(height, width)
+    if backend == "onnxruntime-split":  # ORT runs the trunk, compiled code the head
         from sss_rt.tiled import TiledNetwork
 
         net = TiledNetwork(model, threads=threads)
-        image = test_image(height, width)
         result = time_it(lambda: net.trunk(image).rows(0, height), runs)
         net.close()
-        return {
-            "backend": backend,
-            "size": [height, width],
-            "threads": threads,
-            "graph_optimization": "all",
-            **result,
-            "peak_rss_mb": peak_rss_mb(),
-        }
     else:
-        be = create_backend(backend, model, device="cpu", threads=threads)
-    batch = test_image(height, width)[None]
-    result = time_it(lambda: be.run(batch), runs)
-    be.close()
+        if backend == "onnxruntime":
+            from sss_rt.backends.onnxruntime import OnnxRuntimeBackend
+
+            be = OnnxRuntimeBackend(
+                model, device="cpu", threads=threads, graph_optimization=graph_optimization
+            )
+        else:
+            be = create_backend(backend, model, device="cpu", threads=threads)
+        result = time_it(lambda: be.run(image[None]), runs)
+        be.close()
     return {
         "backend": backend,
         "size": [height, width],

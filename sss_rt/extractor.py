@@ -26,10 +26,9 @@ ImageLike = str | os.PathLike[str] | np.ndarray
 DEFAULT_MODEL_NAME = "default.onnx"
 #: images above this many megapixels are downscaled (or refused) by default
 DEFAULT_MAX_MEGAPIXELS = 64.0
-#: above this size, images go through the tiled path (bounded memory) when it applies
-DEFAULT_TILE_MEGAPIXELS = (
-    0.0  # tile all: faster and lighter than whole-image at every size measured
-)
+#: above this size, images go through the tiled path (bounded memory) when it applies; 0: all,
+#: since it was faster and lighter than the whole-image path at every size measured
+DEFAULT_TILE_MEGAPIXELS = 0.0
 #: the limit where the tiled path does not apply: whole-image inference on CPU needs ~10 GB of
 #: memory per megapixel for the network's full-resolution layers
 UNTILED_MAX_MEGAPIXELS = 2.0
