@@ -38,6 +38,9 @@
  *   ReLU(fuse_input·t_in + up(P1) + up(D) + bias), with ONNX Resize's bilinear rule given as
  *   per-row and per-column taps (sss_rt/tiled.py prepares them).
  *
+ * moments_rows(src, shift, gram, sum, C, N, x0, x1[, variant]): float64 moments (Σd and Σddᵀ,
+ *   d = src[:, x] − shift) of float32 [C][N] features over pixels [x0, x1), for the PCA.
+ *
  * project_rows(src, comp, shift, out, C, K, N, x0, x1): the PCA projection of raw features,
  *   out[k][x] = Σ_c comp[k][c] · (src[c][x] − shift[c]) for pixels [x0, x1), summed in float64
  *   (src float32 [C][N], comp float64 [K][C], shift float64 [C], out float32 [K][N]).
@@ -102,10 +105,13 @@ typedef int vi8 __attribute__((vector_size(8 * sizeof(int))));
 #endif
 
 typedef int (*filter_fn)(const Guide *, const float *, float *, int, int, int, int);
+typedef int (*moments_fn)(const float *, size_t, int, const double *, size_t, size_t, double *,
+                          double *);
 typedef struct {
     const char *name;
     int lanes;
     filter_fn run;
+    moments_fn moments;
     int (*supported)(void);
 } Variant;
 
@@ -152,10 +158,10 @@ static int supported_avx512(void)
 /* widest first */
 static const Variant VARIANTS[] = {
 #ifdef HAVE_X86_VARIANTS
-    {"avx512", 8, filter_range_avx512, supported_avx512},
-    {"avx2", 4, filter_range_avx2, supported_avx2},
+    {"avx512", 8, filter_range_avx512, moments_range_avx512, supported_avx512},
+    {"avx2", 4, filter_range_avx2, moments_range_avx2, supported_avx2},
 #endif
-    {"baseline", 2, filter_range_base, supported_base},
+    {"baseline", 2, filter_range_base, moments_range_base, supported_base},
 };
 #define N_VARIANTS ((int)(sizeof(VARIANTS) / sizeof(VARIANTS[0])))
 
@@ -243,6 +249,43 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
 
     release_buffers(views, 6);
+    if (status < 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* moments_rows(src, shift, gram, sum, C, n, x0, x1[, variant]): adds Σ_x d and the lower
+ * triangle of Σ_x ddᵀ, d = src[:, x] − shift, over pixels [x0, x1) of float32 [C][n] src, into
+ * float64 gram [Cp][Cp] (Cp = C rounded up to 2·lanes) and sum [C]. */
+static PyObject *moments_rows(PyObject *self, PyObject *args)
+{
+    PyObject *objs[4];
+    int C;
+    Py_ssize_t n, x0, x1;
+    const char *name = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOinnn|z", &objs[0], &objs[1], &objs[2], &objs[3], &C, &n,
+                          &x0, &x1, &name))
+        return NULL;
+    if (C < 1 || n < 1 || x0 < 0 || x1 > n || x0 > x1) {
+        PyErr_SetString(PyExc_ValueError, "moments_rows: inconsistent sizes or ranges");
+        return NULL;
+    }
+    const Variant *variant = pick_variant(name);
+    if (!variant)
+        return NULL;
+    const Py_ssize_t mr = 2 * variant->lanes, cp = (C + mr - 1) / mr * mr;
+    const BufferArg specs[4] = {
+        {"src", C * n, 4, 0}, {"shift", C, 8, 0}, {"gram", cp * cp, 8, 1}, {"sum", C, 8, 1}};
+    Py_buffer views[4];
+    if (get_buffers(objs, views, specs, 4) < 0)
+        return NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = variant->moments(views[0].buf, (size_t)n, C, views[1].buf, (size_t)x0, (size_t)x1,
+                              views[2].buf, views[3].buf);
+    Py_END_ALLOW_THREADS
+    release_buffers(views, 4);
     if (status < 0)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -584,6 +627,8 @@ static PyObject *variants(PyObject *self, PyObject *unused)
 static PyMethodDef methods[] = {
     {"filter_rows", filter_rows, METH_VARARGS,
      "Guided-filter rows y0..y1-1 of channels c0..c1-1 (see the module source for the layout)."},
+    {"moments_rows", moments_rows, METH_VARARGS,
+     "Add Σd and the lower triangle of Σddᵀ, d = src[:, x] − shift, over pixels [x0, x1)."},
     {"project_rows", project_rows, METH_VARARGS,
      "out[k][x] = Σ_c comp[k][c]·(src[c][x] − shift[c]) for x in [x0, x1), float64 sums."},
     {"guide_stats", guide_stats, METH_VARARGS,

@@ -308,6 +308,90 @@ static int V(filter_range)(const Guide *g, const float *src, float *out, int y0,
     return 0;
 }
 
+/* Σd and the lower triangle of Σddᵀ over pixels [x0, x1), d = src[:, x] − shift, in float64.
+ * Each chunk of KC pixels is packed pixel-major (one row of Cp channels per pixel, padded with
+ * zeros), then register tiles of GRAM_MR channels (two vectors) × GRAM_NR channels accumulate
+ * outer products, so each loaded value feeds several FMAs. gram is [Cp][Cp]: entry [j][i] for
+ * i ≤ j (and within diagonal tiles) is added to; the rest is left alone. Returns -1 when the
+ * scratch buffers cannot be allocated, 0 otherwise. */
+#define GRAM_MR (2 * LANES)
+#if LANES == 8
+#define GRAM_NR 8
+#else
+#define GRAM_NR 4
+#endif
+static int V(moments_range)(const float *src, size_t stride, int C, const double *shift,
+                            size_t x0, size_t x1, double *gram, double *sum)
+{
+    enum { KC = 256 };
+    const int Cp = (C + GRAM_MR - 1) / GRAM_MR * GRAM_MR;
+    double *pack = alloc_aligned(sizeof(double) * KC * (size_t)Cp);
+    double *acc_g = alloc_aligned(sizeof(double) * (size_t)Cp * Cp);
+    if (!pack || !acc_g) {
+        free(pack);
+        free(acc_g);
+        return -1;
+    }
+    memset(pack, 0, sizeof(double) * KC * (size_t)Cp); /* padded channels stay zero */
+    memset(acc_g, 0, sizeof(double) * (size_t)Cp * Cp);
+    for (size_t p0 = x0; p0 < x1; p0 += KC) {
+        const int kc = x1 - p0 < KC ? (int)(x1 - p0) : KC;
+        for (int c = 0; c < C; c += LANES) {
+            /* LANES channels × LANES pixels at a time, transposed in registers */
+            const int lanes = C - c < LANES ? C - c : LANES;
+            VD sh = {0}, acc = {0};
+            for (int k = 0; k < lanes; ++k)
+                sh[k] = shift[c + k];
+            int p = 0;
+            for (; p + LANES <= kc; p += LANES) {
+                VF blk[LANES] = {{0}};
+                for (int k = 0; k < lanes; ++k)
+                    blk[k] = *(const VFU *)(src + (size_t)(c + k) * stride + p0 + p);
+                V(transpose)(blk);
+                for (int j = 0; j < LANES; ++j) {
+                    const VD d = __builtin_convertvector(blk[j], VD) - sh;
+                    *(VD *)(pack + (size_t)(p + j) * Cp + c) = d;
+                    acc += d;
+                }
+            }
+            for (; p < kc; ++p)
+                for (int k = 0; k < lanes; ++k) {
+                    const double d = (double)src[(size_t)(c + k) * stride + p0 + p] - sh[k];
+                    pack[(size_t)p * Cp + c + k] = d;
+                    acc[k] += d;
+                }
+            for (int k = 0; k < lanes; ++k)
+                sum[c + k] += acc[k];
+        }
+        for (int ib = 0; ib < Cp; ib += GRAM_MR)
+            for (int jb = ib; jb < Cp; jb += GRAM_NR) {
+                VD a[GRAM_NR], b[GRAM_NR];
+                for (int j = 0; j < GRAM_NR; ++j)
+                    a[j] = b[j] = (VD){0};
+                for (int p = 0; p < kc; ++p) {
+                    const double *row = pack + (size_t)p * Cp;
+                    const VD u = *(const VD *)(row + ib), v = *(const VD *)(row + ib + LANES);
+                    for (int j = 0; j < GRAM_NR; ++j) {
+                        a[j] += u * row[jb + j];
+                        b[j] += v * row[jb + j];
+                    }
+                }
+                for (int j = 0; j < GRAM_NR; ++j) {
+                    VD *g = (VD *)(acc_g + (size_t)(jb + j) * Cp + ib);
+                    g[0] += a[j];
+                    g[1] += b[j];
+                }
+            }
+    }
+    for (size_t i = 0; i < (size_t)Cp * Cp; ++i)
+        gram[i] += acc_g[i];
+    free(pack);
+    free(acc_g);
+    return 0;
+}
+#undef GRAM_MR
+#undef GRAM_NR
+
 #undef VD
 #undef VF
 #undef VFU

@@ -310,7 +310,7 @@ def postprocess_streaming(
             acc = MomentAccumulator(rough_mean(feats))
         with native.RowFilter(sub, config.threads) as rf:
             out = rf.filter(feats, y0 - b0, y1 - b0)
-        acc.add_columns(out.reshape(out.shape[0], -1))
+        acc.add_columns(out.reshape(out.shape[0], -1), config.threads)
     assert acc is not None
     basis = acc.basis(config.n_components)
     shift = acc.shift

@@ -113,12 +113,17 @@ def test_postprocess_matches_reference_random(rng):
     assert np.abs(got - ref).max() <= TOL
 
 
-def test_postprocess_rejects_non_finite_features(rng):
-    image = rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)
-    feats = rng.normal(size=(4, 10, 10)).astype(np.float32)
-    feats[2, 3, 3] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        postprocess(feats, image)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("mode", ["exact", "fast", "matlab"])
+@pytest.mark.parametrize("engine", ["auto", "numpy"])
+@pytest.mark.parametrize("where", [(2, 3, 3), (0, 0, 0), (3, 9, 12)])
+def test_postprocess_rejects_non_finite_features(rng, bad, mode, engine, where):
+    """One bad value anywhere (corners included) is reported, in every mode and engine."""
+    image = rng.integers(0, 256, (10, 13, 3), dtype=np.uint8)
+    feats = rng.normal(size=(4, 10, 13)).astype(np.float32)
+    feats[where] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        postprocess(feats, image, PostprocessConfig(mode=mode, engine=engine))
 
 
 def test_postprocess_rejects_mismatched_shapes(rng):

@@ -192,13 +192,16 @@ def test_config_rejects_unknown_mode_and_engine():
         PostprocessConfig(engine="gpu")
 
 
-def test_moment_accumulator_sums_match_float64_and_add_moments(rng):
-    """The blockwise Gram (ones row → Σx) against NumPy float64; moments from elsewhere add up."""
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=needs_native)])
+def test_moment_accumulator_sums_match_float64_and_add_moments(rng, compiled):
+    """Both ways of summing (the compiled kernel; NumPy blocks with a ones row → Σx) against
+    NumPy float64; moments from elsewhere add up."""
     from sss_rt.postprocess.cpu import _BLOCK_PIXELS, MomentAccumulator
 
     q = (rng.normal(size=(5, _BLOCK_PIXELS + 77)) * 3 + 7).astype(np.float32)
     shift = np.full(5, 6.5)
-    acc = MomentAccumulator(shift)
+    acc = MomentAccumulator(shift, compiled)
+    assert acc.compiled == compiled
     acc.add_columns(q[:, :100])
     acc.add_columns(q[:, 100:])
     d = q.astype(np.float64) - shift[:, None]
@@ -208,6 +211,23 @@ def test_moment_accumulator_sums_match_float64_and_add_moments(rng):
     other = MomentAccumulator(shift)
     other.add_moments(d.sum(axis=1), d @ d.T, q.shape[1])
     np.testing.assert_allclose(other.basis(3).components, acc.basis(3).components, atol=1e-9)
+
+
+@needs_native
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("channels,pixels", [(1, 5), (11, 1000), (33, 4096 * 2 + 263), (128, 600)])
+def test_compiled_moments_match_float64(rng, variant, channels, pixels):
+    """Every variant's register-tiled Gram: channel counts off the tile size, pixel counts off
+    the chunk and vector sizes, split over threads; features with a strong common direction."""
+    base = rng.normal(size=(channels, 1)) * 40
+    q = (base * rng.normal(size=(1, pixels)) + rng.normal(size=(channels, pixels)) + 3)
+    q = q.astype(np.float32)
+    shift = q[:, ::5].mean(axis=1, dtype=np.float64)
+    total, gram = native.moments(q, shift, threads=3, variant=variant)
+    d = q.astype(np.float64) - shift[:, None]
+    np.testing.assert_allclose(total, d.sum(axis=1), rtol=1e-12, atol=1e-9 * np.abs(d).sum())
+    np.testing.assert_allclose(gram, d @ d.T, rtol=1e-12, atol=1e-12 * np.abs(d @ d.T).max())
+    np.testing.assert_array_equal(gram, gram.T)
 
 
 @needs_native

@@ -52,11 +52,13 @@ class MomentAccumulator:
 
     The products are float64 (a float32 GEMM loses the weak directions whenever one direction
     dominates the spread, as it often does for these features); shifting by a value near the
-    mean avoids cancellation. One GEMM per block gives both sums: the block carries a row of
-    ones, so the last row of its Gram is Σx.
+    mean avoids cancellation. The compiled kernel computes both sums in one pass; without it,
+    one GEMM per block does (the block carries a row of ones, so the last row of its Gram is Σx).
     """
 
-    def __init__(self, shift: np.ndarray):
+    def __init__(self, shift: np.ndarray, compiled: bool | None = None):
+        """``compiled``: use the compiled kernel (default: when it is built)."""
+        self.compiled = native.available() and compiled is not False
         self.shift = np.asarray(shift, np.float64)
         c = self.shift.shape[0]
         self._moments = np.zeros((c + 1, c + 1), np.float64)
@@ -78,9 +80,13 @@ class MomentAccumulator:
         self._moments[-1, -1] += count
         self.count += count
 
-    def add_columns(self, q: np.ndarray) -> None:
+    def add_columns(self, q: np.ndarray, threads: int | None = None) -> None:
         """Add the columns of C×n ``q``."""
         c, n = q.shape
+        if self.compiled:
+            total, gram = native.moments(q, self.shift, threads)
+            self.add_moments(total, gram, n)
+            return
         block = min(n, _BLOCK_PIXELS)
         buf = np.empty((c + 1, block), np.float64)
         buf[c] = 1.0
@@ -93,6 +99,10 @@ class MomentAccumulator:
         self.count += n
 
     def basis(self, n_components: int) -> PCABasis:
+        """The PCA basis of the vectors added; ValueError if any of them was NaN or Inf (they
+        make the sums non-finite, so the inputs need no separate scan)."""
+        if not np.isfinite(self._moments).all():
+            raise ValueError("features contain NaN or Inf; the model output is invalid")
         # moments about the shift → moments about zero, as basis_from_moments expects
         s, n = self.shift, self.count
         total = self.total + n * s
@@ -100,9 +110,9 @@ class MomentAccumulator:
         return basis_from_moments(total, gram, n, n_components)
 
 
-def fit_basis(pixels: np.ndarray, n_components: int) -> PCABasis:
-    """Centred PCA of (N, C) float32 vectors; the Gram is accumulated blockwise in float64."""
-    acc = MomentAccumulator(pixels.mean(axis=0, dtype=np.float64))
+def fit_basis(pixels: np.ndarray, n_components: int, compiled: bool | None = None) -> PCABasis:
+    """Centred PCA of (N, C) float32 vectors; the Gram is accumulated in float64."""
+    acc = MomentAccumulator(pixels.mean(axis=0, dtype=np.float64), compiled)
     acc.add_columns(np.asarray(pixels, np.float32).T)
     return acc.basis(n_components)
 
@@ -150,10 +160,15 @@ def _timed(timings: dict[str, float] | None, stage: str) -> Iterator[None]:
 
 
 def _check(features: np.ndarray, image: np.ndarray) -> None:
+    # NaN and Inf are caught by the PCA's sums (MomentAccumulator.basis), which every input
+    # value reaches, instead of by a scan of the whole feature array
     if features.ndim != 3:
         raise ValueError(f"features must be C×H×W, got shape {features.shape}")
     if image.shape[:2] != features.shape[1:]:
         raise ValueError(f"image is {image.shape[:2]} but features are {features.shape[1:]}")
+
+
+def _check_finite(features: np.ndarray) -> None:
     if not np.isfinite(features).all():
         raise ValueError("features contain NaN or Inf; the model output is invalid")
 
@@ -204,7 +219,7 @@ def _exact_native(
             with _timed(timings, "guided_filter"):
                 rf.filter(features, y0, y1, out)
             with _timed(timings, "pca"):
-                acc.add_columns(out.reshape(c, -1))
+                acc.add_columns(out.reshape(c, -1), config.threads)
         del band
         with _timed(timings, "pca"):
             basis = acc.basis(config.n_components)
@@ -223,7 +238,7 @@ def _exact_numpy(
     with _timed(timings, "guided_filter"):
         filtered = filter_channels(features, image, config).reshape(h * w, c)
     with _timed(timings, "pca"):
-        basis = fit_basis(filtered, config.n_components)
+        basis = fit_basis(filtered, config.n_components, compiled=False)
         projected = basis.project(filtered)
     with _timed(timings, "normalize"):
         return to_unit_embedding(projected, basis, (h, w)), basis
@@ -249,11 +264,13 @@ def _fast(
         with native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads) as rf:
             filtered_low = rf.filter(feats_low).reshape(c, -1)
         acc = MomentAccumulator(rough_mean(feats_low))
-        acc.add_columns(filtered_low)
+        acc.add_columns(filtered_low, config.threads)
         basis = acc.basis(config.n_components)
     else:
         basis = fit_basis(
-            filter_with_stats(feats_low, stats, low_cfg).reshape(-1, c), config.n_components
+            filter_with_stats(feats_low, stats, low_cfg).reshape(-1, c),
+            config.n_components,
+            compiled=False,
         )
 
     # area averaging is linear: projecting the subsampled features equals subsampling the
@@ -303,12 +320,16 @@ def postprocess(
     config = config or PostprocessConfig()
     _check(features, image)
     features = np.ascontiguousarray(features, dtype=np.float32)
-    if config.mode == "matlab":
+    if config.mode == "matlab":  # its clamp would turn Inf into a valid value
         from sss_rt.postprocess.matlab import postprocess_matlab
 
+        _check_finite(features)
+
         return postprocess_matlab(features, image, config)
-    if config.mode == "fast":
-        return _fast(features, image, config)
-    if use_native(config):
-        return _exact_native(features, image, config, timings)
-    return _exact_numpy(features, image, config, timings)
+    # NaN/Inf inputs surface as non-finite PCA sums (a ValueError), not as NumPy warnings
+    with np.errstate(invalid="ignore", over="ignore"):
+        if config.mode == "fast":
+            return _fast(features, image, config)
+        if use_native(config):
+            return _exact_native(features, image, config, timings)
+        return _exact_numpy(features, image, config, timings)

@@ -99,6 +99,40 @@ def _split(n: int, threads: int, run: Callable[[int, int], object]) -> None:
         list(pool.map(run, bounds[:-1], bounds[1:]))
 
 
+def moments(
+    q: np.ndarray,
+    shift: np.ndarray,
+    threads: int | None = None,
+    variant: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Σd (C,) and Σddᵀ (C, C) over the columns of C×N float32 ``q``, d = column − shift,
+    summed in float64."""
+    if _ext is None:
+        raise RuntimeError("the compiled kernel is not available")
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    shift = np.ascontiguousarray(shift, dtype=np.float64)
+    if q.ndim != 2 or shift.shape != (q.shape[0],):
+        raise ValueError("q must be C×N and shift (C,)")
+    c, n = q.shape
+    lanes = dict(variants())[variant or variants()[0][0]] if variant else variants()[0][1]
+    cp = -(-c // (2 * lanes)) * (2 * lanes)
+    parts = max(1, min(threads or default_threads(), n // 4096))
+    grams = np.zeros((parts, cp, cp), np.float64)
+    sums = np.zeros((parts, c), np.float64)
+    bounds = [int(b) for b in np.linspace(0, n, parts + 1)]
+
+    def run(i: int) -> None:
+        _ext.moments_rows(q, shift, grams[i], sums[i], c, n, bounds[i], bounds[i + 1], variant)
+
+    if parts == 1:
+        run(0)
+    else:
+        with ThreadPoolExecutor(parts) as pool:
+            list(pool.map(run, range(parts)))
+    lower = np.tril(grams.sum(axis=0)[:c, :c])  # entries [j][i], i ≤ j, are the complete ones
+    return sums.sum(axis=0), lower + np.tril(lower, -1).T
+
+
 def project(
     features: np.ndarray, components: np.ndarray, shift: np.ndarray, threads: int | None = None
 ) -> np.ndarray:
