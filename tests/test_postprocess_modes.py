@@ -220,7 +220,7 @@ def test_compiled_moments_match_float64(rng, variant, channels, pixels):
     """Every variant's register-tiled Gram: channel counts off the tile size, pixel counts off
     the chunk and vector sizes, split over threads; features with a strong common direction."""
     base = rng.normal(size=(channels, 1)) * 40
-    q = (base * rng.normal(size=(1, pixels)) + rng.normal(size=(channels, pixels)) + 3)
+    q = base * rng.normal(size=(1, pixels)) + rng.normal(size=(channels, pixels)) + 3
     q = q.astype(np.float32)
     shift = q[:, ::5].mean(axis=1, dtype=np.float64)
     total, gram = native.moments(q, shift, threads=3, variant=variant)
