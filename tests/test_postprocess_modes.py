@@ -252,3 +252,22 @@ def test_compiled_guide_statistics_match_numpy(rng, shape, radius):
         a, b = getattr(got, name), getattr(ref, name)
         assert a.shape == b.shape
         assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max()), name
+
+
+def test_parallel_runs_every_job_on_reused_threads_and_propagates_errors():
+    import threading
+
+    done: list[int] = []
+    native.parallel(lambda i: done.append(i), [(i,) for i in range(5)])
+    assert sorted(done) == [0, 1, 2, 3, 4]
+    before = threading.active_count()
+    for _ in range(20):
+        native.parallel(lambda i: None, [(i,) for i in range(3)])
+    assert threading.active_count() == before  # no threads started per call
+
+    def fail(i: int) -> None:
+        if i == 2:
+            raise RuntimeError("job 2 failed")
+
+    with pytest.raises(RuntimeError, match="job 2"):
+        native.parallel(fail, [(i,) for i in range(3)])

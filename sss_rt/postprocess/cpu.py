@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import cv2
@@ -297,11 +296,11 @@ def _shrink_planes(planes: np.ndarray, size: tuple[int, int], threads: int | Non
     """Area-average C×H×W planes to ``size`` (cv2 order), planes spread over threads."""
     out = np.empty((planes.shape[0], size[1], size[0]), np.float32)
 
-    def one(i: int) -> None:
-        cv2.resize(planes[i], size, dst=out[i], interpolation=cv2.INTER_AREA)
+    def part(a: int, b: int) -> None:
+        for i in range(a, b):
+            cv2.resize(planes[i], size, dst=out[i], interpolation=cv2.INTER_AREA)
 
-    with ThreadPoolExecutor(threads or native.default_threads()) as pool:
-        list(pool.map(one, range(planes.shape[0])))
+    native._split(planes.shape[0], threads or native.default_threads(), part)
     return out
 
 

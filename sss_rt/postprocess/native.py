@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -87,16 +88,43 @@ class PlanarGuide:
         return self.inv_count.shape  # type: ignore[return-value]
 
 
+_pool: ThreadPoolExecutor | None = None
+_pool_workers = 0
+_pool_lock = threading.Lock()
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    """The process-wide pool, grown to at least ``n`` workers (starting threads per call
+    costs ~1.5 ms each, several times per image)."""
+    global _pool, _pool_workers
+    with _pool_lock:
+        if _pool is None or _pool_workers < n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool_workers = max(n, default_threads() - 1)
+            _pool = ThreadPoolExecutor(_pool_workers, thread_name_prefix="sss-rt")
+        return _pool
+
+
+def parallel(run: Callable[..., object], jobs: Sequence[tuple]) -> None:
+    """``run(*job)`` for every job at once: the first on the calling thread, the others on the
+    shared pool (the kernels release the GIL). Exceptions propagate."""
+    if not jobs:
+        return
+    pool = _workers(len(jobs) - 1) if len(jobs) > 1 else None
+    futures = [pool.submit(run, *job) for job in jobs[1:]] if pool else []
+    try:
+        run(*jobs[0])
+    finally:
+        for f in futures:
+            f.result()
+
+
 def _split(n: int, threads: int, run: Callable[[int, int], object]) -> None:
-    """``run(a, b)`` over ``threads`` contiguous parts of ``range(n)`` (the kernels release
-    the GIL), on the calling thread when there is one part."""
+    """``run(a, b)`` over ``threads`` contiguous parts of ``range(n)``."""
     threads = max(1, min(threads, n))
     bounds = [int(b) for b in np.linspace(0, n, threads + 1)]
-    if threads == 1:
-        run(0, n)
-        return
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(run, bounds[:-1], bounds[1:]))
+    parallel(run, list(itertools.pairwise(bounds)))
 
 
 def moments(
@@ -124,11 +152,7 @@ def moments(
     def run(i: int) -> None:
         _ext.moments_rows(q, shift, grams[i], sums[i], c, n, bounds[i], bounds[i + 1], variant)
 
-    if parts == 1:
-        run(0)
-    else:
-        with ThreadPoolExecutor(parts) as pool:
-            list(pool.map(run, range(parts)))
+    parallel(run, [(i,) for i in range(parts)])
     lower = np.tril(grams.sum(axis=0)[:c, :c])  # entries [j][i], i ≤ j, are the complete ones
     return sums.sum(axis=0), lower + np.tril(lower, -1).T
 
@@ -203,12 +227,9 @@ class RowFilter:
         self.lanes = dict(variants())[self.variant]
         self.guide = guide
         self.threads = threads or default_threads()
-        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        """Nothing to release (the threads are the process-wide pool's); kept for ``with``."""
 
     def __enter__(self) -> RowFilter:
         return self
@@ -249,15 +270,14 @@ class RowFilter:
             if width < lanes and width >= c and self._explicit is None:
                 variant, lanes = name, width
         groups = -(-c // lanes)
-        if self._pool is None or (groups == 1 and y1 - y0 < 2):
-            run(0, c, y0, y1)
+        if self.threads == 1 or (groups == 1 and y1 - y0 < 2):
+            jobs = [(0, c, y0, y1)]
         elif groups >= self.threads:
             # whole groups per thread, so that no vector runs with empty lanes
             bounds = np.minimum(np.linspace(0, groups, self.threads + 1).astype(int) * lanes, c)
-            jobs = [(a, b, y0, y1) for a, b in itertools.pairwise(bounds) if b > a]
-            list(self._pool.map(lambda j: run(*j), jobs))
+            jobs = [(int(a), int(b), y0, y1) for a, b in itertools.pairwise(bounds) if b > a]
         else:
             rows = np.linspace(y0, y1, min(self.threads, y1 - y0) + 1).astype(int)
-            jobs = [(0, c, a, b) for a, b in itertools.pairwise(rows) if b > a]
-            list(self._pool.map(lambda j: run(*j), jobs))
+            jobs = [(0, c, int(a), int(b)) for a, b in itertools.pairwise(rows) if b > a]
+        parallel(run, jobs)
         return out
