@@ -31,8 +31,9 @@
  * The GIL is released while filtering, so channel ranges can run on several threads; ranges
  * that start at a multiple of lanes(variant) waste no vector lanes.
  *
- * guide_stats(guide, mean, inv_cov, inv_count, H, W, radius, eps): the guide's statistics in
- *   the layouts above, from float64 running box sums.
+ * guide_stats(guide, mean, inv_cov, inv_count, H, W, radius, eps[, y0, y1]): the guide's
+ *   statistics in the layouts above (rows y0 .. y1-1, default all), from float64 running box
+ *   sums.
  *
  * hidden_rows(...): rows of the network's full-resolution head before its last conv,
  *   ReLU(fuse_input·t_in + up(P1) + up(D) + bias), with ONNX Resize's bilinear rule given as
@@ -347,17 +348,17 @@ static void add_guide_row(double *col, const float *g, size_t plane, int W, int 
 #if defined(HAVE_X86_VARIANTS) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-static void guide_statistics(const float *g, int H, int W, int r, double eps, float *mean,
-                             float *inv, float *inv_count, double *col, double *box)
+static void guide_statistics(const float *g, int H, int W, int r, double eps, int y0, int y1,
+                             float *mean, float *inv, float *inv_count, double *col, double *box)
 {
     const size_t plane = (size_t)H * W;
     memset(col, 0, sizeof(double) * 9 * (size_t)W);
-    for (int i = 0; i <= r && i < H; ++i)
+    for (int i = imax(0, y0 - r); i <= y0 + r && i < H; ++i)
         add_guide_row(col, g, plane, W, i, 1.0);
-    for (int y = 0; y < H; ++y) {
-        if (y > 0 && y + r < H)
+    for (int y = y0; y < y1; ++y) {
+        if (y > y0 && y + r < H)
             add_guide_row(col, g, plane, W, y + r, 1.0);
-        if (y - r - 1 >= 0)
+        if (y > y0 && y - r - 1 >= 0)
             add_guide_row(col, g, plane, W, y - r - 1, -1.0);
         for (int q = 0; q < 9; ++q) {
             const double *c = col + (size_t)q * W;
@@ -405,14 +406,16 @@ static void guide_statistics(const float *g, int H, int W, int r, double eps, fl
 static PyObject *guide_stats(PyObject *self, PyObject *args)
 {
     PyObject *objs[4];
-    int H, W, r;
+    int H, W, r, y0 = 0, y1 = -1;
     double eps;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOiiid", &objs[0], &objs[1], &objs[2], &objs[3], &H, &W, &r,
-                          &eps))
+    if (!PyArg_ParseTuple(args, "OOOOiiid|ii", &objs[0], &objs[1], &objs[2], &objs[3], &H, &W,
+                          &r, &eps, &y0, &y1))
         return NULL;
-    if (H < 1 || W < 1 || r < 0 || !(eps > 0.0)) {
-        PyErr_SetString(PyExc_ValueError, "guide_stats: inconsistent sizes, radius or eps");
+    if (y1 < 0)
+        y1 = H;
+    if (H < 1 || W < 1 || r < 0 || !(eps > 0.0) || y0 < 0 || y1 > H || y0 >= y1) {
+        PyErr_SetString(PyExc_ValueError, "guide_stats: inconsistent sizes, rows, radius or eps");
         return NULL;
     }
     const Py_ssize_t plane = (Py_ssize_t)H * W;
@@ -426,8 +429,8 @@ static PyObject *guide_stats(PyObject *self, PyObject *args)
     double *work = malloc(sizeof(double) * 18 * (size_t)W);
     if (work) {
         Py_BEGIN_ALLOW_THREADS
-        guide_statistics(views[0].buf, H, W, r, eps, views[1].buf, views[2].buf, views[3].buf,
-                         work, work + 9 * (size_t)W);
+        guide_statistics(views[0].buf, H, W, r, eps, y0, y1, views[1].buf, views[2].buf,
+                         views[3].buf, work, work + 9 * (size_t)W);
         Py_END_ALLOW_THREADS
         free(work);
     }

@@ -250,7 +250,9 @@ def band_rows(width: int, channels: int, band_mb: int, halo: int) -> int:
     return max(4 * halo, 8, (band_mb << 20) // max(1, channels * width * 4))
 
 
-def band_guide(image: np.ndarray, b0: int, b1: int, radius: int, eps: float) -> Any:
+def band_guide(
+    image: np.ndarray, b0: int, b1: int, radius: int, eps: float, threads: int | None = None
+) -> Any:
     """Guide statistics of rows ``b0:b1``, exactly as for the whole image.
 
     They are computed on the rows ``b0 − r : b1 + r`` and cropped: a row's statistics only
@@ -259,7 +261,7 @@ def band_guide(image: np.ndarray, b0: int, b1: int, radius: int, eps: float) -> 
     """
     h = image.shape[0]
     s0, s1 = max(0, b0 - radius), min(h, b1 + radius)
-    planar = native.PlanarGuide.compute(image_to_guide(image[s0:s1]), radius, eps)
+    planar = native.PlanarGuide.compute(image_to_guide(image[s0:s1]), radius, eps, threads)
     a, b = b0 - s0, b1 - s0
     return native.PlanarGuide(
         np.ascontiguousarray(planar.guide[:, a:b]),
@@ -298,7 +300,7 @@ def postprocess_streaming(
         for y0 in range(0, h, rows):
             y1 = min(h, y0 + rows)
             b0, b1 = max(0, y0 - halo), min(h, y1 + halo)
-            yield y0, y1, b0, b1, band_guide(image, b0, b1, r, config.eps)
+            yield y0, y1, b0, b1, band_guide(image, b0, b1, r, config.eps, config.threads)
 
     # pass 1: covariance of the filtered channels (shifted by the first band's mean)
     acc: MomentAccumulator | None = None

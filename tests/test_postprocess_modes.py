@@ -242,11 +242,15 @@ def test_native_projection_matches_float64(rng, k):
 
 
 @needs_native
-@pytest.mark.parametrize("shape,radius", [((31, 45), 5), ((4, 3), 5), ((1, 12), 2), ((17, 1), 0)])
-def test_compiled_guide_statistics_match_numpy(rng, shape, radius):
+@pytest.mark.parametrize(
+    "shape,radius", [((31, 45), 5), ((4, 3), 5), ((1, 12), 2), ((17, 1), 0), ((97, 45), 2)]
+)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_compiled_guide_statistics_match_numpy(rng, shape, radius, threads):
+    """Whole image and bands of rows over threads (97 rows, r = 2: three bands)."""
     image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     guide = image_to_guide(image)
-    got = native.PlanarGuide.compute(guide, radius, 1e-2)
+    got = native.PlanarGuide.compute(guide, radius, 1e-2, threads)
     ref = native.PlanarGuide.from_stats(guide_stats(guide, radius, 1e-2))
     for name in ("guide", "mean", "inv_cov", "inv_count"):
         a, b = getattr(got, name), getattr(ref, name)

@@ -195,7 +195,7 @@ def rough_mean(features: np.ndarray) -> np.ndarray:
     """Per-channel mean of C×H×W features on a sparse pixel grid: a shift that conditions the
     float64 moments (it need not be the exact mean)."""
     _c, h, w = features.shape
-    step = max(1, int(np.sqrt(h * w / 65536)))
+    step = max(1, int(np.sqrt(h * w / 4096)))
     return features[:, ::step, ::step].mean(axis=(1, 2), dtype=np.float64)
 
 
@@ -204,7 +204,9 @@ def _exact_native(
 ) -> tuple[np.ndarray, PCABasis]:
     c, h, w = features.shape
     with _timed(timings, "guided_filter"):
-        planar = native.PlanarGuide.compute(image_to_guide(image), config.radius, config.eps)
+        planar = native.PlanarGuide.compute(
+            image_to_guide(image), config.radius, config.eps, config.threads
+        )
         rf = native.RowFilter(planar, config.threads)
     with _timed(timings, "pca"):
         shift = rough_mean(features)

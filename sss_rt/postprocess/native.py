@@ -71,8 +71,11 @@ class PlanarGuide:
         )
 
     @classmethod
-    def compute(cls, guide: np.ndarray, radius: int, eps: float) -> PlanarGuide:
-        """Statistics of an H×W×3 guide in [0, 1], computed by the compiled kernel."""
+    def compute(
+        cls, guide: np.ndarray, radius: int, eps: float, threads: int | None = None
+    ) -> PlanarGuide:
+        """Statistics of an H×W×3 guide in [0, 1], computed by the compiled kernel (bands of
+        rows over ``threads``)."""
         if _ext is None:
             raise RuntimeError("the compiled kernel is not available")
         h, w, _ = guide.shape
@@ -80,7 +83,9 @@ class PlanarGuide:
         mean = np.empty((3, h, w), np.float32)
         inv = np.empty((6, h, w), np.float32)
         inv_count = np.empty((h, w), np.float32)
-        _ext.guide_stats(planes, mean, inv, inv_count, h, w, radius, float(eps))
+        _split(h, min(threads or default_threads(), max(1, h // (4 * radius + 8))),
+               lambda y0, y1: _ext.guide_stats(planes, mean, inv, inv_count, h, w, radius,
+                                               float(eps), y0, y1))  # fmt: skip
         return cls(planes, mean, inv, inv_count, radius)
 
     @property
