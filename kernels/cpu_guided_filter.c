@@ -42,6 +42,9 @@
  * moments_rows(src, shift, gram, sum, C, N, x0, x1[, variant]): float64 moments (Σd and Σddᵀ,
  *   d = src[:, x] − shift) of float32 [C][N] features over pixels [x0, x1), for the PCA.
  *
+ * shrink_planes(src, out, C, H, W, s, c0, c1): s×s box means of float32 planes (the fast
+ *   mode's subsampling when s divides H and W).
+ *
  * project_rows(src, comp, shift, out, C, K, N, x0, x1): the PCA projection of raw features,
  *   out[k][x] = Σ_c comp[k][c] · (src[c][x] − shift[c]) for pixels [x0, x1), summed in float64
  *   (src float32 [C][N], comp float64 [K][C], shift float64 [C], out float32 [K][N]).
@@ -320,6 +323,70 @@ static void project_range(const float *src, const double *comp, const double *sh
             for (size_t x = 0; x < len; ++x)
                 out[(size_t)k * n + b0 + x] = (float)acc[(size_t)k * BLOCK + x];
     }
+}
+
+/* out[c][Y][X] = mean of src[c][sY .. sY+s-1][sX .. sX+s-1] for planes [c0, c1); float32 sums,
+ * rows first (acc holds W sums). H and W are multiples of s. */
+#if defined(HAVE_X86_VARIANTS) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void shrink_range(const float *src, float *out, int H, int W, int s, int c0, int c1,
+                         float *acc)
+{
+    const int h = H / s, w = W / s;
+    const float scale = 1.0f / ((float)s * (float)s);
+    for (int c = c0; c < c1; ++c)
+        for (int y = 0; y < h; ++y) {
+            const float *row = src + ((size_t)c * H + (size_t)y * s) * W;
+            for (int x = 0; x < W; ++x)
+                acc[x] = row[x];
+            for (int k = 1; k < s; ++k)
+                for (int x = 0; x < W; ++x)
+                    acc[x] += row[(size_t)k * W + x];
+            float *o = out + ((size_t)c * h + y) * w;
+            if (s == 4) {
+                for (int x = 0; x < w; ++x)
+                    o[x] = ((acc[4 * x] + acc[4 * x + 1]) + (acc[4 * x + 2] + acc[4 * x + 3])) *
+                           scale;
+            } else {
+                for (int x = 0; x < w; ++x) {
+                    float t = 0.0f;
+                    for (int k = 0; k < s; ++k)
+                        t += acc[s * x + k];
+                    o[x] = t * scale;
+                }
+            }
+        }
+}
+
+/* shrink_planes(src, out, C, H, W, s, c0, c1): box means of s×s blocks of float32 planes */
+static PyObject *shrink_planes(PyObject *self, PyObject *args)
+{
+    PyObject *objs[2];
+    int C, H, W, s, c0, c1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOiiiiii", &objs[0], &objs[1], &C, &H, &W, &s, &c0, &c1))
+        return NULL;
+    if (C < 1 || s < 1 || H < s || W < s || H % s || W % s || c0 < 0 || c1 > C || c0 >= c1) {
+        PyErr_SetString(PyExc_ValueError, "shrink_planes: inconsistent sizes or ranges");
+        return NULL;
+    }
+    const BufferArg specs[2] = {{"src", (Py_ssize_t)C * H * W, 4, 0},
+                                {"out", (Py_ssize_t)C * (H / s) * (W / s), 4, 1}};
+    Py_buffer views[2];
+    if (get_buffers(objs, views, specs, 2) < 0)
+        return NULL;
+    float *acc = malloc(sizeof(float) * (size_t)W);
+    if (acc) {
+        Py_BEGIN_ALLOW_THREADS
+        shrink_range(views[0].buf, views[1].buf, H, W, s, c0, c1, acc);
+        Py_END_ALLOW_THREADS
+        free(acc);
+    }
+    release_buffers(views, 2);
+    if (!acc)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
 }
 
 /* col[q][x] += sign · (I0, I1, I2, I0², I0I1, I0I2, I1², I1I2, I2²)[q] of guide row y */
@@ -632,6 +699,8 @@ static PyMethodDef methods[] = {
      "Guided-filter rows y0..y1-1 of channels c0..c1-1 (see the module source for the layout)."},
     {"moments_rows", moments_rows, METH_VARARGS,
      "Add Σd and the lower triangle of Σddᵀ, d = src[:, x] − shift, over pixels [x0, x1)."},
+    {"shrink_planes", shrink_planes, METH_VARARGS,
+     "Box means of s×s blocks of float32 [C][H][W] planes, planes c0..c1-1."},
     {"project_rows", project_rows, METH_VARARGS,
      "out[k][x] = Σ_c comp[k][c]·(src[c][x] − shift[c]) for x in [x0, x1), float64 sums."},
     {"guide_stats", guide_stats, METH_VARARGS,

@@ -275,3 +275,19 @@ def test_parallel_runs_every_job_on_reused_threads_and_propagates_errors():
 
     with pytest.raises(RuntimeError, match="job 2"):
         native.parallel(fail, [(i,) for i in range(3)])
+
+
+@needs_native
+@pytest.mark.parametrize("s,shape", [(4, (768 // 8, 1024 // 8)), (2, (6, 10)), (3, (9, 12))])
+def test_compiled_shrink_matches_opencv_area(rng, s, shape):
+    """The fast mode's subsampling where s divides the size: OpenCV's INTER_AREA result."""
+    import cv2
+
+    planes = (rng.normal(size=(5, *shape)) * 10 + 3).astype(np.float32)
+    got = native.shrink(planes, s, threads=2)
+    low = (shape[1] // s, shape[0] // s)
+    for c in range(5):
+        ref = cv2.resize(planes[c], low, interpolation=cv2.INTER_AREA)
+        np.testing.assert_allclose(got[c], ref, rtol=1e-6, atol=1e-5)
+    with pytest.raises(ValueError, match="multiple"):
+        native.shrink(planes[:, :-1], s)

@@ -279,23 +279,35 @@ def _fast(
     proj_low = np.moveaxis(project_raw(feats_low, basis, basis.mean, config.threads), 0, -1)
     means = coefficient_means(stats, np.ascontiguousarray(proj_low))
     projected = np.empty((basis.components.shape[0], h, w), np.float32)
-    guide_planes = [np.ascontiguousarray(guide[..., i]) for i in range(3)]
-    for k in range(projected.shape[0]):
+    guide_planes = cv2.split(guide)
+
+    def component(k: int) -> None:
         # Σ_i up(mean a_i)·I_i + up(mean b), plane by plane (contiguous, cache-sized work)
         out = projected[k]
         cv2.resize(
             np.ascontiguousarray(means[3][..., k]), (w, h), dst=out, interpolation=cv2.INTER_LINEAR
         )
+        up = np.empty((h, w), np.float32)
         for i in range(3):
-            up = cv2.resize(
-                np.ascontiguousarray(means[i][..., k]), (w, h), interpolation=cv2.INTER_LINEAR
+            cv2.resize(
+                np.ascontiguousarray(means[i][..., k]),
+                (w, h),
+                dst=up,
+                interpolation=cv2.INTER_LINEAR,
             )
-            out += up * guide_planes[i]
+            up *= guide_planes[i]
+            out += up
+
+    native.parallel(component, [(k,) for k in range(projected.shape[0])])
     return to_unit_embedding(projected.reshape(-1, h * w).T, basis, (h, w)), basis
 
 
 def _shrink_planes(planes: np.ndarray, size: tuple[int, int], threads: int | None) -> np.ndarray:
     """Area-average C×H×W planes to ``size`` (cv2 order), planes spread over threads."""
+    _c, h, w = planes.shape
+    s = h // size[1]
+    if native.available() and size == (w // s, h // s) and h % s == 0 and w % s == 0:
+        return native.shrink(planes, s, threads)  # whole blocks: the compiled box mean
     out = np.empty((planes.shape[0], size[1], size[0]), np.float32)
 
     def part(a: int, b: int) -> None:

@@ -162,6 +162,21 @@ def moments(
     return sums.sum(axis=0), lower + np.tril(lower, -1).T
 
 
+def shrink(planes: np.ndarray, s: int, threads: int | None = None) -> np.ndarray:
+    """Means of the s×s blocks of C×H×W float32 planes (H and W multiples of s):
+    C×(H/s)×(W/s)."""
+    if _ext is None:
+        raise RuntimeError("the compiled kernel is not available")
+    c, h, w = planes.shape
+    if h % s or w % s:
+        raise ValueError(f"{h}×{w} is not a multiple of {s}")
+    src = np.ascontiguousarray(planes, dtype=np.float32)
+    out = np.empty((c, h // s, w // s), np.float32)
+    _split(c, threads or default_threads(),
+           lambda c0, c1: _ext.shrink_planes(src, out, c, h, w, s, c0, c1))  # fmt: skip
+    return out
+
+
 def project(
     features: np.ndarray, components: np.ndarray, shift: np.ndarray, threads: int | None = None
 ) -> np.ndarray:
