@@ -22,10 +22,11 @@
  * Python entry point: filter_rows(src, guide, mean, inv_cov, inv_count, out,
  *                                 C, H, W, radius, y0, y1, c0, c1[, variant])
  *   src       float32 [C][H][W]     channels to filter
- *   guide     float32 [3][H][W]     guide in [0, 1] (planar)
- *   mean      float32 [3][H][W]     window mean of the guide
- *   inv_cov   float32 [6][H][W]     (Σ + εU)⁻¹ as (00, 01, 02, 11, 12, 22)
- *   inv_count float32 [H][W]        1 / N(x)
+ *   guide     float64 [3][H][W]     guide in [0, 1] (planar)
+ *   mean      float64 [3][H][W]     window mean of the guide
+ *   inv_cov   float64 [6][H][W]     (Σ + εU)⁻¹ as (00, 01, 02, 11, 12, 22)
+ *   inv_count float64 [H][W]        1 / N(x)
+ *   (float64: the kernel broadcasts them into float64 vectors straight from memory)
  *   out       float32 [C][y1-y0][W] filtered rows y0 .. y1-1 (channels c0 .. c1-1 written)
  *   variant   one of variants() (default: the first, the widest the CPU runs)
  * The GIL is released while filtering, so channel ranges can run on several threads; ranges
@@ -60,7 +61,7 @@
 #define ALIGN 64
 
 typedef struct {
-    const float *guide, *mean, *inv, *inv_count; /* planar: [3][H][W], [3][H][W], [6][H][W] */
+    const double *guide, *mean, *inv, *inv_count; /* planar: [3][H][W], [3][H][W], [6][H][W] */
     int H, W, r;
 } Guide;
 
@@ -238,9 +239,9 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
     if (!variant)
         return NULL;
     const Py_ssize_t plane = (Py_ssize_t)H * W;
-    const BufferArg specs[6] = {{"src", C * plane, 4, 0},      {"guide", 3 * plane, 4, 0},
-                                {"mean", 3 * plane, 4, 0},     {"inv_cov", 6 * plane, 4, 0},
-                                {"inv_count", plane, 4, 0},
+    const BufferArg specs[6] = {{"src", C * plane, 4, 0},      {"guide", 3 * plane, 8, 0},
+                                {"mean", 3 * plane, 8, 0},     {"inv_cov", 6 * plane, 8, 0},
+                                {"inv_count", plane, 8, 0},
                                 {"out", (Py_ssize_t)C * (y1 - y0) * W, 4, 1}};
     Py_buffer views[6];
     if (get_buffers(objs, views, specs, 6) < 0)
@@ -390,9 +391,9 @@ static PyObject *shrink_planes(PyObject *self, PyObject *args)
 }
 
 /* col[q][x] += sign · (I0, I1, I2, I0², I0I1, I0I2, I1², I1I2, I2²)[q] of guide row y */
-static void add_guide_row(double *col, const float *g, size_t plane, int W, int y, double sign)
+static void add_guide_row(double *col, const double *g, size_t plane, int W, int y, double sign)
 {
-    const float *I0 = g + (size_t)y * W, *I1 = I0 + plane, *I2 = I1 + plane;
+    const double *I0 = g + (size_t)y * W, *I1 = I0 + plane, *I2 = I1 + plane;
     double *c[9];
     for (int q = 0; q < 9; ++q)
         c[q] = col + (size_t)q * W;
@@ -415,8 +416,9 @@ static void add_guide_row(double *col, const float *g, size_t plane, int W, int 
 #if defined(HAVE_X86_VARIANTS) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-static void guide_statistics(const float *g, int H, int W, int r, double eps, int y0, int y1,
-                             float *mean, float *inv, float *inv_count, double *col, double *box)
+static void guide_statistics(const double *g, int H, int W, int r, double eps, int y0, int y1,
+                             double *mean, double *inv, double *inv_count, double *col,
+                             double *box)
 {
     const size_t plane = (size_t)H * W;
     memset(col, 0, sizeof(double) * 9 * (size_t)W);
@@ -456,16 +458,16 @@ static void guide_statistics(const float *g, int H, int W, int r, double eps, in
             const double i00 = d * f - e * e, i01 = c * e - b * f, i02 = b * e - c * d;
             const double i11 = a * f - c * c, i12 = b * c - a * e, i22 = a * d - b * b;
             const double det = 1.0 / (a * i00 + b * i01 + c * i02);
-            mean[off + x] = (float)m0;
-            mean[plane + off + x] = (float)m1;
-            mean[2 * plane + off + x] = (float)m2;
-            inv[off + x] = (float)(i00 * det);
-            inv[plane + off + x] = (float)(i01 * det);
-            inv[2 * plane + off + x] = (float)(i02 * det);
-            inv[3 * plane + off + x] = (float)(i11 * det);
-            inv[4 * plane + off + x] = (float)(i12 * det);
-            inv[5 * plane + off + x] = (float)(i22 * det);
-            inv_count[off + x] = (float)k;
+            mean[off + x] = m0;
+            mean[plane + off + x] = m1;
+            mean[2 * plane + off + x] = m2;
+            inv[off + x] = i00 * det;
+            inv[plane + off + x] = i01 * det;
+            inv[2 * plane + off + x] = i02 * det;
+            inv[3 * plane + off + x] = i11 * det;
+            inv[4 * plane + off + x] = i12 * det;
+            inv[5 * plane + off + x] = i22 * det;
+            inv_count[off + x] = k;
         }
     }
 }
@@ -486,10 +488,10 @@ static PyObject *guide_stats(PyObject *self, PyObject *args)
         return NULL;
     }
     const Py_ssize_t plane = (Py_ssize_t)H * W;
-    const BufferArg specs[4] = {{"guide", 3 * plane, 4, 0},
-                                {"mean", 3 * plane, 4, 1},
-                                {"inv_cov", 6 * plane, 4, 1},
-                                {"inv_count", plane, 4, 1}};
+    const BufferArg specs[4] = {{"guide", 3 * plane, 8, 0},
+                                {"mean", 3 * plane, 8, 1},
+                                {"inv_cov", 6 * plane, 8, 1},
+                                {"inv_count", plane, 8, 1}};
     Py_buffer views[4];
     if (get_buffers(objs, views, specs, 4) < 0)
         return NULL;

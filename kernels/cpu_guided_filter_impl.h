@@ -109,16 +109,16 @@ static void V(slide_input)(const Guide *g, const Group *grp, const Strip *st, V(
     if (in >= 0 && out >= 0) {
         V(gather_row)(grp, plane, W, in, st->i0, n, s->row_in);
         V(gather_row)(grp, plane, W, out, st->i0, n, s->row_out);
-        const float *I0 = g->guide + (size_t)in * W + st->i0, *I1 = I0 + plane, *I2 = I1 + plane;
-        const float *J0 = g->guide + (size_t)out * W + st->i0, *J1 = J0 + plane, *J2 = J1 + plane;
+        const double *I0 = g->guide + (size_t)in * W + st->i0, *I1 = I0 + plane, *I2 = I1 + plane;
+        const double *J0 = g->guide + (size_t)out * W + st->i0, *J1 = J0 + plane, *J2 = J1 + plane;
         for (int x = 0; x < n; ++x) {
             const VD v = __builtin_convertvector(s->row_in[x], VD);
             const VD u = __builtin_convertvector(s->row_out[x], VD);
             VD *c = col + (size_t)4 * x;
             c[0] += v - u;
-            c[1] += v * (double)I0[x] - u * (double)J0[x];
-            c[2] += v * (double)I1[x] - u * (double)J1[x];
-            c[3] += v * (double)I2[x] - u * (double)J2[x];
+            c[1] += v * I0[x] - u * J0[x];
+            c[2] += v * I1[x] - u * J1[x];
+            c[3] += v * I2[x] - u * J2[x];
         }
         return;
     }
@@ -127,14 +127,14 @@ static void V(slide_input)(const Guide *g, const Group *grp, const Strip *st, V(
         return;
     const double sign = in >= 0 ? 1.0 : -1.0;
     V(gather_row)(grp, plane, W, row, st->i0, n, s->row_in);
-    const float *I0 = g->guide + (size_t)row * W + st->i0, *I1 = I0 + plane, *I2 = I1 + plane;
+    const double *I0 = g->guide + (size_t)row * W + st->i0, *I1 = I0 + plane, *I2 = I1 + plane;
     for (int x = 0; x < n; ++x) {
         const VD v = __builtin_convertvector(s->row_in[x], VD) * sign;
         VD *c = col + (size_t)4 * x;
         c[0] += v;
-        c[1] += v * (double)I0[x];
-        c[2] += v * (double)I1[x];
-        c[3] += v * (double)I2[x];
+        c[1] += v * I0[x];
+        c[2] += v * I1[x];
+        c[3] += v * I2[x];
     }
 }
 
@@ -177,10 +177,10 @@ static void V(coefficients)(const Guide *g, const Strip *st, const VD *col, VF *
 {
     const int W = g->W, r = g->r, n = st->c1 - st->c0;
     const size_t plane = (size_t)g->H * W, off = (size_t)t * W + st->c0;
-    const float *k_ = g->inv_count + off;
-    const float *m0 = g->mean + off, *m1 = m0 + plane, *m2 = m1 + plane;
-    const float *v00 = g->inv + off, *v01 = v00 + plane, *v02 = v01 + plane;
-    const float *v11 = v02 + plane, *v12 = v11 + plane, *v22 = v12 + plane;
+    const double *k_ = g->inv_count + off;
+    const double *m0 = g->mean + off, *m1 = m0 + plane, *m2 = m1 + plane;
+    const double *v00 = g->inv + off, *v01 = v00 + plane, *v02 = v01 + plane;
+    const double *v11 = v02 + plane, *v12 = v11 + plane, *v22 = v12 + plane;
     VD s0, s1, s2, s3;
     V(prime)(col, r, &s0, &s1, &s2, &s3);
     for (int x = 0; x < n; ++x) {
@@ -218,8 +218,8 @@ static void V(output_row)(const Guide *g, const Group *grp, const Strip *st, con
 {
     const int W = g->W, r = g->r, n = st->x1 - st->x0;
     const size_t plane = (size_t)g->H * W, off = (size_t)y * W + st->x0;
-    const float *I0 = g->guide + off, *I1 = I0 + plane, *I2 = I1 + plane;
-    const float *k_ = g->inv_count + off;
+    const double *I0 = g->guide + off, *I1 = I0 + plane, *I2 = I1 + plane;
+    const double *k_ = g->inv_count + off;
     VD s0, s1, s2, s3;
     V(prime)(col, r, &s0, &s1, &s2, &s3);
     for (int x = 0; x < n; ++x) {
@@ -228,8 +228,8 @@ static void V(output_row)(const Guide *g, const Group *grp, const Strip *st, con
         s1 += hi[1];
         s2 += hi[2];
         s3 += hi[3];
-        const VD o = s0 * (double)I0[x] + s1 * (double)I1[x] + s2 * (double)I2[x] + s3;
-        tmp[x] = __builtin_convertvector(o * (double)k_[x], VF);
+        const VD o = s0 * I0[x] + s1 * I1[x] + s2 * I2[x] + s3;
+        tmp[x] = __builtin_convertvector(o * k_[x], VF);
         s0 -= lo[0];
         s1 -= lo[1];
         s2 -= lo[2];

@@ -46,7 +46,8 @@ def default_threads() -> int:
 
 @dataclass(frozen=True)
 class PlanarGuide:
-    """Guide statistics in the planar layout the kernel reads (truncated-window rule only)."""
+    """Guide statistics in the planar float64 layout the kernel reads (truncated-window rule
+    only)."""
 
     guide: np.ndarray  # 3×H×W
     mean: np.ndarray  # 3×H×W
@@ -60,13 +61,13 @@ class PlanarGuide:
             raise ValueError("the compiled filter implements the truncated-window rule only")
 
         def planar(x: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(np.moveaxis(x, -1, 0), dtype=np.float32)
+            return np.ascontiguousarray(np.moveaxis(x, -1, 0), dtype=np.float64)
 
         return cls(
             planar(stats.guide),
             planar(stats.mean),
             planar(stats.inv_cov),
-            np.ascontiguousarray(stats.inv_count, dtype=np.float32),
+            np.ascontiguousarray(stats.inv_count, dtype=np.float64),
             stats.radius,
         )
 
@@ -79,10 +80,10 @@ class PlanarGuide:
         if _ext is None:
             raise RuntimeError("the compiled kernel is not available")
         h, w, _ = guide.shape
-        planes = np.ascontiguousarray(np.moveaxis(guide, -1, 0), dtype=np.float32)
-        mean = np.empty((3, h, w), np.float32)
-        inv = np.empty((6, h, w), np.float32)
-        inv_count = np.empty((h, w), np.float32)
+        planes = np.ascontiguousarray(np.moveaxis(guide, -1, 0), dtype=np.float64)
+        mean = np.empty((3, h, w), np.float64)
+        inv = np.empty((6, h, w), np.float64)
+        inv_count = np.empty((h, w), np.float64)
         _split(h, min(threads or default_threads(), max(1, h // (4 * radius + 8))),
                lambda y0, y1: _ext.guide_stats(planes, mean, inv, inv_count, h, w, radius,
                                                float(eps), y0, y1))  # fmt: skip
