@@ -368,6 +368,7 @@ static int V(moments_range)(const float *src, size_t stride, int C, const double
                 VD a[GRAM_NR], b[GRAM_NR];
                 for (int j = 0; j < GRAM_NR; ++j)
                     a[j] = b[j] = (VD){0};
+#pragma GCC unroll 4
                 for (int p = 0; p < kc; ++p) {
                     const double *row = pack + (size_t)p * Cp;
                     const VD u = *(const VD *)(row + ib), v = *(const VD *)(row + ib + LANES);
