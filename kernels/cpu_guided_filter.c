@@ -20,15 +20,17 @@
  * chosen at run time.
  *
  * Python entry point: filter_rows(src, guide, mean, inv_cov, inv_count, out,
- *                                 C, H, W, radius, y0, y1, c0, c1[, variant])
+ *                                 C, H, W, radius, y0, y1, c0, c1[, variant[, coef]])
  *   src       float32 [C][H][W]     channels to filter
  *   guide     float64 [3][H][W]     guide in [0, 1] (planar)
  *   mean      float64 [3][H][W]     window mean of the guide
  *   inv_cov   float64 [6][H][W]     (Σ + εU)⁻¹ as (00, 01, 02, 11, 12, 22)
  *   inv_count float64 [H][W]        1 / N(x)
  *   (float64: the kernel broadcasts them into float64 vectors straight from memory)
- *   out       float32 [C][y1-y0][W] filtered rows y0 .. y1-1 (channels c0 .. c1-1 written)
+ *   out       float32 [C][y1-y0][W] filtered rows y0 .. y1-1 (channels c0 .. c1-1 written);
+ *             with coef, float32 [4][C][y1-y0][W]: the window means of a0, a1, a2 and b
  *   variant   one of variants() (default: the first, the widest the CPU runs)
+ *   coef      write the coefficient means instead of the output (default false)
  * The GIL is released while filtering, so channel ranges can run on several threads; ranges
  * that start at a multiple of lanes(variant) waste no vector lanes.
  *
@@ -109,7 +111,7 @@ typedef int vi8 __attribute__((vector_size(8 * sizeof(int))));
 #define SHUFFLE8(a, b, ...) __builtin_shuffle(a, b, (vi8){__VA_ARGS__})
 #endif
 
-typedef int (*filter_fn)(const Guide *, const float *, float *, int, int, int, int);
+typedef int (*filter_fn)(const Guide *, const float *, float *, int, int, int, int, size_t);
 typedef int (*moments_fn)(const float *, size_t, int, const double *, size_t, size_t, double *,
                           double *);
 typedef struct {
@@ -224,11 +226,11 @@ static int get_buffers(PyObject *const *objs, Py_buffer *views, const BufferArg 
 static PyObject *filter_rows(PyObject *self, PyObject *args)
 {
     PyObject *objs[6];
-    int C, H, W, r, y0, y1, c0, c1;
+    int C, H, W, r, y0, y1, c0, c1, coef = 0;
     const char *name = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiii|z", &objs[0], &objs[1], &objs[2], &objs[3],
-                          &objs[4], &objs[5], &C, &H, &W, &r, &y0, &y1, &c0, &c1, &name))
+    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiii|zp", &objs[0], &objs[1], &objs[2], &objs[3],
+                          &objs[4], &objs[5], &C, &H, &W, &r, &y0, &y1, &c0, &c1, &name, &coef))
         return NULL;
     if (C < 0 || H < 1 || W < 1 || r < 0 || y0 < 0 || y1 > H || y0 >= y1 || c0 < 0 || c1 > C ||
         c0 > c1) {
@@ -242,7 +244,7 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
     const BufferArg specs[6] = {{"src", C * plane, 4, 0},      {"guide", 3 * plane, 8, 0},
                                 {"mean", 3 * plane, 8, 0},     {"inv_cov", 6 * plane, 8, 0},
                                 {"inv_count", plane, 8, 0},
-                                {"out", (Py_ssize_t)C * (y1 - y0) * W, 4, 1}};
+                                {"out", (coef ? 4 : 1) * (Py_ssize_t)C * (y1 - y0) * W, 4, 1}};
     Py_buffer views[6];
     if (get_buffers(objs, views, specs, 6) < 0)
         return NULL;
@@ -250,7 +252,8 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
     const Guide g = {views[1].buf, views[2].buf, views[3].buf, views[4].buf, H, W, r};
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = variant->run(&g, views[0].buf, views[5].buf, y0, y1, c0, c1);
+    status = variant->run(&g, views[0].buf, views[5].buf, y0, y1, c0, c1,
+                          coef ? (size_t)C * (y1 - y0) * W : 0);
     Py_END_ALLOW_THREADS
 
     release_buffers(views, 6);

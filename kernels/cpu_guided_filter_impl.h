@@ -14,7 +14,10 @@ typedef struct {
     VD *col1;         /* [c1 − c0 + 2r][4] column sums of (p, p·I0, p·I1, p·I2) */
     VD *col2;         /* [x1 − x0 + 2r][4] column sums of (a0, a1, a2, b) */
     VF *ring;         /* [2r+2][c1 − c0][4] a0, a1, a2, b of recent rows */
-    VF *row_in, *row_out, *tmp; /* [i1 − i0] rows of the group, lanes interleaved */
+    VF *row_in, *row_out, *tmp; /* [i1 − i0] rows of the group, lanes interleaved (tmp: 4) */
+    size_t span;      /* entries per row buffer */
+    size_t coef;      /* 0: write the filtered output; else the four coefficient means, each
+                         set of channel planes `coef` floats after the previous */
     int next;         /* next coefficient row to compute */
 } V(Scratch);
 
@@ -214,7 +217,7 @@ static void V(coefficients)(const Guide *g, const Strip *st, const VD *col, VF *
 /* Output row y on [x0, x1): (box(a)·I + box(b)) / N from running horizontal sums of col2,
  * written to the group's output planes (`out` points at the row's column x0 of lane 0). */
 static void V(output_row)(const Guide *g, const Group *grp, const Strip *st, const VD *col,
-                       VF *tmp, float *out, size_t out_plane, int y)
+                       VF *tmp, size_t span, size_t coef, float *out, size_t out_plane, int y)
 {
     const int W = g->W, r = g->r, n = st->x1 - st->x0;
     const size_t plane = (size_t)g->H * W, off = (size_t)y * W + st->x0;
@@ -228,14 +231,22 @@ static void V(output_row)(const Guide *g, const Group *grp, const Strip *st, con
         s1 += hi[1];
         s2 += hi[2];
         s3 += hi[3];
-        const VD o = s0 * I0[x] + s1 * I1[x] + s2 * I2[x] + s3;
-        tmp[x] = __builtin_convertvector(o * k_[x], VF);
+        if (coef) {
+            tmp[x] = __builtin_convertvector(s0 * k_[x], VF);
+            tmp[span + x] = __builtin_convertvector(s1 * k_[x], VF);
+            tmp[2 * span + x] = __builtin_convertvector(s2 * k_[x], VF);
+            tmp[3 * span + x] = __builtin_convertvector(s3 * k_[x], VF);
+        } else {
+            const VD o = s0 * I0[x] + s1 * I1[x] + s2 * I2[x] + s3;
+            tmp[x] = __builtin_convertvector(o * k_[x], VF);
+        }
         s0 -= lo[0];
         s1 -= lo[1];
         s2 -= lo[2];
         s3 -= lo[3];
     }
-    V(scatter_row)(grp, n, tmp, out, out_plane);
+    for (int q = 0; q < (coef ? 4 : 1); ++q)
+        V(scatter_row)(grp, n, tmp + q * span, out + q * coef, out_plane);
 }
 
 /* Start a strip's stream: column sums of the input rows around the first coefficient row. */
@@ -270,31 +281,32 @@ static void V(strip_row)(const Guide *g, const Group *grp, const Strip *st, floa
                    y + r < H ? s->ring + (size_t)((y + r) % R) * rowlen : NULL,
                    y - r - 1 >= 0 ? s->ring + (size_t)((y - r - 1) % R) * rowlen : NULL);
     }
-    V(output_row)(g, grp, st, s->col2, s->tmp, out + (size_t)(y - y0) * g->W + st->x0, out_plane,
+    V(output_row)(g, grp, st, s->col2, s->tmp, s->span, s->coef,
+               out + (size_t)(y - y0) * g->W + st->x0, out_plane,
                y);
 }
 
 /* Filter rows [y0, y1) of channels [c0, c1), group by group, strip by strip. Returns -1 when
  * the scratch buffers cannot be allocated, 0 otherwise. */
 static int V(filter_range)(const Guide *g, const float *src, float *out, int y0, int y1, int c0,
-                           int c1)
+                           int c1, size_t coef)
 {
     const size_t plane = (size_t)g->H * g->W, out_plane = (size_t)(y1 - y0) * g->W;
     /* the widest strip: STRIP output columns, 2r more coefficient and 4r more input columns */
     const size_t span = (size_t)imin(g->W, STRIP) + 4 * (size_t)g->r;
     VD *col = alloc_aligned(sizeof(VD) * span * 4 * 2);
     VF *ring = alloc_aligned(sizeof(VF) * span * 4 * (size_t)(2 * g->r + 2));
-    VF *rows = alloc_aligned(sizeof(VF) * span * 3);
+    VF *rows = alloc_aligned(sizeof(VF) * span * 6);
     if (!col || !ring || !rows) {
         free(col);
         free(ring);
         free(rows);
         return -1;
     }
-    V(Scratch) s = {col, col + span * 4, ring, rows, rows + span, rows + 2 * span, 0};
+    V(Scratch) s = {col, col + span * 4, ring, rows, rows + span, rows + 2 * span, span, coef, 0};
     for (int c = c0; c < c1; c += LANES) {
         const Group grp = {src + (size_t)c * plane, imin(LANES, c1 - c)};
-        memset(rows, 0, sizeof(VF) * span * 3); /* lanes past the group's read as zeros */
+        memset(rows, 0, sizeof(VF) * span * 6); /* lanes past the group's read as zeros */
         for (int x0 = 0; x0 < g->W; x0 += STRIP) {
             const Strip st = make_strip(x0, imin(g->W, x0 + STRIP), g->W, g->r);
             V(start_strip)(g, &grp, &st, y0, &s);

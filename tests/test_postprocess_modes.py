@@ -291,3 +291,27 @@ def test_compiled_shrink_matches_opencv_area(rng, s, shape):
         np.testing.assert_allclose(got[c], ref, rtol=1e-6, atol=1e-5)
     with pytest.raises(ValueError, match="multiple"):
         native.shrink(planes[:, :-1], s)
+
+
+@needs_native
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("radius,threads", [(0, 1), (1, 2), (3, 3)])
+def test_compiled_coefficient_means_match_numpy(rng, variant, radius, threads):
+    """The kernel's coefficient mode (the fast mode's low-resolution step) = NumPy's window
+    means of a and b; 3 channels, so several threads split rows."""
+    from sss_rt.postprocess.guided_filter import coefficient_means
+
+    image = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    guide = image_to_guide(image)
+    src = (rng.normal(size=(3, 23, 31)) * 4 + 1).astype(np.float32)
+    planar = native.PlanarGuide.compute(guide, radius, 1e-2)
+    with native.RowFilter(planar, threads, variant=variant) as rf:
+        got = rf.filter(src, coefficients=True)
+        band = rf.filter(src, 5, 17, coefficients=True)
+    ref = coefficient_means(guide_stats(guide, radius, 1e-2), np.moveaxis(src, 0, -1))
+    assert got.shape == (4, 3, 23, 31)
+    for q in range(4):
+        r = np.moveaxis(ref[q], -1, 0)
+        assert np.abs(got[q] - r).max() <= 1e-4 * max(1.0, np.abs(r).max())
+    # a band's running sums start elsewhere: equal up to float64 rounding
+    np.testing.assert_allclose(band, got[:, :, 5:17], rtol=1e-6, atol=1e-9 * np.abs(got).max())

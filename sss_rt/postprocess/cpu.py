@@ -260,37 +260,40 @@ def _fast(
     )
 
     feats_low = _shrink_planes(features, low, config.threads)
-    stats = guide_stats(guide_low, radius_low, config.eps)
+    # area averaging is linear: projecting the subsampled features equals subsampling the
+    # projected ones, at 1/s² of the cost
     if use_native(low_cfg):
-        with native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads) as rf:
-            filtered_low = rf.filter(feats_low).reshape(c, -1)
-        acc = MomentAccumulator(rough_mean(feats_low))
-        acc.add_columns(filtered_low, config.threads)
-        basis = acc.basis(config.n_components)
+        planar = native.PlanarGuide.compute(guide_low, radius_low, config.eps, config.threads)
+        with native.RowFilter(planar, config.threads) as rf:
+            acc = MomentAccumulator(rough_mean(feats_low))
+            acc.add_columns(rf.filter(feats_low).reshape(c, -1), config.threads)
+            basis = acc.basis(config.n_components)
+            proj_low = project_raw(feats_low, basis, basis.mean, config.threads)
+            means = rf.filter(proj_low, coefficients=True)  # 4×k×h×w
     else:
+        stats = guide_stats(guide_low, radius_low, config.eps)
         basis = fit_basis(
             filter_with_stats(feats_low, stats, low_cfg).reshape(-1, c),
             config.n_components,
             compiled=False,
         )
-
-    # area averaging is linear: projecting the subsampled features equals subsampling the
-    # projected ones, at 1/s² of the cost
-    proj_low = np.moveaxis(project_raw(feats_low, basis, basis.mean, config.threads), 0, -1)
-    means = coefficient_means(stats, np.ascontiguousarray(proj_low))
+        proj_low = np.moveaxis(project_raw(feats_low, basis, basis.mean, config.threads), 0, -1)
+        means = np.moveaxis(
+            np.stack(coefficient_means(stats, np.ascontiguousarray(proj_low))), -1, 1
+        )
     projected = np.empty((basis.components.shape[0], h, w), np.float32)
-    guide_planes = cv2.split(guide)
+    guide_planes = [np.ascontiguousarray(guide[..., i]) for i in range(3)]  # cv2.split: 6× slower
 
     def component(k: int) -> None:
         # Σ_i up(mean a_i)·I_i + up(mean b), plane by plane (contiguous, cache-sized work)
         out = projected[k]
         cv2.resize(
-            np.ascontiguousarray(means[3][..., k]), (w, h), dst=out, interpolation=cv2.INTER_LINEAR
+            np.ascontiguousarray(means[3, k]), (w, h), dst=out, interpolation=cv2.INTER_LINEAR
         )
         up = np.empty((h, w), np.float32)
         for i in range(3):
             cv2.resize(
-                np.ascontiguousarray(means[i][..., k]),
+                np.ascontiguousarray(means[i, k]),
                 (w, h),
                 dst=up,
                 interpolation=cv2.INTER_LINEAR,

@@ -259,9 +259,16 @@ class RowFilter:
         self.close()
 
     def filter(
-        self, src: np.ndarray, y0: int = 0, y1: int | None = None, out: np.ndarray | None = None
+        self,
+        src: np.ndarray,
+        y0: int = 0,
+        y1: int | None = None,
+        out: np.ndarray | None = None,
+        coefficients: bool = False,
     ) -> np.ndarray:
-        """Filtered rows ``y0:y1`` of every channel of ``src`` (C×H×W) as C×(y1−y0)×W."""
+        """Filtered rows ``y0:y1`` of every channel of ``src`` (C×H×W) as C×(y1−y0)×W; with
+        ``coefficients``, the window means of a₀, a₁, a₂ and b instead, as 4×C×(y1−y0)×W (the
+        filtered output is Σᵢ mean(aᵢ)·Iᵢ + mean(b))."""
         g = self.guide
         h, w = g.shape
         y1 = h if y1 is None else y1
@@ -269,22 +276,27 @@ class RowFilter:
         if src.ndim != 3 or src.shape[1:] != (h, w):
             raise ValueError(f"channels must be C×{h}×{w}, got {src.shape}")
         c = src.shape[0]
+        lead = (4,) if coefficients else ()
         if out is None:
-            out = np.empty((c, y1 - y0, w), np.float32)
-        elif out.shape != (c, y1 - y0, w) or out.dtype != np.float32 or not out.flags.c_contiguous:
-            raise ValueError("out must be a C-contiguous float32 C×(y1−y0)×W array")
+            out = np.empty((*lead, c, y1 - y0, w), np.float32)
+        elif (
+            out.shape != (*lead, c, y1 - y0, w)
+            or out.dtype != np.float32
+            or not out.flags.c_contiguous
+        ):
+            raise ValueError(f"out must be a C-contiguous float32 {lead}+C×(y1−y0)×W array")
         if c == 0:
             return out
 
         def run(c0: int, c1: int, r0: int, r1: int) -> None:
-            # rows r0..r1 of the band land in out[:, r0-y0 : r1-y0]
-            dst = out if (r0, r1) == (y0, y1) else np.empty((c, r1 - r0, w), np.float32)
+            # rows r0..r1 of the band land in out[..., r0-y0 : r1-y0, :]
+            dst = out if (r0, r1) == (y0, y1) else np.empty((*lead, c, r1 - r0, w), np.float32)
             _ext.filter_rows(
                 src, g.guide, g.mean, g.inv_cov, g.inv_count, dst,
-                c, h, w, g.radius, r0, r1, c0, c1, variant,
+                c, h, w, g.radius, r0, r1, c0, c1, variant, coefficients,
             )  # fmt: skip
             if dst is not out:
-                out[c0:c1, r0 - y0 : r1 - y0] = dst[c0:c1]
+                out[..., c0:c1, r0 - y0 : r1 - y0, :] = dst[..., c0:c1, :, :]
 
         variant, lanes = self.variant, self.lanes
         for name, width in variants():  # few channels: a narrower vector wastes fewer lanes
