@@ -14,7 +14,8 @@ typedef struct {
     VD *col1;         /* [c1 − c0 + 2r][4] column sums of (p, p·I0, p·I1, p·I2) */
     VD *col2;         /* [x1 − x0 + 2r][4] column sums of (a0, a1, a2, b) */
     VF *ring;         /* [2r+2][c1 − c0][4] a0, a1, a2, b of recent rows */
-    VF *row_in, *row_out, *tmp; /* [i1 − i0] rows of the group, lanes interleaved (tmp: 4) */
+    VF *inputs;       /* [2r+2][i1 − i0] recent input rows of the group, lanes interleaved */
+    VF *tmp;          /* [4][x1 − x0] output rows before scattering */
     size_t span;      /* entries per row buffer */
     size_t coef;      /* 0: write the filtered output; else the four coefficient means, each
                          set of channel planes `coef` floats after the previous */
@@ -109,14 +110,18 @@ static void V(slide_input)(const Guide *g, const Group *grp, const Strip *st, V(
     const int W = g->W, n = st->i1 - st->i0;
     const size_t plane = (size_t)g->H * W;
     VD *col = s->col1 + (size_t)4 * (st->i0 - st->c0 + g->r);
+    /* a row is gathered once, when it enters the window, and read back when it leaves */
+    const int R = 2 * g->r + 2;
+    VF *row_in = in >= 0 ? s->inputs + (size_t)(in % R) * s->span : NULL;
+    const VF *row_out = out >= 0 ? s->inputs + (size_t)(out % R) * s->span : NULL;
+    if (row_in)
+        V(gather_row)(grp, plane, W, in, st->i0, n, row_in);
     if (in >= 0 && out >= 0) {
-        V(gather_row)(grp, plane, W, in, st->i0, n, s->row_in);
-        V(gather_row)(grp, plane, W, out, st->i0, n, s->row_out);
         const double *I0 = g->guide + (size_t)in * W + st->i0, *I1 = I0 + plane, *I2 = I1 + plane;
         const double *J0 = g->guide + (size_t)out * W + st->i0, *J1 = J0 + plane, *J2 = J1 + plane;
         for (int x = 0; x < n; ++x) {
-            const VD v = __builtin_convertvector(s->row_in[x], VD);
-            const VD u = __builtin_convertvector(s->row_out[x], VD);
+            const VD v = __builtin_convertvector(row_in[x], VD);
+            const VD u = __builtin_convertvector(row_out[x], VD);
             VD *c = col + (size_t)4 * x;
             c[0] += v - u;
             c[1] += v * I0[x] - u * J0[x];
@@ -129,10 +134,10 @@ static void V(slide_input)(const Guide *g, const Group *grp, const Strip *st, V(
     if (row < 0)
         return;
     const double sign = in >= 0 ? 1.0 : -1.0;
-    V(gather_row)(grp, plane, W, row, st->i0, n, s->row_in);
+    const VF *vals = in >= 0 ? row_in : row_out;
     const double *I0 = g->guide + (size_t)row * W + st->i0, *I1 = I0 + plane, *I2 = I1 + plane;
     for (int x = 0; x < n; ++x) {
-        const VD v = __builtin_convertvector(s->row_in[x], VD) * sign;
+        const VD v = __builtin_convertvector(vals[x], VD) * sign;
         VD *c = col + (size_t)4 * x;
         c[0] += v;
         c[1] += v * I0[x];
@@ -296,17 +301,18 @@ static int V(filter_range)(const Guide *g, const float *src, float *out, int y0,
     const size_t span = (size_t)imin(g->W, STRIP) + 4 * (size_t)g->r;
     VD *col = alloc_aligned(sizeof(VD) * span * 4 * 2);
     VF *ring = alloc_aligned(sizeof(VF) * span * 4 * (size_t)(2 * g->r + 2));
-    VF *rows = alloc_aligned(sizeof(VF) * span * 6);
+    const size_t nrows = (size_t)(2 * g->r + 2) + 4; /* input ring, then 4 output rows */
+    VF *rows = alloc_aligned(sizeof(VF) * span * nrows);
     if (!col || !ring || !rows) {
         free(col);
         free(ring);
         free(rows);
         return -1;
     }
-    V(Scratch) s = {col, col + span * 4, ring, rows, rows + span, rows + 2 * span, span, coef, 0};
+    V(Scratch) s = {col, col + span * 4, ring, rows, rows + (nrows - 4) * span, span, coef, 0};
     for (int c = c0; c < c1; c += LANES) {
         const Group grp = {src + (size_t)c * plane, imin(LANES, c1 - c)};
-        memset(rows, 0, sizeof(VF) * span * 6); /* lanes past the group's read as zeros */
+        memset(rows, 0, sizeof(VF) * span * nrows); /* lanes past the group's read as zeros */
         for (int x0 = 0; x0 < g->W; x0 += STRIP) {
             const Strip st = make_strip(x0, imin(g->W, x0 + STRIP), g->W, g->r);
             V(start_strip)(g, &grp, &st, y0, &s);
