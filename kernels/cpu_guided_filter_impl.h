@@ -146,13 +146,21 @@ static void V(slide_input)(const Guide *g, const Group *grp, const Strip *st, V(
     }
 }
 
-/* col2 −= ring row `out` (a row leaving the window with no row entering it) */
-static void V(slide_coef)(const Guide *g, const Strip *st, VD *col, const VF *out)
+/* col2 += ring row `in` − ring row `out` (either may be NULL) */
+static void V(slide_coef)(const Guide *g, const Strip *st, VD *col, const VF *in, const VF *out)
 {
     const int n = 4 * (st->c1 - st->c0);
     col += (size_t)4 * (st->c0 - st->x0 + g->r);
-    for (int i = 0; i < n; ++i)
-        col[i] -= __builtin_convertvector(out[i], VD);
+    if (in && out) {
+        for (int i = 0; i < n; ++i)
+            col[i] += __builtin_convertvector(in[i], VD) - __builtin_convertvector(out[i], VD);
+    } else if (in) {
+        for (int i = 0; i < n; ++i)
+            col[i] += __builtin_convertvector(in[i], VD);
+    } else if (out) {
+        for (int i = 0; i < n; ++i)
+            col[i] -= __builtin_convertvector(out[i], VD);
+    }
 }
 
 /* The four running horizontal sums before the first column of a row: Σ col[i][q], i < 2r. */
@@ -173,8 +181,7 @@ static inline void V(prime)(const VD *col, int r, VD *s0, VD *s1, VD *s2, VD *s3
 
 /* Row t's coefficients a = (Σ + εU)⁻¹ cov(I, p), b = mean(p) − a·mean(I) on [c0, c1), from
  * running horizontal sums of the column sums (the zero padding truncates the window). */
-static void V(coefficients)(const Guide *g, const Strip *st, const VD *col, VF *dst, int t,
-                            VD *col2, const VF *old)
+static void V(coefficients)(const Guide *g, const Strip *st, const VD *col, VF *dst, int t)
 {
     const int W = g->W, r = g->r, n = st->c1 - st->c0;
     const size_t plane = (size_t)g->H * W, off = (size_t)t * W + st->c0;
@@ -205,17 +212,6 @@ static void V(coefficients)(const Guide *g, const Strip *st, const VD *col, VF *
         d[1] = __builtin_convertvector(e1, VF);
         d[2] = __builtin_convertvector(e2, VF);
         d[3] = __builtin_convertvector(mp - e0 * M0 - e1 * M1 - e2 * M2, VF);
-        /* the vertical box of the coefficients slides here: the row enters col2 (and row
-         * t − 2r − 1 leaves it) as it is produced, with the float32 values the ring keeps */
-        VD *c2 = col2 + (size_t)4 * x;
-        if (old) {
-            const VF *o = old + (size_t)4 * x;
-            for (int q = 0; q < 4; ++q)
-                c2[q] += __builtin_convertvector(d[q], VD) - __builtin_convertvector(o[q], VD);
-        } else {
-            for (int q = 0; q < 4; ++q)
-                c2[q] += __builtin_convertvector(d[q], VD);
-        }
         s0 -= lo[0];
         s1 -= lo[1];
         s2 -= lo[2];
@@ -263,7 +259,6 @@ static void V(start_strip)(const Guide *g, const Group *grp, const Strip *st, in
 {
     const int r = g->r, ya0 = imax(0, y0 - r);
     memset(s->col1, 0, sizeof(VD) * (size_t)(st->c1 - st->c0 + 2 * r) * 4);
-    memset(s->col2, 0, sizeof(VD) * (size_t)(st->x1 - st->x0 + 2 * r) * 4);
     for (int i = imax(0, ya0 - r); i < imin(g->H, ya0 + r + 1); ++i)
         V(slide_input)(g, grp, st, s, i, -1);
     s->next = ya0;
@@ -280,14 +275,17 @@ static void V(strip_row)(const Guide *g, const Group *grp, const Strip *st, floa
         const int t = s->next;
         if (t > ya0)
             V(slide_input)(g, grp, st, s, t + r < H ? t + r : -1, t - r - 1);
-        /* ring column i ↔ col2 column c0 − x0 + r + i */
-        V(coefficients)(g, st, s->col1, s->ring + (size_t)(t % R) * rowlen, t,
-                        s->col2 + (size_t)4 * (st->c0 - st->x0 + r),
-                        t - 2 * r - 1 >= ya0 ? s->ring + (size_t)((t - 2 * r - 1) % R) * rowlen
-                                             : NULL);
+        V(coefficients)(g, st, s->col1, s->ring + (size_t)(t % R) * rowlen, t);
     }
-    if (y > y0 && y + r >= H && y - r - 1 >= 0) /* near the bottom rows only leave */
-        V(slide_coef)(g, st, s->col2, s->ring + (size_t)((y - r - 1) % R) * rowlen);
+    if (y == y0) {
+        memset(s->col2, 0, sizeof(VD) * (size_t)(st->x1 - st->x0 + 2 * r) * 4);
+        for (int i = imax(0, y - r); i < need; ++i)
+            V(slide_coef)(g, st, s->col2, s->ring + (size_t)(i % R) * rowlen, NULL);
+    } else {
+        V(slide_coef)(g, st, s->col2,
+                   y + r < H ? s->ring + (size_t)((y + r) % R) * rowlen : NULL,
+                   y - r - 1 >= 0 ? s->ring + (size_t)((y - r - 1) % R) * rowlen : NULL);
+    }
     V(output_row)(g, grp, st, s->col2, s->tmp, s->span, s->coef,
                out + (size_t)(y - y0) * g->W + st->x0, out_plane,
                y);
