@@ -264,7 +264,7 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
 
 /* moments_rows(src, shift, gram, sum, C, n, x0, x1[, variant]): adds Σ_x d and the lower
  * triangle of Σ_x ddᵀ, d = src[:, x] − shift, over pixels [x0, x1) of float32 [C][n] src, into
- * float64 gram [Cp][Cp] (Cp = C rounded up to 2·lanes) and sum [C]. */
+ * float64 gram [C][C] and sum [C]. */
 static PyObject *moments_rows(PyObject *self, PyObject *args)
 {
     PyObject *objs[4];
@@ -282,9 +282,8 @@ static PyObject *moments_rows(PyObject *self, PyObject *args)
     const Variant *variant = pick_variant(name);
     if (!variant)
         return NULL;
-    const Py_ssize_t mr = 2 * variant->lanes, cp = (C + mr - 1) / mr * mr;
     const BufferArg specs[4] = {
-        {"src", C * n, 4, 0}, {"shift", C, 8, 0}, {"gram", cp * cp, 8, 1}, {"sum", C, 8, 1}};
+        {"src", C * n, 4, 0}, {"shift", C, 8, 0}, {"gram", (Py_ssize_t)C * C, 8, 1}, {"sum", C, 8, 1}};
     Py_buffer views[4];
     if (get_buffers(objs, views, specs, 4) < 0)
         return NULL;

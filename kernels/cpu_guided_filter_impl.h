@@ -328,16 +328,18 @@ static int V(filter_range)(const Guide *g, const float *src, float *out, int y0,
 
 /* Σd and the lower triangle of Σddᵀ over pixels [x0, x1), d = src[:, x] − shift, in float64.
  * Each chunk of KC pixels is packed pixel-major (one row of Cp channels per pixel, padded with
- * zeros), then register tiles of GRAM_MR channels (two vectors) × GRAM_NR channels accumulate
- * outer products, so each loaded value feeds several FMAs. gram is [Cp][Cp]: entry [j][i] for
- * i ≤ j (and within diagonal tiles) is added to; the rest is left alone. Returns -1 when the
+ * zeros), then register tiles of GRAM_MR channels (GRAM_MV vectors) × GRAM_NR channels
+ * accumulate outer products, so each loaded value feeds several FMAs. gram is [C][C]: entry
+ * [j][i] for i ≤ j (and within diagonal tiles) is added to; the rest is left alone. Returns -1 when the
  * scratch buffers cannot be allocated, 0 otherwise. */
-#define GRAM_MR (2 * LANES)
 #if LANES == 8
+#define GRAM_MV 2 /* vectors (of LANES channels) per tile; 4×4 measured no faster */
 #define GRAM_NR 8
 #else
+#define GRAM_MV 2
 #define GRAM_NR 4
 #endif
+#define GRAM_MR (GRAM_MV * LANES)
 static int V(moments_range)(const float *src, size_t stride, int C, const double *shift,
                             size_t x0, size_t x1, double *gram, double *sum)
 {
@@ -383,32 +385,36 @@ static int V(moments_range)(const float *src, size_t stride, int C, const double
         }
         for (int ib = 0; ib < Cp; ib += GRAM_MR)
             for (int jb = ib; jb < Cp; jb += GRAM_NR) {
-                VD a[GRAM_NR], b[GRAM_NR];
-                for (int j = 0; j < GRAM_NR; ++j)
-                    a[j] = b[j] = (VD){0};
+                VD a[GRAM_MV][GRAM_NR];
+                for (int m = 0; m < GRAM_MV; ++m)
+                    for (int j = 0; j < GRAM_NR; ++j)
+                        a[m][j] = (VD){0};
 #pragma GCC unroll 4
                 for (int p = 0; p < kc; ++p) {
                     const double *row = pack + (size_t)p * Cp;
-                    const VD u = *(const VD *)(row + ib), v = *(const VD *)(row + ib + LANES);
-                    for (int j = 0; j < GRAM_NR; ++j) {
-                        a[j] += u * row[jb + j];
-                        b[j] += v * row[jb + j];
-                    }
+                    VD u[GRAM_MV];
+                    for (int m = 0; m < GRAM_MV; ++m)
+                        u[m] = *(const VD *)(row + ib + m * LANES);
+                    for (int j = 0; j < GRAM_NR; ++j)
+                        for (int m = 0; m < GRAM_MV; ++m)
+                            a[m][j] += u[m] * row[jb + j];
                 }
                 for (int j = 0; j < GRAM_NR; ++j) {
                     VD *g = (VD *)(acc_g + (size_t)(jb + j) * Cp + ib);
-                    g[0] += a[j];
-                    g[1] += b[j];
+                    for (int m = 0; m < GRAM_MV; ++m)
+                        g[m] += a[m][j];
                 }
             }
     }
-    for (size_t i = 0; i < (size_t)Cp * Cp; ++i)
-        gram[i] += acc_g[i];
+    for (int j = 0; j < C; ++j)
+        for (int i = 0; i < C; ++i)
+            gram[(size_t)j * C + i] += acc_g[(size_t)j * Cp + i];
     free(pack);
     free(acc_g);
     return 0;
 }
 #undef GRAM_MR
+#undef GRAM_MV
 #undef GRAM_NR
 
 #undef VD

@@ -148,10 +148,8 @@ def moments(
     if q.ndim != 2 or shift.shape != (q.shape[0],):
         raise ValueError("q must be C×N and shift (C,)")
     c, n = q.shape
-    lanes = dict(variants())[variant or variants()[0][0]] if variant else variants()[0][1]
-    cp = -(-c // (2 * lanes)) * (2 * lanes)
     parts = max(1, min(threads or default_threads(), n // 4096))
-    grams = np.zeros((parts, cp, cp), np.float64)
+    grams = np.zeros((parts, c, c), np.float64)
     sums = np.zeros((parts, c), np.float64)
     bounds = [int(b) for b in np.linspace(0, n, parts + 1)]
 
@@ -159,7 +157,7 @@ def moments(
         _ext.moments_rows(q, shift, grams[i], sums[i], c, n, bounds[i], bounds[i + 1], variant)
 
     parallel(run, [(i,) for i in range(parts)])
-    lower = np.tril(grams.sum(axis=0)[:c, :c])  # entries [j][i], i ≤ j, are the complete ones
+    lower = np.tril(grams.sum(axis=0))  # entries [j][i], i ≤ j, are the complete ones
     return sums.sum(axis=0), lower + np.tril(lower, -1).T
 
 
