@@ -48,6 +48,9 @@
  * shrink_planes(src, out, C, H, W, s, c0, c1): s×s box means of float32 planes (the fast
  *   mode's subsampling when s divides H and W).
  *
+ * apply_upsampled(means, guide, out, taps..., K, h, w, H, W, k0, k1, y0, y1): the fast mode's
+ *   output, Σ_i up(mean a_i)·I_i + up(mean b), from low-resolution coefficient means.
+ *
  * project_rows(src, comp, shift, out, C, K, N, x0, x1): the PCA projection of raw features,
  *   out[k][x] = Σ_c comp[k][c] · (src[c][x] − shift[c]) for pixels [x0, x1), summed in float64
  *   (src float32 [C][N], comp float64 [K][C], shift float64 [C], out float32 [K][N]).
@@ -392,6 +395,105 @@ static PyObject *shrink_planes(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The fast mode's output rows [y0, y1) of components [k0, k1):
+ * out[k][y][x] = Σ_i up(A_i)[k][y][x]·I_i[y][x] + up(B)[k][y][x], where means = [A0, A1, A2, B]
+ * (each [K][h][w]) are upsampled bilinearly with the given taps (half-pixel centres, clamped
+ * edges) and the guide I is interleaved float32 [H][W][3]. Each low-resolution row is first
+ * upsampled along x into `wide` ([2][4][W]: the two rows the current output row blends). */
+#if defined(HAVE_X86_VARIANTS) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void apply_range(const float *means, int K, int h, int w, const float *guide, int W,
+                        const int *yi0, const int *yi1, const float *yw, const int *xi0,
+                        const int *xi1, const float *xw, float *out, int H, int k0, int k1,
+                        int y0, int y1, float *wide)
+{
+    const size_t lowplane = (size_t)h * w, set = (size_t)K * lowplane;
+    for (int k = k0; k < k1; ++k) {
+        int held[2] = {-1, -1};
+        for (int y = y0; y < y1; ++y) {
+            const int want[2] = {yi0[y], yi1[y]};
+            int slot[2];
+            for (int j = 0; j < 2; ++j) {
+                if (held[0] == want[j])
+                    slot[j] = 0;
+                else if (held[1] == want[j])
+                    slot[j] = 1;
+                else {
+                    /* replace the row the other tap does not use */
+                    slot[j] = (j == 1 && slot[0] == 0) || held[0] == want[1 - j] ? 1 : 0;
+                    held[slot[j]] = want[j];
+                    for (int q = 0; q < 4; ++q) {
+                        const float *src = means + q * set + (size_t)k * lowplane +
+                                           (size_t)want[j] * w;
+                        float *dst = wide + ((size_t)slot[j] * 4 + q) * W;
+                        for (int x = 0; x < W; ++x)
+                            dst[x] = src[xi0[x]] * (1.0f - xw[x]) + src[xi1[x]] * xw[x];
+                    }
+                }
+            }
+            const float b = yw[y], a = 1.0f - b;
+            const float *r0 = wide + (size_t)slot[0] * 4 * W, *r1 = wide + (size_t)slot[1] * 4 * W;
+            const float *g = guide + (size_t)y * W * 3;
+            float *restrict o = out + ((size_t)k * H + y) * W;
+            for (int x = 0; x < W; ++x) {
+                const float a0 = r0[x] * a + r1[x] * b;
+                const float a1 = r0[W + x] * a + r1[W + x] * b;
+                const float a2 = r0[2 * W + x] * a + r1[2 * W + x] * b;
+                const float bb = r0[3 * W + x] * a + r1[3 * W + x] * b;
+                o[x] = a0 * g[3 * x] + a1 * g[3 * x + 1] + a2 * g[3 * x + 2] + bb;
+            }
+        }
+    }
+}
+
+/* apply_upsampled(means, guide, out, yi0, yi1, yw, xi0, xi1, xw, K, h, w, H, W, k0, k1, y0, y1) */
+static PyObject *apply_upsampled(PyObject *self, PyObject *args)
+{
+    PyObject *objs[9];
+    int K, h, w, H, W, k0, k1, y0, y1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOiiiiiiiii", &objs[0], &objs[1], &objs[2], &objs[3],
+                          &objs[4], &objs[5], &objs[6], &objs[7], &objs[8], &K, &h, &w, &H, &W,
+                          &k0, &k1, &y0, &y1))
+        return NULL;
+    if (K < 1 || h < 1 || w < 1 || H < 1 || W < 1 || k0 < 0 || k1 > K || k0 >= k1 || y0 < 0 ||
+        y1 > H || y0 >= y1) {
+        PyErr_SetString(PyExc_ValueError, "apply_upsampled: inconsistent sizes or ranges");
+        return NULL;
+    }
+    const BufferArg specs[9] = {{"means", 4 * (Py_ssize_t)K * h * w, 4, 0},
+                                {"guide", (Py_ssize_t)H * W * 3, 4, 0},
+                                {"out", (Py_ssize_t)K * H * W, 4, 1},
+                                {"yi0", H, 4, 0}, {"yi1", H, 4, 0}, {"yw", H, 4, 0},
+                                {"xi0", W, 4, 0}, {"xi1", W, 4, 0}, {"xw", W, 4, 0}};
+    Py_buffer views[9];
+    if (get_buffers(objs, views, specs, 9) < 0)
+        return NULL;
+    const int *yi0 = views[3].buf, *yi1 = views[4].buf, *xi0 = views[6].buf, *xi1 = views[7].buf;
+    int ok = 1;
+    for (int i = 0; i < H; ++i)
+        ok &= yi0[i] >= 0 && yi1[i] >= 0 && yi0[i] < h && yi1[i] < h;
+    for (int i = 0; i < W; ++i)
+        ok &= xi0[i] >= 0 && xi1[i] >= 0 && xi0[i] < w && xi1[i] < w;
+    float *wide = ok ? malloc(sizeof(float) * 8 * (size_t)W) : NULL;
+    if (wide) {
+        Py_BEGIN_ALLOW_THREADS
+        apply_range(views[0].buf, K, h, w, views[1].buf, W, yi0, yi1, views[5].buf, xi0, xi1,
+                    views[8].buf, views[2].buf, H, k0, k1, y0, y1, wide);
+        Py_END_ALLOW_THREADS
+        free(wide);
+    }
+    release_buffers(views, 9);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "apply_upsampled: a tap index is out of range");
+        return NULL;
+    }
+    if (!wide)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 /* col[q][x] += sign · (I0, I1, I2, I0², I0I1, I0I2, I1², I1I2, I2²)[q] of guide row y */
 static void add_guide_row(double *col, const double *g, size_t plane, int W, int y, double sign)
 {
@@ -705,6 +807,8 @@ static PyMethodDef methods[] = {
      "Add Σd and the lower triangle of Σddᵀ, d = src[:, x] − shift, over pixels [x0, x1)."},
     {"shrink_planes", shrink_planes, METH_VARARGS,
      "Box means of s×s blocks of float32 [C][H][W] planes, planes c0..c1-1."},
+    {"apply_upsampled", apply_upsampled, METH_VARARGS,
+     "The fast mode's output: upsampled coefficient means applied to the full-resolution guide."},
     {"project_rows", project_rows, METH_VARARGS,
      "out[k][x] = Σ_c comp[k][c]·(src[c][x] − shift[c]) for x in [x0, x1), float64 sums."},
     {"guide_stats", guide_stats, METH_VARARGS,

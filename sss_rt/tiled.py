@@ -32,6 +32,8 @@ from sss_rt.postprocess.cpu import (
     rough_mean,
     to_unit_embedding,
 )
+from sss_rt.postprocess.native import int32_taps as _int32_taps
+from sss_rt.postprocess.native import linear_taps as _linear_taps
 from sss_rt.postprocess.pca import PCABasis
 
 T_IN = "/fuse_input/Conv"  # its input: the input tap after conv + ReLU
@@ -116,16 +118,6 @@ def _cut(model: Any, outputs: list[str]) -> Any:
     trunk = onnx.helper.make_model(graph, opset_imports=model.opset_import)
     trunk.ir_version = model.ir_version
     return trunk
-
-
-def _linear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ONNX Resize (linear, half_pixel) along one axis: source indices i0, i1 and weight of i1."""
-    scale = out_size / in_size
-    x = (np.arange(out_size, dtype=np.float64) + 0.5) / scale - 0.5
-    x = np.clip(x, 0.0, in_size - 1)
-    i0 = np.floor(x).astype(np.int64)
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    return i0, i1, (x - i0).astype(np.float32)
 
 
 class TiledNetwork:
@@ -234,15 +226,6 @@ class Trunk:
         return native.hidden_rows(
             self.t_in, w.fuse_input, w.fuse_bias, ups, y0, y1 - y0, self.threads, out
         )
-
-
-def _int32_taps(taps: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
-    i0, i1, weight = taps
-    return (
-        np.ascontiguousarray(i0, dtype=np.int32),
-        np.ascontiguousarray(i1, dtype=np.int32),
-        np.ascontiguousarray(weight, dtype=np.float32),
-    )
 
 
 def band_rows(width: int, channels: int, band_mb: int, halo: int) -> int:

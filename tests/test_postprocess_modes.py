@@ -315,3 +315,18 @@ def test_compiled_coefficient_means_match_numpy(rng, variant, radius, threads):
         assert np.abs(got[q] - r).max() <= 1e-4 * max(1.0, np.abs(r).max())
     # a band's running sums start elsewhere: equal up to float64 rounding
     np.testing.assert_allclose(band, got[:, :, 5:17], rtol=1e-6, atol=1e-9 * np.abs(got).max())
+
+
+@needs_native
+@pytest.mark.parametrize("low,high", [((5, 7), (20, 28)), ((6, 9), (23, 35)), ((1, 3), (4, 12))])
+def test_compiled_upsample_apply_matches_opencv(rng, low, high):
+    """The fast mode's output step: the same as OpenCV's bilinear upsampling then the products
+    (integer and fractional scales, one-row inputs)."""
+    from sss_rt.postprocess.cpu import _apply_upsampled
+
+    means = rng.normal(size=(4, 3, *low)).astype(np.float32)
+    guide = rng.random((*high, 3)).astype(np.float32)
+    got = native.apply_upsampled(means, guide, threads=3)
+    ref = _apply_upsampled(means, guide)
+    assert got.shape == (3, *high)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

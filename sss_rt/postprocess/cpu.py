@@ -281,28 +281,29 @@ def _fast(
         means = np.moveaxis(
             np.stack(coefficient_means(stats, np.ascontiguousarray(proj_low))), -1, 1
         )
-    projected = np.empty((basis.components.shape[0], h, w), np.float32)
-    guide_planes = [np.ascontiguousarray(guide[..., i]) for i in range(3)]  # cv2.split: 6× slower
+    if use_native(low_cfg):
+        projected = native.apply_upsampled(means, guide, config.threads)
+    else:
+        projected = _apply_upsampled(means, guide)
+    return to_unit_embedding(projected.reshape(-1, h * w).T, basis, (h, w)), basis
 
-    def component(k: int) -> None:
-        # Σ_i up(mean a_i)·I_i + up(mean b), plane by plane (contiguous, cache-sized work)
-        out = projected[k]
+
+def _apply_upsampled(means: np.ndarray, guide: np.ndarray) -> np.ndarray:
+    """Σᵢ up(mean aᵢ)·Iᵢ + up(mean b) with OpenCV's bilinear upsampling: K×H×W (the NumPy
+    engine's version of ``native.apply_upsampled``)."""
+    h, w = guide.shape[:2]
+    projected = np.empty((means.shape[1], h, w), np.float32)
+    planes = [np.ascontiguousarray(guide[..., i]) for i in range(3)]  # cv2.split: 6× slower
+    for k, out in enumerate(projected):
         cv2.resize(
             np.ascontiguousarray(means[3, k]), (w, h), dst=out, interpolation=cv2.INTER_LINEAR
         )
-        up = np.empty((h, w), np.float32)
         for i in range(3):
-            cv2.resize(
-                np.ascontiguousarray(means[i, k]),
-                (w, h),
-                dst=up,
-                interpolation=cv2.INTER_LINEAR,
+            up = cv2.resize(
+                np.ascontiguousarray(means[i, k]), (w, h), interpolation=cv2.INTER_LINEAR
             )
-            up *= guide_planes[i]
-            out += up
-
-    native.parallel(component, [(k,) for k in range(projected.shape[0])])
-    return to_unit_embedding(projected.reshape(-1, h * w).T, basis, (h, w)), basis
+            out += up * planes[i]
+    return projected
 
 
 def _shrink_planes(planes: np.ndarray, size: tuple[int, int], threads: int | None) -> np.ndarray:

@@ -176,6 +176,46 @@ def shrink(planes: np.ndarray, s: int, threads: int | None = None) -> np.ndarray
     return out
 
 
+def linear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear resampling along one axis with half-pixel centres and clamped edges (ONNX
+    Resize ``linear``/``half_pixel``; OpenCV's INTER_LINEAR when enlarging): source indices
+    i0, i1 (int64) and the weight of i1 (float32) for each output position."""
+    scale = out_size / in_size
+    x = (np.arange(out_size, dtype=np.float64) + 0.5) / scale - 0.5
+    x = np.clip(x, 0.0, in_size - 1)
+    i0 = np.floor(x).astype(np.int64)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, (x - i0).astype(np.float32)
+
+
+def int32_taps(taps: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """``linear_taps`` in the kernels' types: contiguous int32, int32, float32."""
+    i0, i1, weight = taps
+    return (
+        np.ascontiguousarray(i0, dtype=np.int32),
+        np.ascontiguousarray(i1, dtype=np.int32),
+        np.ascontiguousarray(weight, dtype=np.float32),
+    )
+
+
+def apply_upsampled(means: np.ndarray, guide: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Σᵢ up(mean aᵢ)·Iᵢ + up(mean b) for 4×K×h×w coefficient means (a₀, a₁, a₂, b) and an
+    H×W×3 float32 guide, upsampling bilinearly (half-pixel centres, clamped edges): K×H×W."""
+    if _ext is None:
+        raise RuntimeError("the compiled kernel is not available")
+    means = np.ascontiguousarray(means, dtype=np.float32)
+    guide = np.ascontiguousarray(guide, dtype=np.float32)
+    _, k, h, w = means.shape
+    big_h, big_w = guide.shape[:2]
+    ys = int32_taps(linear_taps(big_h, h))
+    xs = int32_taps(linear_taps(big_w, w))
+    out = np.empty((k, big_h, big_w), np.float32)
+    _split(big_h, threads or default_threads(),
+           lambda y0, y1: _ext.apply_upsampled(means, guide, out, *ys, *xs, k, h, w, big_h, big_w,
+                                               0, k, y0, y1))  # fmt: skip
+    return out
+
+
 def project(
     features: np.ndarray, components: np.ndarray, shift: np.ndarray, threads: int | None = None
 ) -> np.ndarray:
