@@ -199,7 +199,12 @@ class Extractor:
         if limit is None or mp <= limit:
             return image, 1.0
         name = f"{source}: " if source else ""
-        why = "" if limit == self.max_megapixels else " (untiled: see --tile-megapixels)"
+        why = (
+            ""
+            if limit == self.max_megapixels
+            else " without tiling (tiling needs exact mode, the ONNX Runtime CPU backend and the"
+            " compiled kernel, and is off with --no-tiling)"
+        )
         if self.large == "refuse":
             raise ImageError(
                 f"{name}image is {w}×{h} ({mp:.1f} MP), above the {limit:g} MP limit{why} "

@@ -134,6 +134,12 @@ def test_untiled_configurations_get_the_lower_limit(onnx_path, caplog):
     with Extractor(onnx_path, preprocess="fast", max_megapixels=64) as ex:
         assert not ex.can_tile()
         assert ex._limit() == 2.0
+    big = np.zeros((1500, 1500, 3), np.uint8)  # 2.25 MP
+    with (
+        Extractor(onnx_path, preprocess="fast", large="refuse") as ex,
+        pytest.raises(ImageError, match=r"2 MP limit without tiling .*--no-tiling"),
+    ):
+        ex.extract(big)
     with Extractor(onnx_path, max_megapixels=64) as ex:
         assert (
             ex.can_tile() == __import__("sss_rt.postprocess.native").postprocess.native.available()
