@@ -135,28 +135,47 @@ static int supported_base(void) { return 1; }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_X86_VARIANTS 1
+/* each variant's functions are compiled for its instruction set (GCC: target pragmas; clang,
+ * which ignores those: a target attribute applied to every function in the region) */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#endif
 #define LANES 4
 #define V(name) CAT(name, avx2)
 #include "cpu_guided_filter_impl.h"
 #undef V
 #undef LANES
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 static int supported_avx2(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))), \
+                             apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+#endif
 #define LANES 8
 #define V(name) CAT(name, avx512)
 #include "cpu_guided_filter_impl.h"
 #undef V
 #undef LANES
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 static int supported_avx512(void)
 {
     __builtin_cpu_init();
