@@ -259,10 +259,11 @@ def _fast(
         radius=radius_low, eps=config.eps, engine=config.engine, threads=config.threads
     )
 
-    feats_low = _shrink_planes(features, low, config.threads)
+    compiled = use_native(low_cfg)
+    feats_low = _shrink_planes(features, low, config.threads, compiled)
     # area averaging is linear: projecting the subsampled features equals subsampling the
     # projected ones, at 1/s² of the cost
-    if use_native(low_cfg):
+    if compiled:
         planar = native.PlanarGuide.compute(guide_low, radius_low, config.eps, config.threads)
         with native.RowFilter(planar, config.threads) as rf:
             acc = MomentAccumulator(rough_mean(feats_low))
@@ -270,6 +271,7 @@ def _fast(
             basis = acc.basis(config.n_components)
             proj_low = project_raw(feats_low, basis, basis.mean, config.threads)
             means = rf.filter(proj_low, coefficients=True)  # 4×k×h×w
+        projected = native.apply_upsampled(means, guide, config.threads)
     else:
         stats = guide_stats(guide_low, radius_low, config.eps)
         basis = fit_basis(
@@ -281,9 +283,6 @@ def _fast(
         means = np.moveaxis(
             np.stack(coefficient_means(stats, np.ascontiguousarray(proj_low))), -1, 1
         )
-    if use_native(low_cfg):
-        projected = native.apply_upsampled(means, guide, config.threads)
-    else:
         projected = _apply_upsampled(means, guide)
     return to_unit_embedding(projected.reshape(-1, h * w).T, basis, (h, w)), basis
 
@@ -306,11 +305,13 @@ def _apply_upsampled(means: np.ndarray, guide: np.ndarray) -> np.ndarray:
     return projected
 
 
-def _shrink_planes(planes: np.ndarray, size: tuple[int, int], threads: int | None) -> np.ndarray:
+def _shrink_planes(
+    planes: np.ndarray, size: tuple[int, int], threads: int | None, compiled: bool
+) -> np.ndarray:
     """Area-average C×H×W planes to ``size`` (cv2 order), planes spread over threads."""
     _c, h, w = planes.shape
     s = h // size[1]
-    if native.available() and size == (w // s, h // s) and h % s == 0 and w % s == 0:
+    if compiled and size == (w // s, h // s) and h % s == 0 and w % s == 0:
         return native.shrink(planes, s, threads)  # whole blocks: the compiled box mean
     out = np.empty((planes.shape[0], size[1], size[0]), np.float32)
 
@@ -318,7 +319,7 @@ def _shrink_planes(planes: np.ndarray, size: tuple[int, int], threads: int | Non
         for i in range(a, b):
             cv2.resize(planes[i], size, dst=out[i], interpolation=cv2.INTER_AREA)
 
-    native._split(planes.shape[0], threads or native.default_threads(), part)
+    native.split(planes.shape[0], threads or native.default_threads(), part)
     return out
 
 

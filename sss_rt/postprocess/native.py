@@ -84,7 +84,7 @@ class PlanarGuide:
         mean = np.empty((3, h, w), np.float64)
         inv = np.empty((6, h, w), np.float64)
         inv_count = np.empty((h, w), np.float64)
-        _split(h, min(threads or default_threads(), max(1, h // (4 * radius + 8))),
+        split(h, min(threads or default_threads(), max(1, h // (4 * radius + 8))),
                lambda y0, y1: _ext.guide_stats(planes, mean, inv, inv_count, h, w, radius,
                                                float(eps), y0, y1))  # fmt: skip
         return cls(planes, mean, inv, inv_count, radius)
@@ -95,20 +95,17 @@ class PlanarGuide:
 
 
 _pool: ThreadPoolExecutor | None = None
-_pool_workers = 0
 _pool_lock = threading.Lock()
 
 
-def _workers(n: int) -> ThreadPoolExecutor:
-    """The process-wide pool, grown to at least ``n`` workers (starting threads per call
-    costs ~1.5 ms each, several times per image)."""
-    global _pool, _pool_workers
+def _workers() -> ThreadPoolExecutor:
+    """The process-wide pool (starting threads per call costs ~1.5 ms each, several times per
+    image). It starts threads only as concurrent jobs need them, up to its generous bound."""
+    global _pool
     with _pool_lock:
-        if _pool is None or _pool_workers < n:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool_workers = max(n, default_threads() - 1)
-            _pool = ThreadPoolExecutor(_pool_workers, thread_name_prefix="sss-rt")
+        if _pool is None:
+            bound = max(32, 4 * default_threads())
+            _pool = ThreadPoolExecutor(bound, thread_name_prefix="sss-rt")
         return _pool
 
 
@@ -117,8 +114,7 @@ def parallel(run: Callable[..., object], jobs: Sequence[tuple]) -> None:
     shared pool (the kernels release the GIL). Exceptions propagate."""
     if not jobs:
         return
-    pool = _workers(len(jobs) - 1) if len(jobs) > 1 else None
-    futures = [pool.submit(run, *job) for job in jobs[1:]] if pool else []
+    futures = [_workers().submit(run, *job) for job in jobs[1:]]
     try:
         run(*jobs[0])
     finally:
@@ -126,7 +122,7 @@ def parallel(run: Callable[..., object], jobs: Sequence[tuple]) -> None:
             f.result()
 
 
-def _split(n: int, threads: int, run: Callable[[int, int], object]) -> None:
+def split(n: int, threads: int, run: Callable[[int, int], object]) -> None:
     """``run(a, b)`` over ``threads`` contiguous parts of ``range(n)``."""
     threads = max(1, min(threads, n))
     bounds = [int(b) for b in np.linspace(0, n, threads + 1)]
@@ -171,7 +167,7 @@ def shrink(planes: np.ndarray, s: int, threads: int | None = None) -> np.ndarray
         raise ValueError(f"{h}×{w} is not a multiple of {s}")
     src = np.ascontiguousarray(planes, dtype=np.float32)
     out = np.empty((c, h // s, w // s), np.float32)
-    _split(c, threads or default_threads(),
+    split(c, threads or default_threads(),
            lambda c0, c1: _ext.shrink_planes(src, out, c, h, w, s, c0, c1))  # fmt: skip
     return out
 
@@ -210,7 +206,7 @@ def apply_upsampled(means: np.ndarray, guide: np.ndarray, threads: int | None = 
     ys = int32_taps(linear_taps(big_h, h))
     xs = int32_taps(linear_taps(big_w, w))
     out = np.empty((k, big_h, big_w), np.float32)
-    _split(big_h, threads or default_threads(),
+    split(big_h, threads or default_threads(),
            lambda y0, y1: _ext.apply_upsampled(means, guide, out, *ys, *xs, k, h, w, big_h, big_w,
                                                0, k, y0, y1))  # fmt: skip
     return out
@@ -231,7 +227,7 @@ def project(
         raise ValueError(f"components must be k×{c} and shift ({c},)")
     k, n = comp.shape[0], h * w
     out = np.empty((k, h, w), np.float32)
-    _split(n, min(threads or default_threads(), n // 4096 or 1),
+    split(n, min(threads or default_threads(), n // 4096 or 1),
            lambda x0, x1: _ext.project_rows(src, comp, shift, out, c, k, n, x0, x1))  # fmt: skip
     return out
 
@@ -262,7 +258,7 @@ def hidden_rows(
     elif out.shape != (c, n, w) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32 {c}×{n}×{w} array")
     args = [(*tuple(up), up[0].shape[1], up[0].shape[2]) for up in ups]
-    _split(c, threads or default_threads(),
+    split(c, threads or default_threads(),
            lambda c0, c1: _ext.hidden_rows(t_in, fuse_input, bias, out, *args, cin, w, h, y0, n,
                                            c0, c1))  # fmt: skip
     return out
