@@ -327,10 +327,11 @@ static int V(filter_range)(const Guide *g, const float *src, float *out, int y0,
 }
 
 /* Σd and the lower triangle of Σddᵀ over pixels [x0, x1), d = src[:, x] − shift, in float64.
- * Each chunk of KC pixels is packed pixel-major (one row of Cp channels per pixel, padded with
- * zeros), then register tiles of GRAM_MR channels (GRAM_MV vectors) × GRAM_NR channels
- * accumulate outer products, so each loaded value feeds several FMAs. gram is [C][C]: entry
- * [j][i] for i ≤ j (and within diagonal tiles) is added to; the rest is left alone. Returns -1 when the
+ * Each chunk of KC pixels is packed in panels of LANES channels (panel-major, then pixel, then
+ * channel: each panel is one contiguous stream; channels padded with zeros), then register tiles
+ * of GRAM_MR channels (GRAM_MV vectors) × GRAM_NR channels accumulate outer products, so each
+ * loaded value feeds several FMAs. gram is [C][C]: entry [j][i] for i ≤ j (and within diagonal
+ * tiles) is added to; the rest is left alone. Returns -1 when the
  * scratch buffers cannot be allocated, 0 otherwise. */
 #if LANES == 8
 #define GRAM_MV 2 /* vectors (of LANES channels) per tile; 4×4 measured no faster */
@@ -343,7 +344,7 @@ static int V(filter_range)(const Guide *g, const float *src, float *out, int y0,
 static int V(moments_range)(const float *src, size_t stride, int C, const double *shift,
                             size_t x0, size_t x1, double *gram, double *sum)
 {
-    enum { KC = 256 };
+    enum { KC = 512 };
     const int Cp = (C + GRAM_MR - 1) / GRAM_MR * GRAM_MR;
     double *pack = alloc_aligned(sizeof(double) * KC * (size_t)Cp);
     double *acc_g = alloc_aligned(sizeof(double) * (size_t)Cp * Cp);
@@ -370,14 +371,14 @@ static int V(moments_range)(const float *src, size_t stride, int C, const double
                 V(transpose)(blk);
                 for (int j = 0; j < LANES; ++j) {
                     const VD d = __builtin_convertvector(blk[j], VD) - sh;
-                    *(VD *)(pack + (size_t)(p + j) * Cp + c) = d;
+                    *(VD *)(pack + (size_t)c * KC + (size_t)(p + j) * LANES) = d;
                     acc += d;
                 }
             }
             for (; p < kc; ++p)
                 for (int k = 0; k < lanes; ++k) {
                     const double d = (double)src[(size_t)(c + k) * stride + p0 + p] - sh[k];
-                    pack[(size_t)p * Cp + c + k] = d;
+                    pack[(size_t)c * KC + (size_t)p * LANES + k] = d;
                     acc[k] += d;
                 }
             for (int k = 0; k < lanes; ++k)
@@ -389,15 +390,18 @@ static int V(moments_range)(const float *src, size_t stride, int C, const double
                 for (int m = 0; m < GRAM_MV; ++m)
                     for (int j = 0; j < GRAM_NR; ++j)
                         a[m][j] = (VD){0};
+                const double *bp[GRAM_NR];
+                for (int j = 0; j < GRAM_NR; ++j)
+                    bp[j] = pack + (size_t)((jb + j) / LANES) * LANES * KC + (jb + j) % LANES;
+                const double *ap = pack + (size_t)ib * KC;
 #pragma GCC unroll 4
                 for (int p = 0; p < kc; ++p) {
-                    const double *row = pack + (size_t)p * Cp;
                     VD u[GRAM_MV];
                     for (int m = 0; m < GRAM_MV; ++m)
-                        u[m] = *(const VD *)(row + ib + m * LANES);
+                        u[m] = *(const VD *)(ap + (size_t)m * LANES * KC + (size_t)p * LANES);
                     for (int j = 0; j < GRAM_NR; ++j)
                         for (int m = 0; m < GRAM_MV; ++m)
-                            a[m][j] += u[m] * row[jb + j];
+                            a[m][j] += u[m] * bp[j][(size_t)p * LANES];
                 }
                 for (int j = 0; j < GRAM_NR; ++j) {
                     VD *g = (VD *)(acc_g + (size_t)(jb + j) * Cp + ib);
