@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 
 from sss_rt.bench import STAGES
@@ -61,6 +62,33 @@ def _plots(res: dict, out: Path, suffix: str) -> list[str]:
         plt.close(fig)
         names.append(f"scaling{suffix}.png")
     return names
+
+
+def _rounds(rounds: list[dict]) -> list[str]:
+    """The alternating rounds of peer, exact and fast: per-round ratios and their medians."""
+    ok = [r for r in rounds if not any("error" in r[k] for k in ("peer", "exact", "fast"))]
+    if not ok:
+        return []
+    lines = [
+        "",
+        f"The same comparison in {len(ok)} further round(s), peer and both modes alternating "
+        "(3 runs each), because this machine's speed drifts within minutes:",
+        "",
+        "| round | peer | exact | peer / exact | fast | peer / fast |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    exact, fast = [], []
+    for i, r in enumerate(ok, 1):
+        p, e, f = r["peer"]["median_s"], r["exact"]["median_s"], r["fast"]["median_s"]
+        exact.append(p / e)
+        fast.append(p / f)
+        lines.append(f"| {i} | {_ms(p)} | {_ms(e)} | {p / e:.2f}× | {_ms(f)} | {p / f:.1f}× |")
+    lines += [
+        "",
+        f"**Median over the rounds: exact {statistics.median(exact):.2f}×, fast "
+        f"{statistics.median(fast):.1f}×** (targets: 8× and 40×).",
+    ]
+    return lines
 
 
 def write_report(res: dict, out: Path, md_path: Path) -> None:
@@ -196,6 +224,7 @@ def write_report(res: dict, out: Path, md_path: Path) -> None:
             f"**Ratio peer / sss-rt exact: {peer['median_s'] / ours['median_s']:.2f}×** "
             "(> 1 means sss-rt is faster).",
         ]
+        lines += _rounds(pp.get("rounds", []))
     fe = res.get("fast_error")
     if fe and "error" not in fe:
         lines += [

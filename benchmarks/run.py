@@ -156,6 +156,18 @@ def main() -> None:
         ),
         "peer_ximgproc_numpy": peer_postprocess(args.peer_python, ph, pw, 128, runs),
     }  # fmt: skip
+    # this machine's speed drifts within minutes: the peer and both modes again, alternating,
+    # so that the ratios also come as medians over rounds measured side by side
+    res["postprocess"]["rounds"] = [
+        {
+            "peer": peer_postprocess(args.peer_python, ph, pw, 128, 3),
+            "exact": run_isolated("postprocess", height=ph, width=pw, channels=128, runs=3),
+            "fast": run_isolated(
+                "postprocess", height=ph, width=pw, channels=128, runs=3, mode="fast"
+            ),
+        }
+        for _ in range(1 if quick else 3)
+    ]
     progress("fast mode error", t_start)
     res["fast_error"] = run_isolated("fast_error", model=model, height=ph, width=pw)
 
