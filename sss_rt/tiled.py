@@ -32,8 +32,6 @@ from sss_rt.postprocess.cpu import (
     rough_mean,
     to_unit_embedding,
 )
-from sss_rt.postprocess.native import int32_taps as _int32_taps
-from sss_rt.postprocess.native import linear_taps as _linear_taps
 from sss_rt.postprocess.pca import PCABasis
 
 T_IN = "/fuse_input/Conv"  # its input: the input tap after conv + ReLU
@@ -162,10 +160,10 @@ class Trunk:
         self.t_p1, self.deep = t_p1, deep
         self.threads = threads
         _, self.height, self.width = t_in.shape
-        self._y_p1 = _linear_taps(self.height, t_p1.shape[1])
-        self._y_deep = _linear_taps(self.height, deep.shape[1])
-        self._x_p1 = _int32_taps(_linear_taps(self.width, t_p1.shape[2]))
-        self._x_deep = _int32_taps(_linear_taps(self.width, deep.shape[2]))
+        self._y_p1 = native.linear_taps(self.height, t_p1.shape[1])
+        self._y_deep = native.linear_taps(self.height, deep.shape[1])
+        self._x_p1 = native.int32_taps(native.linear_taps(self.width, t_p1.shape[2]))
+        self._x_deep = native.int32_taps(native.linear_taps(self.width, deep.shape[2]))
 
     def _block(self, low: np.ndarray, ys, xs, y0: int, y1: int, project=None) -> tuple:
         """The low-resolution rows that output rows ``y0:y1`` need, with their taps."""
@@ -176,7 +174,7 @@ class Trunk:
             c, bh, bw = block.shape
             block = (project @ block.reshape(c, bh * bw)).reshape(-1, bh, bw)
         block = np.ascontiguousarray(block, dtype=np.float32)
-        return (block, *_int32_taps((i0 - lo, i1 - lo, wy)), *xs)
+        return (block, *native.int32_taps((i0 - lo, i1 - lo, wy)), *xs)
 
     def rows(
         self,

@@ -12,7 +12,7 @@ from sss_rt.errors import ModelError
 from sss_rt.postprocess import native
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.cpu import postprocess
-from sss_rt.tiled import TiledNetwork, _linear_taps, postprocess_streaming, split_model
+from sss_rt.tiled import TiledNetwork, postprocess_streaming, split_model
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="tiling needs the compiled kernel")
 
@@ -49,7 +49,7 @@ def test_streaming_matches_whole_image(onnx_path, scene, keep):
 
 
 def test_linear_taps_follow_onnx_half_pixel_rule():
-    i0, i1, w1 = _linear_taps(8, 2)  # ×4: x_src = (x + 0.5) / 4 − 0.5, clamped to [0, 1]
+    i0, i1, w1 = native.linear_taps(8, 2)  # ×4: x_src = (x + 0.5) / 4 − 0.5, clamped to [0, 1]
     src = np.clip((np.arange(8) + 0.5) / 4 - 0.5, 0, 1)
     np.testing.assert_allclose(i0 + w1, src, atol=1e-7)
     assert i0.min() == 0 and i1.max() == 1
@@ -84,7 +84,6 @@ def test_band_guide_equals_crop_of_whole_image_statistics(scene, b0, b1):
 @pytest.mark.parametrize("size,low1,low2", [((37, 53), (10, 14), (5, 7)), ((8, 8), (2, 2), (1, 1))])
 def test_compiled_head_rows_match_float64_reference(rng, size, low1, low2):
     """ReLU(fuse_input·t_in + up(P1) + up(D) + bias) with ONNX Resize's bilinear taps."""
-    from sss_rt.tiled import _int32_taps, _linear_taps
 
     (h, w), c, cin = size, 6, 4
     t_in = rng.normal(size=(cin, h, w)).astype(np.float32)
@@ -93,8 +92,8 @@ def test_compiled_head_rows_match_float64_reference(rng, size, low1, low2):
     lows = [rng.normal(size=(c, *low)).astype(np.float32) for low in (low1, low2)]
 
     def upsample(low):  # separable: rows then columns, float64
-        y0, y1, wy = _linear_taps(h, low.shape[1])
-        x0, x1, wx = _linear_taps(w, low.shape[2])
+        y0, y1, wy = native.linear_taps(h, low.shape[1])
+        x0, x1, wx = native.linear_taps(w, low.shape[2])
         rows = low[:, y0] * (1 - wy[:, None]) + low[:, y1] * wy[:, None]
         return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
 
@@ -103,12 +102,12 @@ def test_compiled_head_rows_match_float64_reference(rng, size, low1, low2):
     y0, n = 3, h - 5
     ups = []
     for low in lows:
-        yi0, yi1, wy = _linear_taps(h, low.shape[1])
+        yi0, yi1, wy = native.linear_taps(h, low.shape[1])
         lo = int(yi0[y0 : y0 + n].min())
         hi = int(yi1[y0 : y0 + n].max()) + 1
-        taps = _int32_taps((yi0[y0 : y0 + n] - lo, yi1[y0 : y0 + n] - lo, wy[y0 : y0 + n]))
+        taps = native.int32_taps((yi0[y0 : y0 + n] - lo, yi1[y0 : y0 + n] - lo, wy[y0 : y0 + n]))
         block = np.ascontiguousarray(low[:, lo:hi])
-        ups.append((block, *taps, *_int32_taps(_linear_taps(w, low.shape[2]))))
+        ups.append((block, *taps, *native.int32_taps(native.linear_taps(w, low.shape[2]))))
     got = native.hidden_rows(t_in, fin, bias, tuple(ups), y0, n, threads=2)
     np.testing.assert_allclose(got, ref[:, y0 : y0 + n], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="out of its block"):
