@@ -7,6 +7,7 @@
   The res3/res4/res5 taps share one resolution (output stride 8), so their projections are summed
   at low resolution and upsampled once. The fuse bias is added once, at full resolution.
 * Dropout disappears (evaluation).
+* The training form's fixed ``feature_scale`` is folded into the last conv's weights and bias.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class InferenceNet(nn.Module):
         self.fuse_deep = _conv1x1(torch.cat(parts[2:], dim=1))
         self.fuse_bias = nn.Parameter(net.fuse.bias.detach().clone().view(1, -1, 1, 1))
         self.head = net.head
+        if net.feature_scale != 1.0:
+            with torch.no_grad():
+                self.head.weight.mul_(net.feature_scale)
+                self.head.bias.mul_(net.feature_scale)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = self.normalize(image)

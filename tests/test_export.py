@@ -30,6 +30,21 @@ def test_inference_form_equals_training_form(backbone):
     assert rel_err(a, b) <= 1e-5
 
 
+def test_feature_scale_multiplies_output_and_is_folded_into_inference_form():
+    net = make_net("resnet18", seed=7)
+    scaled = make_net("resnet18", seed=7)
+    scaled.feature_scale = 16.0
+    x = torch.randint(0, 256, (1, 37, 45, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        base, out = net(x).numpy(), scaled(x).numpy()
+        folded = InferenceNet(scaled).eval()(x).numpy()
+    assert rel_err(16.0 * base, out) <= 1e-6
+    assert rel_err(out, folded) <= 1e-5
+    assert scaled.feature_scale == 16.0  # folding works on a copy
+    with pytest.raises(ValueError, match="feature_scale"):
+        type(net)("resnet18", feature_scale=0.0)
+
+
 def test_onnx_model_is_valid_and_self_describing(onnx_path):
     model = onnx.load(str(onnx_path))
     onnx.checker.check_model(model)

@@ -87,6 +87,42 @@ def test_dropout_active_only_in_training():
     assert not torch.equal(a, b)
 
 
+@pytest.mark.parametrize("size", [(37, 53), (64, 64), (9, 200)])
+@pytest.mark.parametrize("hypercolumn_dropout", [False, True])
+def test_forward_at_equals_forward_at_those_pixels(size, hypercolumn_dropout):
+    """Values and gradients of the sampled-pixel head match the full-resolution form."""
+    net = make_net("resnet18", seed=3)
+    if hypercolumn_dropout:
+        # training mode takes the unprojected path (dropout before the fuse conv); a tiny p
+        # keeps it active but (with this seed) drops nothing, and BatchNorm stays in eval
+        net.train()
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+        net.drop1.p = net.drop2.p = 1e-12
+    x = torch.randint(
+        0, 256, (1, *size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    gen = torch.Generator().manual_seed(2)
+    pixels = torch.randint(0, size[0] * size[1], (300,), generator=gen).unique()
+    pixels = torch.cat((pixels, torch.tensor([0, size[0] * size[1] - 1])))  # both corners
+    weights = torch.randn(pixels.numel(), 128, generator=gen)
+
+    full = net(x)[0].flatten(1).T[pixels]
+    (full * weights).sum().backward()
+    want = {k: p.grad.clone() for k, p in net.named_parameters()}
+    net.zero_grad()
+    at = net.forward_at(x, pixels)
+    (at * weights).sum().backward()
+
+    scale = full.abs().max()
+    assert (at - full).abs().max() <= 1e-5 * scale
+    for name in ("fuse.weight", "head.weight", "taps.1.weight", "taps.4.weight", "conv1.weight"):
+        key = name if not name.startswith("conv1") else "backbone." + name
+        g, w = dict(net.named_parameters())[key].grad, want[key]
+        assert (g - w).abs().max() <= 1e-4 * w.abs().max(), name
+
+
 def test_load_deeplabv3_style_state_dict(tmp_path):
     source = make_net("resnet50", seed=3)
     state = {f"backbone.{k}": v for k, v in source.backbone.state_dict().items()}

@@ -272,3 +272,23 @@ def test_checkpoint_loads_weights_only_and_exports(tmp_path):
     info = export_checkpoint(tmp_path / "latest.pt", tmp_path / "m.onnx")
     assert read_model_info(tmp_path / "m.onnx").training["iterations"] == 2
     assert info.backbone == "resnet18"
+
+
+def test_feature_scale_survives_checkpoint_and_export(tmp_path):
+    pytest.importorskip("skimage")
+    ort = pytest.importorskip("onnxruntime")
+    from sss_rt.export.onnx_export import export_checkpoint
+    from sss_rt.training.checkpoint import load_network
+    from sss_rt.training.trainer import Trainer
+
+    trainer = Trainer(tiny_config(iterations=2, feature_scale=8.0), tmp_path)
+    trainer.run()
+    net, meta = load_network(tmp_path / "latest.pt")
+    assert net.feature_scale == 8.0 and meta["feature_scale"] == 8.0
+    export_checkpoint(tmp_path / "latest.pt", tmp_path / "m.onnx")
+    x = np.random.default_rng(0).integers(0, 256, (1, 40, 48, 3), dtype=np.uint8)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

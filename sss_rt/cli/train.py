@@ -33,6 +33,11 @@ from sss_rt.errors import BackendUnavailableError
 @click.option("--crop", type=click.IntRange(min=16))
 @click.option("--pixels", "n_pixels", type=click.IntRange(min=2), help="P_pix (default 1000)")
 @click.option("--samplings", type=click.IntRange(min=1), help="samplings per image (10)")
+@click.option(
+    "--feature-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Fixed factor on the output features (1 in the seed; see docs/MODEL_CARD.md).",
+)
 @click.option("--init", type=click.Path(exists=True), help="Backbone state-dict file.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]))
 @click.option("--seed", type=int)

@@ -54,7 +54,9 @@ def load_network(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
 
     state = load_checkpoint(path)
     try:
-        net = HypercolumnNet(state["backbone"])
+        net = HypercolumnNet(
+            state["backbone"], feature_scale=float(state.get("feature_scale", 1.0))
+        )
         net.load_state_dict(state["model"])
     except (KeyError, RuntimeError, ValueError) as exc:
         raise ModelError(f"checkpoint {path} does not match the network ({exc})") from None

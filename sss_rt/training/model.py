@@ -165,10 +165,21 @@ class Normalize(nn.Module):
 
 
 class HypercolumnNet(nn.Module):
-    """The training form of the feature network: NHWC uint8 RGB in, N×128×H×W features out."""
+    """The training form of the feature network: NHWC uint8 RGB in, N×128×H×W features out.
 
-    def __init__(self, backbone: str = "resnet101", dropout: float = 0.5):
+    ``feature_scale`` is a fixed factor on the 128-d output (1 in the seed). In eq. 1 it acts as
+    a smaller normalizer d/scale: a network trained from scratch reaches distances where the loss
+    saturates (and separates pairs one by one) without growing its weights against the weight
+    decay. The inference form folds it into the last conv.
+    """
+
+    def __init__(
+        self, backbone: str = "resnet101", dropout: float = 0.5, feature_scale: float = 1.0
+    ):
         super().__init__()
+        if not feature_scale > 0:
+            raise ValueError(f"feature_scale must be positive, got {feature_scale}")
+        self.feature_scale = float(feature_scale)
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
         self.backbone_name = backbone
@@ -201,4 +212,79 @@ class HypercolumnNet(nn.Module):
         ]
         h = torch.cat(columns, dim=1)
         h = F.relu(self.fuse(self.drop1(h)))
-        return self.head(self.drop2(h))
+        out = self.head(self.drop2(h))
+        return out * self.feature_scale if self.feature_scale != 1.0 else out
+
+    def forward_at(self, image: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """The features of :meth:`forward` at flat pixel indices only: ``(len(pixels), 128)``.
+
+        ``image`` holds one NHWC image. The taps are interpolated at the pixels with the rule of
+        ``F.interpolate(..., mode="bilinear", align_corners=False)`` and the per-pixel layers run
+        on those pixels alone, so a training step that reads the loss at a few thousand pixels
+        does not pay for the full-resolution head. Dropout masks are drawn per given pixel,
+        which is the training form's distribution at those pixels.
+        """
+        if image.shape[0] != 1:
+            raise ValueError("forward_at takes one image")
+        x = self.normalize(image)
+        H, W = x.shape[-2:]
+        sources = (x, *self.backbone.forward_taps(x))
+        taps = [F.relu(tap(src))[0] for tap, src in zip(self.taps, sources, strict=True)]
+        fuse_w = self.fuse.weight.flatten(1)
+        if self.training and self.drop1.p > 0:
+            h = torch.cat([_sample(t, pixels, H, W) for t in taps], dim=1)
+            h = F.linear(self.drop1(h), fuse_w, self.fuse.bias)
+        else:
+            # without dropout before it, the fuse conv (1×1, linear) commutes with the bilinear
+            # interpolation: taps are projected to 512 channels at their own resolution, and
+            # those sharing a resolution are summed before they are sampled
+            # (a full-resolution tap is sampled first: it has fewer channels than 512)
+            by_size: dict[tuple[int, int], torch.Tensor] = {}
+            h = self.fuse.bias
+            start = 0
+            for t in taps:
+                part = fuse_w[:, start : start + t.shape[0]]
+                start += t.shape[0]
+                if tuple(t.shape[1:]) == (H, W):
+                    h = h + _sample(t, pixels, H, W) @ part.T
+                    continue
+                projected = torch.mm(part, t.flatten(1)).view(-1, *t.shape[1:])
+                key = tuple(t.shape[1:])
+                by_size[key] = by_size[key] + projected if key in by_size else projected
+            for t in by_size.values():
+                h = h + _sample(t, pixels, H, W)
+        out = F.linear(self.drop2(F.relu(h)), self.head.weight.flatten(1), self.head.bias)
+        return out * self.feature_scale if self.feature_scale != 1.0 else out
+
+
+def _sample(t: torch.Tensor, pixels: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Rows ``(len(pixels), C)`` of C×h×w ``t`` resized to H×W (bilinear, half-pixel centres,
+    edges clamped: ``F.interpolate``'s rule) at flat H×W pixel indices."""
+    h, w = t.shape[1:]
+    rows = t.flatten(1).T
+    if (h, w) == (H, W):
+        return rows[pixels]
+    ys = torch.div(pixels, W, rounding_mode="floor")
+    xs = pixels - ys * W
+
+    def taps(dst: torch.Tensor, n_in: int, n_out: int):
+        src = ((dst.to(torch.float32) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+        lo = src.floor().to(torch.int64).clamp(max=n_in - 1)
+        hi = (lo + 1).clamp(max=n_in - 1)
+        return lo, hi, (src - lo).to(t.dtype).unsqueeze(1)
+
+    y0, y1, ly = taps(ys, h, H)
+    x0, x1, lx = taps(xs, w, W)
+    # an n × (h·w) interpolation matrix with four entries per row: its product (and the
+    # product's gradient) is much cheaper than four gathers and their scatter-adds
+    cols = torch.stack((y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1), dim=1)
+    lx, ly = lx[:, 0], ly[:, 0]
+    vals = torch.stack(((1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx), dim=1)
+    row_ids = torch.arange(pixels.numel(), device=t.device).repeat_interleave(4)
+    matrix = torch.sparse_coo_tensor(
+        torch.stack((row_ids, cols.reshape(-1))),
+        vals.reshape(-1),
+        (pixels.numel(), h * w),
+        check_invariants=False,
+    )
+    return torch.sparse.mm(matrix, rows)

@@ -36,6 +36,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     poly_power: float = 0.9
     dropout: float = 0.5
+    feature_scale: float = 1.0  # fixed factor on the output (not in the seed; see HypercolumnNet)
     n_instances: int = 3
     n_pixels: int = 1000
     samplings: int = 10
@@ -109,7 +110,9 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.dataset = dataset or make_dataset(cfg.data, cfg.seed, cfg.synthetic_size)
         torch.manual_seed(cfg.seed)
-        self.net = HypercolumnNet(cfg.backbone, dropout=cfg.dropout).to(cfg.device)
+        self.net = HypercolumnNet(
+            cfg.backbone, dropout=cfg.dropout, feature_scale=cfg.feature_scale
+        ).to(cfg.device)
         self.init_report = None
         if cfg.init:
             from sss_rt.training.init import load_backbone
@@ -144,6 +147,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "backbone": self.cfg.backbone,
+            "feature_scale": self.cfg.feature_scale,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
@@ -157,6 +161,7 @@ class Trainer:
                 "iterations": self.iteration,
                 "data": self.cfg.data,
                 "seed": self.cfg.seed,
+                "feature_scale": self.cfg.feature_scale,
                 "wall_time_s": round(self.wall_time, 1),
             },
         }
@@ -204,12 +209,16 @@ class Trainer:
                     m.eval()
         self._set_lr()
         x = torch.from_numpy(image[None]).to(cfg.device)
-        feats = self.net(x)[0].flatten(1).T  # (H·W, 128)
+        # the network's features at the sampled pixels only (the loss reads nothing else)
+        pixels, where = np.unique(np.concatenate([idx for idx, _ in samples]), return_inverse=True)
+        feats = self.net.forward_at(x, torch.from_numpy(pixels).to(cfg.device))
+        offsets = np.cumsum([0] + [idx.size for idx, _ in samples])
         total = 0.0
         loss = feats.new_zeros(())
-        for idx, labels in samples:
+        for (_, labels), a, b in zip(samples, offsets[:-1], offsets[1:], strict=True):
             one = npair_l2_loss(
-                feats[torch.from_numpy(idx).to(cfg.device)], torch.from_numpy(labels).to(cfg.device)
+                feats[torch.from_numpy(where[a:b]).to(cfg.device)],
+                torch.from_numpy(labels).to(cfg.device),
             )
             loss = loss + one
             total += float(one.detach())
