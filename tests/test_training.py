@@ -240,12 +240,14 @@ def test_short_training_reduces_loss(tmp_path):
     assert (tmp_path / "latest.pt").is_file()
 
 
-def test_resume_gives_identical_weights(tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_gives_identical_weights(tmp_path, optimizer):
     pytest.importorskip("skimage")
     from sss_rt.training.trainer import Trainer
 
-    cfg = tiny_config(iterations=8)
+    cfg = tiny_config(iterations=8, optimizer=optimizer)
     straight = Trainer(cfg, tmp_path / "a")
+    assert type(straight.optimizer).__name__.lower() == optimizer
     straight.run()
     interrupted = Trainer(cfg, tmp_path / "b")
     interrupted.run(iterations=4)  # "killed" after the checkpoint at 4
@@ -256,6 +258,13 @@ def test_resume_gives_identical_weights(tmp_path):
         straight.net.state_dict().items(), resumed.net.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), k
+
+
+def test_unknown_optimizer_is_refused(tmp_path):
+    from sss_rt.training.trainer import Trainer
+
+    with pytest.raises(ValueError, match="optimizer"):
+        Trainer(tiny_config(optimizer="lbfgs"), tmp_path, dataset=[None])
 
 
 def test_checkpoint_loads_weights_only_and_exports(tmp_path):
@@ -278,6 +287,7 @@ def test_feature_scale_survives_checkpoint_and_export(tmp_path):
     pytest.importorskip("skimage")
     ort = pytest.importorskip("onnxruntime")
     from sss_rt.export.onnx_export import export_checkpoint
+
     from sss_rt.training.checkpoint import load_network
     from sss_rt.training.trainer import Trainer
 

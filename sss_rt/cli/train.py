@@ -34,6 +34,13 @@ from sss_rt.errors import BackendUnavailableError
 @click.option("--pixels", "n_pixels", type=click.IntRange(min=2), help="P_pix (default 1000)")
 @click.option("--samplings", type=click.IntRange(min=1), help="samplings per image (10)")
 @click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adamw"]),
+    help="sgd (the seed's, default) or adamw.",
+)
+@click.option("--lr-backbone", type=click.FloatRange(min=0, min_open=True))
+@click.option("--lr-new", type=click.FloatRange(min=0, min_open=True))
+@click.option(
     "--feature-scale",
     type=click.FloatRange(min=0, min_open=True),
     help="Fixed factor on the output features (1 in the seed; see docs/MODEL_CARD.md).",

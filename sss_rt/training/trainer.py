@@ -32,6 +32,7 @@ class TrainConfig:
     iterations: int = 60_000
     lr_backbone: float = 5e-4
     lr_new: float = 5e-3
+    optimizer: str = "sgd"  # sgd (the seed's) | adamw (not in the seed; momentum unused)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
@@ -127,14 +128,18 @@ class Trainer:
         new_ids = {id(p) for m in self.net.new_layers() for p in m.parameters()}
         backbone_params = [p for p in self.net.parameters() if id(p) not in new_ids]
         new_params = [p for p in self.net.parameters() if id(p) in new_ids]
-        self.optimizer = torch.optim.SGD(
-            [
-                {"params": backbone_params, "lr": cfg.lr_backbone, "base_lr": cfg.lr_backbone},
-                {"params": new_params, "lr": cfg.lr_new, "base_lr": cfg.lr_new},
-            ],
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-        )
+        groups = [
+            {"params": backbone_params, "lr": cfg.lr_backbone, "base_lr": cfg.lr_backbone},
+            {"params": new_params, "lr": cfg.lr_new, "base_lr": cfg.lr_new},
+        ]
+        if cfg.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
+        elif cfg.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
         self.iteration = 0
         self.skipped = 0
         self.history: list[dict[str, float]] = []
