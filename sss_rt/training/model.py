@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sss_rt.postprocess.native import linear_taps
+
 #: ImageNet statistics (RGB, 0-1 scale) used by torchvision backbones.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -259,7 +261,8 @@ class HypercolumnNet(nn.Module):
 
 def _sample(t: torch.Tensor, pixels: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """Rows ``(len(pixels), C)`` of C×h×w ``t`` resized to H×W (bilinear, half-pixel centres,
-    edges clamped: ``F.interpolate``'s rule) at flat H×W pixel indices."""
+    edges clamped: ``F.interpolate``'s rule, the taps of ``linear_taps``) at flat H×W pixel
+    indices."""
     h, w = t.shape[1:]
     rows = t.flatten(1).T
     if (h, w) == (H, W):
@@ -268,17 +271,14 @@ def _sample(t: torch.Tensor, pixels: torch.Tensor, H: int, W: int) -> torch.Tens
     xs = pixels - ys * W
 
     def taps(dst: torch.Tensor, n_in: int, n_out: int):
-        src = ((dst.to(torch.float32) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
-        lo = src.floor().to(torch.int64).clamp(max=n_in - 1)
-        hi = (lo + 1).clamp(max=n_in - 1)
-        return lo, hi, (src - lo).to(t.dtype).unsqueeze(1)
+        i0, i1, w1 = (torch.from_numpy(a).to(t.device) for a in linear_taps(n_out, n_in))
+        return i0[dst], i1[dst], w1[dst].to(t.dtype)
 
     y0, y1, ly = taps(ys, h, H)
     x0, x1, lx = taps(xs, w, W)
     # an n × (h·w) interpolation matrix with four entries per row: its product (and the
     # product's gradient) is much cheaper than four gathers and their scatter-adds
     cols = torch.stack((y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1), dim=1)
-    lx, ly = lx[:, 0], ly[:, 0]
     vals = torch.stack(((1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx), dim=1)
     row_ids = torch.arange(pixels.numel(), device=t.device).repeat_interleave(4)
     matrix = torch.sparse_coo_tensor(
