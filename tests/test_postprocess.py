@@ -16,7 +16,7 @@ from reference_impl import (
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.cpu import filter_channels, fit_basis, postprocess
 from sss_rt.postprocess.guided_filter import box_sum
-from sss_rt.postprocess.pca import flip_signs, normalize_unit
+from sss_rt.postprocess.pca import flip_signs, normalize_unit, serial_blas
 
 TOL = 1e-4  # max abs error allowed against the float64 references
 
@@ -129,3 +129,16 @@ def test_postprocess_rejects_non_finite_features(rng, bad, mode, engine, where):
 def test_postprocess_rejects_mismatched_shapes(rng):
     with pytest.raises(ValueError):
         postprocess(np.zeros((4, 10, 10), np.float32), np.zeros((10, 11, 3), np.uint8))
+
+
+def test_serial_blas_limits_blas_threads_and_restores_them():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "NumPy's BLAS is not visible to threadpoolctl"
+    with serial_blas():
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before

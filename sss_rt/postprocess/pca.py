@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -49,6 +52,24 @@ def flip_signs(components: np.ndarray) -> np.ndarray:
     return components * signs[:, None]
 
 
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextmanager
+def serial_blas() -> Iterator[None]:
+    """BLAS/LAPACK limited to one thread inside the block.
+
+    The 128×128 eigendecomposition takes ~3 ms on one thread; with OpenBLAS's threads it
+    measured 10–165 ms when it ran between the compiled kernels' parallel stages.
+    """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
+
+
 def basis_from_moments(
     total: np.ndarray, gram: np.ndarray, count: int, n_components: int
 ) -> PCABasis:
@@ -57,7 +78,8 @@ def basis_from_moments(
     mean = total / count
     cov = (np.asarray(gram, np.float64) - np.outer(total, mean)) / max(count - 1, 1)
     cov = 0.5 * (cov + cov.T)
-    values, vectors = np.linalg.eigh(cov)
+    with serial_blas():
+        values, vectors = np.linalg.eigh(cov)
     order = np.argsort(values)[::-1][: n_components + 1]
     keep = order[:n_components]
     comps = flip_signs(vectors[:, keep].T)
