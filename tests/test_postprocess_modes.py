@@ -17,8 +17,9 @@ from reference_impl import (
 
 from sss_rt.postprocess import native
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.cpu import filter_channels, image_to_guide, postprocess
-from sss_rt.postprocess.guided_filter import guide_stats
+from sss_rt.postprocess.cpu import extreme_pixels, filter_channels, image_to_guide, postprocess
+from sss_rt.postprocess.guided_filter import filter_at, guide_stats
+from sss_rt.postprocess.pca import normalize_unit
 
 TOL = 1e-4  # max abs error allowed against the float64 references
 
@@ -150,6 +151,81 @@ def test_fast_mode_error_against_exact():
     for k in range(3):
         assert np.corrcoef(fast[..., k].ravel(), exact[..., k].ravel())[0, 1] >= 0.98
     assert np.all(np.abs((fast_basis.components * exact_basis.components).sum(1)) > 0.99)
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "radius", "block"), [(40, 52, 5, 8), (9, 13, 5, 8), (33, 30, 2, 4), (20, 24, 0, 8)]
+)
+def test_filter_at_equals_the_whole_image_filter(rng, h, w, radius, block):
+    """The filter evaluated at a few pixels (corners, edges, neighbours sharing a block) equals
+    the float64 reference filter of the whole image there."""
+    guide = rng.random((h, w, 3))
+    src = rng.normal(size=(2, h, w)) * 50.0
+    pixels = np.array(
+        [
+            (0, 0),
+            (h - 1, w - 1),
+            (0, w - 1),
+            (h - 1, 0),
+            (h // 2, w // 2),
+            (h // 2, w // 2 + 1),
+            (1, 2),
+            (h - 2, 3),
+        ]
+    )
+    got = filter_at(
+        guide.astype(np.float32),
+        lambda y0, y1, x0, x1: src[:, y0:y1, x0:x1].astype(np.float32),
+        pixels,
+        radius,
+        1e-2,
+        block,
+    )
+    ref = np.stack([color_guided_filter(guide, p, radius, 1e-2) for p in src], axis=-1)
+    np.testing.assert_allclose(got, ref[pixels[:, 0], pixels[:, 1]], atol=2e-4 * 50.0)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 96, 130)])
+def test_extreme_pixels_are_the_largest_and_smallest(rng, shape):
+    planes = rng.normal(size=shape).astype(np.float32)
+    count = 6
+    got = {tuple(p) for p in extreme_pixels(planes, count)}
+    want = set()
+    for plane in planes:
+        order = np.argsort(plane.ravel())
+        for i in np.concatenate([order[:count], order[-count:]]):
+            want.add(tuple(int(v) for v in np.divmod(i, shape[2])))
+    assert got == want
+
+
+def test_normalize_unit_with_bounds_scales_and_clips():
+    y = np.array([[0.0, 5.0], [1.0, -1.0], [3.0, 2.0], [-1.0, 9.0]], np.float32)
+    out = normalize_unit(y, bounds=(np.array([0.0, -1.0]), np.array([2.0, 9.0])))
+    want = np.clip((y - [0.0, -1.0]) / [2.0, 10.0], 0.0, 1.0)
+    np.testing.assert_allclose(out, want, atol=1e-7)
+
+
+def test_fast_mode_error_bound_on_the_bundled_model():
+    """The issue's bound (mean error ≤ 0.01 against exact) with the bundled model's features on
+    two example photos where the fast filter overshoots at sharp edges: normalized by its own
+    extremes, the error was 0.050 and 0.024 at this size."""
+    import cv2
+
+    from sss_rt import default_model_path
+    from sss_rt.backends import create_backend
+    from sss_rt.extractor import examples_dir
+    from sss_rt.io.images import load_image
+
+    backend = create_backend("onnxruntime", str(default_model_path()), device="cpu")
+    for name in ("coffee.jpg", "rocket.jpg"):
+        image = cv2.resize(
+            load_image(examples_dir() / name), (512, 384), interpolation=cv2.INTER_AREA
+        )
+        feats = backend.run(image[None])[0]
+        exact, _ = postprocess(feats, image)
+        fast, _ = postprocess(feats, image, PostprocessConfig(mode="fast"))
+        assert fast.min() >= 0.0 and fast.max() <= 1.0
+        assert np.abs(fast - exact).mean() <= 0.01, name
 
 
 def test_fast_mode_without_subsampling_is_exact():

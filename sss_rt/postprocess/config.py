@@ -14,7 +14,8 @@ class PostprocessConfig:
 
     ``mode``: ``"exact"`` (default) — every channel guided-filtered exactly, PCA on all pixels;
     ``"fast"`` — He & Sun's fast guided filter (coefficients on a grid subsampled by
-    ``subsample``, bilinearly upsampled) and the covariance from that grid's pixels;
+    ``subsample``, bilinearly upsampled) and the covariance from that grid's pixels; the [0, 1]
+    range is the exact filter's, evaluated at the fast output's most extreme pixels;
     ``"matlab"`` — the authors' MATLAB pre-processing (clamp to [−5, 5], 10×10 replicate-padded
     boxes, channel triples filtered per guide channel), see ``sss_rt.postprocess.matlab``.
     ``radius``: the guided filter's box is (2·radius+1)² pixels; windows are truncated at the image

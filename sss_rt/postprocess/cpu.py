@@ -20,12 +20,16 @@ from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.guided_filter import (
     GuideStats,
     coefficient_means,
+    filter_at,
     guide_stats,
     guided_filter,
 )
 from sss_rt.postprocess.pca import PCABasis, basis_from_moments, normalize_unit
 
 _BLOCK_PIXELS = 1 << 14
+# the fast mode's [0, 1] range comes from the exact filter at this many of its most extreme
+# pixels per side and dimension
+_EXTREME_PIXELS = 8
 
 
 def image_to_guide(image: np.ndarray) -> np.ndarray:
@@ -144,10 +148,64 @@ def filter_with_stats(
     return out
 
 
-def to_unit_embedding(projected: np.ndarray, basis: PCABasis, shape: tuple[int, int]) -> np.ndarray:
-    """Projected (N, k) values → H×W×k in [0, 1]; round-off-level components become 0."""
-    embedding = normalize_unit(projected, basis.degenerate())
+def to_unit_embedding(
+    projected: np.ndarray,
+    basis: PCABasis,
+    shape: tuple[int, int],
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Projected (N, k) values → H×W×k in [0, 1] (by their own min and max, or by ``bounds``
+    with clipping); round-off-level components become 0."""
+    embedding = normalize_unit(projected, basis.degenerate(), bounds)
     return embedding.reshape(*shape, projected.shape[1])
+
+
+def extreme_pixels(planes: np.ndarray, count: int) -> np.ndarray:
+    """(M, 2) rows and columns of the ``count`` largest and ``count`` smallest values of each
+    H×W plane, without repeats."""
+    _k, _h, w = planes.shape
+    found = []
+    for plane in planes:
+        flat = plane.ravel()
+        sub = plane[::8, ::8].ravel()
+        if sub.size > 2 * count:
+            # the count-th smallest (largest) value of a subset bounds the whole plane's count
+            # smallest (largest) values: one pass keeps every candidate
+            part = np.partition(sub, (count - 1, sub.size - count))
+            idx = np.flatnonzero((flat <= part[count - 1]) | (flat >= part[sub.size - count]))
+        else:
+            idx = np.arange(flat.size)
+        if idx.size > 2 * count:
+            order = np.argpartition(flat[idx], (count - 1, idx.size - count))
+            idx = np.concatenate([idx[order[:count]], idx[order[idx.size - count :]]])
+        found.append(idx)
+    idx = np.unique(np.concatenate(found))
+    return np.stack(np.divmod(idx, w), axis=1)
+
+
+def exact_bounds(
+    projected: np.ndarray,
+    guide: np.ndarray,
+    features: np.ndarray,
+    basis: PCABasis,
+    config: PostprocessConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension min and max of the exact filter's output, evaluated at the pixels where
+    the fast mode's k×H×W ``projected`` output is most extreme.
+
+    The fast filter overshoots at a few sharp edges (its coefficients are smooth, the guide is
+    not); normalizing by its own extremes would carry that into every pixel.
+    """
+    pixels = extreme_pixels(projected, _EXTREME_PIXELS)
+    components, mean = basis.components, basis.mean
+
+    def crop(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        block = features[:, y0:y1, x0:x1].reshape(features.shape[0], -1)
+        values = components @ (block.astype(np.float64) - mean[:, None])
+        return values.astype(np.float32).reshape(-1, y1 - y0, x1 - x0)
+
+    values = filter_at(guide, crop, pixels, config.radius, config.eps)
+    return values.min(axis=0), values.max(axis=0)
 
 
 @contextmanager
@@ -284,7 +342,8 @@ def _fast(
             np.stack(coefficient_means(stats, np.ascontiguousarray(proj_low))), -1, 1
         )
         projected = _apply_upsampled(means, guide)
-    return to_unit_embedding(projected.reshape(-1, h * w).T, basis, (h, w)), basis
+    bounds = exact_bounds(projected, guide, features, basis, config)
+    return to_unit_embedding(projected.reshape(-1, h * w).T, basis, (h, w), bounds), basis
 
 
 def _apply_upsampled(means: np.ndarray, guide: np.ndarray) -> np.ndarray:

@@ -132,3 +132,60 @@ def guided_filter(stats: GuideStats, src: np.ndarray) -> np.ndarray:
         src = src[..., None]
     out = apply_coefficients(stats.guide, *coefficient_means(stats, src))
     return out[..., 0] if squeeze else out
+
+
+def filter_at(
+    guide: np.ndarray,
+    crop: Callable[[int, int, int, int], np.ndarray],
+    pixels: np.ndarray,
+    radius: int,
+    eps: float,
+    block: int = 8,
+) -> np.ndarray:
+    """The filter's output (the truncated-window rule) at a few pixels only: (M, C) float32.
+
+    ``guide`` is the whole H×W×3 guide in [0, 1]; ``crop(y0, y1, x0, x1)`` returns the C×h×w
+    channels to filter over that rectangle; ``pixels`` is (M, 2) rows and columns. A pixel's
+    output depends only on the pixels within 2r of it, so each ``block``² square holding some
+    of ``pixels`` is cut out with that margin, the cut-outs are laid side by side in one mosaic
+    and filtered together, with weights that leave out their parts outside the image (which
+    reproduces the truncated windows there).
+    """
+    pixels = np.asarray(pixels, np.int64).reshape(-1, 2)
+    if len(pixels) == 0:
+        raise ValueError("no pixels given")
+    h, w, _ = guide.shape
+    r2 = 2 * radius
+    side = block + 2 * r2
+    blocks, which = np.unique(pixels // block, axis=0, return_inverse=True)
+    cols = max(1, int(np.ceil(np.sqrt(len(blocks)))))
+    rows = -(-len(blocks) // cols)
+    mosaic_guide = np.zeros((rows * side, cols * side, 3), np.float32)
+    weight = np.zeros(mosaic_guide.shape[:2], np.float32)
+    mosaic_src = None
+    origins = np.empty_like(blocks)  # image position of each tile's top-left corner
+    for m, (by, bx) in enumerate(blocks):
+        ty, tx = (m // cols) * side, (m % cols) * side
+        oy, ox = by * block - r2, bx * block - r2
+        y0, y1 = max(0, oy), min(h, oy + side)
+        x0, x1 = max(0, ox), min(w, ox + side)
+        src = crop(y0, y1, x0, x1)
+        if mosaic_src is None:
+            mosaic_src = np.zeros((*weight.shape, src.shape[0]), np.float32)
+        region = (slice(ty + y0 - oy, ty + y1 - oy), slice(tx + x0 - ox, tx + x1 - ox))
+        mosaic_guide[region] = guide[y0:y1, x0:x1]
+        mosaic_src[region] = np.moveaxis(src, 0, -1)
+        weight[region] = 1.0
+        origins[m] = (oy - ty, ox - tx)
+    count = box_sum(weight, radius)
+    inv_count = np.divide(1.0, count, out=np.zeros_like(count), where=count > 0)
+
+    def window_mean(x: np.ndarray) -> np.ndarray:
+        if x.ndim == 2:
+            return box_sum(x * weight, radius) * inv_count
+        return box_sum(x * weight[..., None], radius) * inv_count[..., None]
+
+    out = guided_filter(guide_stats(mosaic_guide, radius, eps, window_mean), mosaic_src)
+    out = out.reshape(*weight.shape, -1)
+    at = pixels - origins[which.ravel()]
+    return out[at[:, 0], at[:, 1]]

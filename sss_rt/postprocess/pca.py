@@ -96,18 +96,29 @@ def fit_pca(x: np.ndarray, n_components: int = 3) -> PCABasis:
     return basis_from_moments(total, gram, x.shape[0], n_components)
 
 
-def normalize_unit(y: np.ndarray, constant: np.ndarray | None = None) -> np.ndarray:
+def normalize_unit(
+    y: np.ndarray,
+    constant: np.ndarray | None = None,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Scale each column of (N, k) to [0, 1] by its min and max (float32 out).
 
+    ``bounds``: (k,) lows and highs to scale by instead, values outside them clipped.
     A constant column (or one flagged in ``constant``) becomes 0.
     """
     y = np.asarray(y, np.float32)
     columns = np.ascontiguousarray(y.T)  # contiguous rows: fast reductions
-    lo = columns.min(axis=1)
-    span = columns.max(axis=1) - lo  # the same float32 difference as the maximum's below
+    if bounds is None:
+        lo = columns.min(axis=1)
+        span = columns.max(axis=1) - lo  # the same float32 difference as the maximum's below
+    else:
+        lo = np.asarray(bounds[0], np.float32)
+        span = np.asarray(bounds[1], np.float32) - lo
     flat = span <= 0 if constant is None else (span <= 0) | constant
     columns -= lo[:, None]
     columns /= np.where(flat, 1.0, span).astype(np.float32)[:, None]
+    if bounds is not None:
+        np.clip(columns, 0.0, 1.0, out=columns)
     columns[flat] = 0.0
     if len(columns) > 1:  # interleave: OpenCV's merge is several times NumPy's strided copy
         return cv2.merge(list(columns)).reshape(-1, len(columns))
