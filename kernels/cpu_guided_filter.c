@@ -135,6 +135,7 @@ static int supported_base(void) { return 1; }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_X86_VARIANTS 1
+#include <immintrin.h>
 /* each variant's functions are compiled for its instruction set (GCC: target pragmas; clang,
  * which ignores those: a target attribute applied to every function in the region) */
 #if defined(__clang__)
