@@ -19,24 +19,24 @@
  * AVX-512, 4 with AVX2, 2 with the baseline (SSE2, NEON, ...); the widest one the CPU runs is
  * chosen at run time.
  *
- * Python entry point: filter_rows(src, guide, mean, inv_cov, inv_count, out,
+ * Python entry point: filter_rows(src, pixel, coef_table, out,
  *                                 C, H, W, radius, y0, y1, c0, c1[, variant[, coef]])
- *   src       float32 [C][H][W]     channels to filter
- *   guide     float64 [3][H][W]     guide in [0, 1] (planar)
- *   mean      float64 [3][H][W]     window mean of the guide
- *   inv_cov   float64 [6][H][W]     (Σ + εU)⁻¹ as (00, 01, 02, 11, 12, 22)
- *   inv_count float64 [H][W]        1 / N(x)
- *   (float64: the kernel broadcasts them into float64 vectors straight from memory)
- *   out       float32 [C][y1-y0][W] filtered rows y0 .. y1-1 (channels c0 .. c1-1 written);
- *             with coef, float32 [4][C][y1-y0][W]: the window means of a0, a1, a2 and b
- *   variant   one of variants() (default: the first, the widest the CPU runs)
- *   coef      write the coefficient means instead of the output (default false)
+ *   src        float32 [C][H][W]    channels to filter
+ *   pixel      float64 [H][W][4]    the guide in [0, 1] (I0, I1, I2) and 1 / N(x)
+ *   coef_table float64 [H][W][10]   1 / N(x), the window mean of the guide (3) and
+ *                                   (Σ + εU)⁻¹ as (00, 01, 02, 11, 12, 22)
+ *   (float64, interleaved per pixel: each step reads one stream and broadcasts its values into
+ *   float64 vectors straight from memory)
+ *   out        float32 [C][y1-y0][W] filtered rows y0 .. y1-1 (channels c0 .. c1-1 written);
+ *              with coef, float32 [4][C][y1-y0][W]: the window means of a0, a1, a2 and b
+ *   variant    one of variants() (default: the first, the widest the CPU runs)
+ *   coef       write the coefficient means instead of the output (default false)
  * The GIL is released while filtering, so channel ranges can run on several threads; ranges
  * that start at a multiple of lanes(variant) waste no vector lanes.
  *
- * guide_stats(guide, mean, inv_cov, inv_count, H, W, radius, eps[, y0, y1]): the guide's
- *   statistics in the layouts above (rows y0 .. y1-1, default all), from float64 running box
- *   sums.
+ * guide_stats(guide, pixel, coef_table, H, W, radius, eps[, y0, y1]): from the planar float64
+ *   guide [3][H][W], rows y0 .. y1-1 (default all) of the two tables above, from float64 running
+ *   box sums.
  *
  * hidden_rows(...): rows of the network's full-resolution head before its last conv,
  *   ReLU(fuse_input·t_in + up(P1) + up(D) + bias), with ONNX Resize's bilinear rule given as
@@ -66,9 +66,12 @@
 #define ALIGN 64
 
 typedef struct {
-    const double *guide, *mean, *inv, *inv_count; /* planar: [3][H][W], [3][H][W], [6][H][W] */
+    const double *pixel; /* [H][W][PIX]: I0, I1, I2, 1/N */
+    const double *coef;  /* [H][W][COEF]: 1/N, mean I0, I1, I2, (Σ + εU)⁻¹ 00, 01, 02, 11, 12, 22 */
     int H, W, r;
 } Guide;
+#define PIX 4
+#define COEF 10
 
 typedef struct {
     const float *src; /* first channel of the group, [H][W] planes */
@@ -248,12 +251,12 @@ static int get_buffers(PyObject *const *objs, Py_buffer *views, const BufferArg 
 
 static PyObject *filter_rows(PyObject *self, PyObject *args)
 {
-    PyObject *objs[6];
+    PyObject *objs[4];
     int C, H, W, r, y0, y1, c0, c1, coef = 0;
     const char *name = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiii|zp", &objs[0], &objs[1], &objs[2], &objs[3],
-                          &objs[4], &objs[5], &C, &H, &W, &r, &y0, &y1, &c0, &c1, &name, &coef))
+    if (!PyArg_ParseTuple(args, "OOOOiiiiiiii|zp", &objs[0], &objs[1], &objs[2], &objs[3], &C, &H,
+                          &W, &r, &y0, &y1, &c0, &c1, &name, &coef))
         return NULL;
     if (C < 0 || H < 1 || W < 1 || r < 0 || y0 < 0 || y1 > H || y0 >= y1 || c0 < 0 || c1 > C ||
         c0 > c1) {
@@ -264,22 +267,22 @@ static PyObject *filter_rows(PyObject *self, PyObject *args)
     if (!variant)
         return NULL;
     const Py_ssize_t plane = (Py_ssize_t)H * W;
-    const BufferArg specs[6] = {{"src", C * plane, 4, 0},      {"guide", 3 * plane, 8, 0},
-                                {"mean", 3 * plane, 8, 0},     {"inv_cov", 6 * plane, 8, 0},
-                                {"inv_count", plane, 8, 0},
+    const BufferArg specs[4] = {{"src", C * plane, 4, 0},
+                                {"pixel", PIX * plane, 8, 0},
+                                {"coef_table", COEF * plane, 8, 0},
                                 {"out", (coef ? 4 : 1) * (Py_ssize_t)C * (y1 - y0) * W, 4, 1}};
-    Py_buffer views[6];
-    if (get_buffers(objs, views, specs, 6) < 0)
+    Py_buffer views[4];
+    if (get_buffers(objs, views, specs, 4) < 0)
         return NULL;
 
-    const Guide g = {views[1].buf, views[2].buf, views[3].buf, views[4].buf, H, W, r};
+    const Guide g = {views[1].buf, views[2].buf, H, W, r};
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = variant->run(&g, views[0].buf, views[5].buf, y0, y1, c0, c1,
+    status = variant->run(&g, views[0].buf, views[3].buf, y0, y1, c0, c1,
                           coef ? (size_t)C * (y1 - y0) * W : 0);
     Py_END_ALLOW_THREADS
 
-    release_buffers(views, 6);
+    release_buffers(views, 4);
     if (status < 0)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -541,8 +544,7 @@ static void add_guide_row(double *col, const double *g, size_t plane, int W, int
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 static void guide_statistics(const double *g, int H, int W, int r, double eps, int y0, int y1,
-                             double *mean, double *inv, double *inv_count, double *col,
-                             double *box)
+                             double *pixel, double *coef, double *col, double *box)
 {
     const size_t plane = (size_t)H * W;
     memset(col, 0, sizeof(double) * 9 * (size_t)W);
@@ -582,28 +584,33 @@ static void guide_statistics(const double *g, int H, int W, int r, double eps, i
             const double i00 = d * f - e * e, i01 = c * e - b * f, i02 = b * e - c * d;
             const double i11 = a * f - c * c, i12 = b * c - a * e, i22 = a * d - b * b;
             const double det = 1.0 / (a * i00 + b * i01 + c * i02);
-            mean[off + x] = m0;
-            mean[plane + off + x] = m1;
-            mean[2 * plane + off + x] = m2;
-            inv[off + x] = i00 * det;
-            inv[plane + off + x] = i01 * det;
-            inv[2 * plane + off + x] = i02 * det;
-            inv[3 * plane + off + x] = i11 * det;
-            inv[4 * plane + off + x] = i12 * det;
-            inv[5 * plane + off + x] = i22 * det;
-            inv_count[off + x] = k;
+            double *px = pixel + PIX * (off + x), *cf = coef + COEF * (off + x);
+            px[0] = g[off + x];
+            px[1] = g[plane + off + x];
+            px[2] = g[2 * plane + off + x];
+            px[3] = k;
+            cf[0] = k;
+            cf[1] = m0;
+            cf[2] = m1;
+            cf[3] = m2;
+            cf[4] = i00 * det;
+            cf[5] = i01 * det;
+            cf[6] = i02 * det;
+            cf[7] = i11 * det;
+            cf[8] = i12 * det;
+            cf[9] = i22 * det;
         }
     }
 }
 
 static PyObject *guide_stats(PyObject *self, PyObject *args)
 {
-    PyObject *objs[4];
+    PyObject *objs[3];
     int H, W, r, y0 = 0, y1 = -1;
     double eps;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOiiid|ii", &objs[0], &objs[1], &objs[2], &objs[3], &H, &W,
-                          &r, &eps, &y0, &y1))
+    if (!PyArg_ParseTuple(args, "OOOiiid|ii", &objs[0], &objs[1], &objs[2], &H, &W, &r, &eps, &y0,
+                          &y1))
         return NULL;
     if (y1 < 0)
         y1 = H;
@@ -612,22 +619,21 @@ static PyObject *guide_stats(PyObject *self, PyObject *args)
         return NULL;
     }
     const Py_ssize_t plane = (Py_ssize_t)H * W;
-    const BufferArg specs[4] = {{"guide", 3 * plane, 8, 0},
-                                {"mean", 3 * plane, 8, 1},
-                                {"inv_cov", 6 * plane, 8, 1},
-                                {"inv_count", plane, 8, 1}};
-    Py_buffer views[4];
-    if (get_buffers(objs, views, specs, 4) < 0)
+    const BufferArg specs[3] = {{"guide", 3 * plane, 8, 0},
+                                {"pixel", PIX * plane, 8, 1},
+                                {"coef_table", COEF * plane, 8, 1}};
+    Py_buffer views[3];
+    if (get_buffers(objs, views, specs, 3) < 0)
         return NULL;
     double *work = malloc(sizeof(double) * 18 * (size_t)W);
     if (work) {
         Py_BEGIN_ALLOW_THREADS
-        guide_statistics(views[0].buf, H, W, r, eps, y0, y1, views[1].buf, views[2].buf,
-                         views[3].buf, work, work + 9 * (size_t)W);
+        guide_statistics(views[0].buf, H, W, r, eps, y0, y1, views[1].buf, views[2].buf, work,
+                         work + 9 * (size_t)W);
         Py_END_ALLOW_THREADS
         free(work);
     }
-    release_buffers(views, 4);
+    release_buffers(views, 3);
     if (!work)
         return PyErr_NoMemory();
     Py_RETURN_NONE;

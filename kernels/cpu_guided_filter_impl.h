@@ -127,16 +127,17 @@ static void V(slide_input)(const Guide *g, const Group *grp, const Strip *st, V(
     if (row_in)
         V(gather_row)(grp, plane, W, in, st->i0, n, row_in);
     if (in >= 0 && out >= 0) {
-        const double *I0 = g->guide + (size_t)in * W + st->i0, *I1 = I0 + plane, *I2 = I1 + plane;
-        const double *J0 = g->guide + (size_t)out * W + st->i0, *J1 = J0 + plane, *J2 = J1 + plane;
+        const double *I = g->pixel + PIX * ((size_t)in * W + st->i0);
+        const double *J = g->pixel + PIX * ((size_t)out * W + st->i0);
         for (int x = 0; x < n; ++x) {
             const VD v = WIDEN(row_in[x]);
             const VD u = WIDEN(row_out[x]);
+            const double *i = I + PIX * x, *j = J + PIX * x;
             VD *c = col + (size_t)4 * x;
             c[0] += v - u;
-            c[1] += v * I0[x] - u * J0[x];
-            c[2] += v * I1[x] - u * J1[x];
-            c[3] += v * I2[x] - u * J2[x];
+            c[1] += v * i[0] - u * j[0];
+            c[2] += v * i[1] - u * j[1];
+            c[3] += v * i[2] - u * j[2];
         }
         return;
     }
@@ -145,14 +146,15 @@ static void V(slide_input)(const Guide *g, const Group *grp, const Strip *st, V(
         return;
     const double sign = in >= 0 ? 1.0 : -1.0;
     const VF *vals = in >= 0 ? row_in : row_out;
-    const double *I0 = g->guide + (size_t)row * W + st->i0, *I1 = I0 + plane, *I2 = I1 + plane;
+    const double *I = g->pixel + PIX * ((size_t)row * W + st->i0);
     for (int x = 0; x < n; ++x) {
         const VD v = WIDEN(vals[x]) * sign;
+        const double *i = I + PIX * x;
         VD *c = col + (size_t)4 * x;
         c[0] += v;
-        c[1] += v * I0[x];
-        c[2] += v * I1[x];
-        c[3] += v * I2[x];
+        c[1] += v * i[0];
+        c[2] += v * i[1];
+        c[3] += v * i[2];
     }
 }
 
@@ -194,26 +196,22 @@ static inline void V(prime)(const VD *col, int r, VD *s0, VD *s1, VD *s2, VD *s3
 static void V(coefficients)(const Guide *g, const Strip *st, const VD *col, VF *dst, int t)
 {
     const int W = g->W, r = g->r, n = st->c1 - st->c0;
-    const size_t plane = (size_t)g->H * W, off = (size_t)t * W + st->c0;
-    const double *k_ = g->inv_count + off;
-    const double *m0 = g->mean + off, *m1 = m0 + plane, *m2 = m1 + plane;
-    const double *v00 = g->inv + off, *v01 = v00 + plane, *v02 = v01 + plane;
-    const double *v11 = v02 + plane, *v12 = v11 + plane, *v22 = v12 + plane;
+    const double *cf = g->coef + COEF * ((size_t)t * W + st->c0);
     VD s0, s1, s2, s3;
     V(prime)(col, r, &s0, &s1, &s2, &s3);
-    for (int x = 0; x < n; ++x) {
+    for (int x = 0; x < n; ++x, cf += COEF) {
         const VD *hi = col + (size_t)4 * (x + 2 * r), *lo = col + (size_t)4 * x;
         s0 += hi[0];
         s1 += hi[1];
         s2 += hi[2];
         s3 += hi[3];
-        const double k = k_[x], M0 = m0[x], M1 = m1[x], M2 = m2[x];
+        const double k = cf[0], M0 = cf[1], M1 = cf[2], M2 = cf[3];
         const VD mp = s0 * k;
         const VD c0 = s1 * k - M0 * mp;
         const VD c1 = s2 * k - M1 * mp;
         const VD c2 = s3 * k - M2 * mp;
-        const double V00 = v00[x], V01 = v01[x], V02 = v02[x];
-        const double V11 = v11[x], V12 = v12[x], V22 = v22[x];
+        const double V00 = cf[4], V01 = cf[5], V02 = cf[6];
+        const double V11 = cf[7], V12 = cf[8], V22 = cf[9];
         const VD e0 = V00 * c0 + V01 * c1 + V02 * c2;
         const VD e1 = V01 * c0 + V11 * c1 + V12 * c2;
         const VD e2 = V02 * c0 + V12 * c1 + V22 * c2;
@@ -235,25 +233,24 @@ static void V(output_row)(const Guide *g, const Group *grp, const Strip *st, con
                        VF *tmp, size_t span, size_t coef, float *out, size_t out_plane, int y)
 {
     const int W = g->W, r = g->r, n = st->x1 - st->x0;
-    const size_t plane = (size_t)g->H * W, off = (size_t)y * W + st->x0;
-    const double *I0 = g->guide + off, *I1 = I0 + plane, *I2 = I1 + plane;
-    const double *k_ = g->inv_count + off;
+    const double *px = g->pixel + PIX * ((size_t)y * W + st->x0);
     VD s0, s1, s2, s3;
     V(prime)(col, r, &s0, &s1, &s2, &s3);
-    for (int x = 0; x < n; ++x) {
+    for (int x = 0; x < n; ++x, px += PIX) {
         const VD *hi = col + (size_t)4 * (x + 2 * r), *lo = col + (size_t)4 * x;
         s0 += hi[0];
         s1 += hi[1];
         s2 += hi[2];
         s3 += hi[3];
+        const double k = px[3];
         if (coef) {
-            tmp[x] = __builtin_convertvector(s0 * k_[x], VF);
-            tmp[span + x] = __builtin_convertvector(s1 * k_[x], VF);
-            tmp[2 * span + x] = __builtin_convertvector(s2 * k_[x], VF);
-            tmp[3 * span + x] = __builtin_convertvector(s3 * k_[x], VF);
+            tmp[x] = __builtin_convertvector(s0 * k, VF);
+            tmp[span + x] = __builtin_convertvector(s1 * k, VF);
+            tmp[2 * span + x] = __builtin_convertvector(s2 * k, VF);
+            tmp[3 * span + x] = __builtin_convertvector(s3 * k, VF);
         } else {
-            const VD o = s0 * I0[x] + s1 * I1[x] + s2 * I2[x] + s3;
-            tmp[x] = __builtin_convertvector(o * k_[x], VF);
+            const VD o = s0 * px[0] + s1 * px[1] + s2 * px[2] + s3;
+            tmp[x] = __builtin_convertvector(o * k, VF);
         }
         s0 -= lo[0];
         s1 -= lo[1];

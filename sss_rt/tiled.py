@@ -242,15 +242,8 @@ def band_guide(
     """
     h = image.shape[0]
     s0, s1 = max(0, b0 - radius), min(h, b1 + radius)
-    planar = native.PlanarGuide.compute(image_to_guide(image[s0:s1]), radius, eps, threads)
-    a, b = b0 - s0, b1 - s0
-    return native.PlanarGuide(
-        np.ascontiguousarray(planar.guide[:, a:b]),
-        np.ascontiguousarray(planar.mean[:, a:b]),
-        np.ascontiguousarray(planar.inv_cov[:, a:b]),
-        np.ascontiguousarray(planar.inv_count[a:b]),
-        radius,
-    )
+    tables = native.PackedGuide.compute(image_to_guide(image[s0:s1]), radius, eps, threads)
+    return tables.rows(b0 - s0, b1 - s0)
 
 
 #: features up to this size are kept between the two passes instead of being recomputed

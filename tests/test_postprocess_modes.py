@@ -70,8 +70,8 @@ def test_every_kernel_variant_matches_float64_reference(rng, variant, shape, cha
     h, w = shape
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     feats = (rng.normal(size=(channels, h, w)) * 5 + 3).astype(np.float32)
-    planar = native.PlanarGuide.from_stats(guide_stats(image_to_guide(image), 5, 1e-2))
-    with native.RowFilter(planar, threads=1, variant=variant) as rf:
+    tables = native.PackedGuide.from_stats(guide_stats(image_to_guide(image), 5, 1e-2))
+    with native.RowFilter(tables, threads=1, variant=variant) as rf:
         got = rf.filter(feats)
     for c in range(channels):
         ref = color_guided_filter(image / 255.0, feats[c], 5, 1e-2)
@@ -81,9 +81,9 @@ def test_every_kernel_variant_matches_float64_reference(rng, variant, shape, cha
 @needs_native
 def test_unknown_kernel_variant_is_refused(rng):
     image = rng.integers(0, 256, (8, 9, 3), dtype=np.uint8)
-    planar = native.PlanarGuide.from_stats(guide_stats(image_to_guide(image), 1, 1e-2))
+    tables = native.PackedGuide.from_stats(guide_stats(image_to_guide(image), 1, 1e-2))
     with pytest.raises(ValueError, match="not available"):
-        native.RowFilter(planar, variant="mmx")
+        native.RowFilter(tables, variant="mmx")
 
 
 @needs_native
@@ -92,8 +92,8 @@ def test_native_bands_and_threads_are_exact(rng):
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     feats = rng.normal(size=(c, h, w)).astype(np.float32)
     stats = guide_stats(image_to_guide(image), 4, 1e-2)
-    planar = native.PlanarGuide.from_stats(stats)
-    with native.RowFilter(planar, threads=1) as one, native.RowFilter(planar, threads=3) as three:
+    tables = native.PackedGuide.from_stats(stats)
+    with native.RowFilter(tables, threads=1) as one, native.RowFilter(tables, threads=3) as three:
         full = one.filter(feats)
         np.testing.assert_array_equal(three.filter(feats), full)
         # fewer channel groups than threads: split by bands of rows instead
@@ -105,8 +105,8 @@ def test_native_bands_and_threads_are_exact(rng):
 @needs_native
 def test_native_rejects_bad_buffers(rng):
     image = rng.integers(0, 256, (8, 9, 3), dtype=np.uint8)
-    planar = native.PlanarGuide.from_stats(guide_stats(image_to_guide(image), 1, 1e-2))
-    with native.RowFilter(planar, threads=1) as rf:
+    tables = native.PackedGuide.from_stats(guide_stats(image_to_guide(image), 1, 1e-2))
+    with native.RowFilter(tables, threads=1) as rf:
         with pytest.raises(ValueError, match="C×8×9"):
             rf.filter(np.zeros((2, 8, 8), np.float32))
         with pytest.raises(ValueError, match="out must be"):
@@ -326,9 +326,9 @@ def test_compiled_guide_statistics_match_numpy(rng, shape, radius, threads):
     """Whole image and bands of rows over threads (97 rows, r = 2: three bands)."""
     image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     guide = image_to_guide(image)
-    got = native.PlanarGuide.compute(guide, radius, 1e-2, threads)
-    ref = native.PlanarGuide.from_stats(guide_stats(guide, radius, 1e-2))
-    for name in ("guide", "mean", "inv_cov", "inv_count"):
+    got = native.PackedGuide.compute(guide, radius, 1e-2, threads)
+    ref = native.PackedGuide.from_stats(guide_stats(guide, radius, 1e-2))
+    for name in ("pixel", "coef"):
         a, b = getattr(got, name), getattr(ref, name)
         assert a.shape == b.shape
         assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max()), name
@@ -380,8 +380,8 @@ def test_compiled_coefficient_means_match_numpy(rng, variant, radius, threads):
     image = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
     guide = image_to_guide(image)
     src = (rng.normal(size=(3, 23, 31)) * 4 + 1).astype(np.float32)
-    planar = native.PlanarGuide.compute(guide, radius, 1e-2)
-    with native.RowFilter(planar, threads, variant=variant) as rf:
+    tables = native.PackedGuide.compute(guide, radius, 1e-2)
+    with native.RowFilter(tables, threads, variant=variant) as rf:
         got = rf.filter(src, coefficients=True)
         band = rf.filter(src, 5, 17, coefficients=True)
     ref = coefficient_means(guide_stats(guide, radius, 1e-2), np.moveaxis(src, 0, -1))

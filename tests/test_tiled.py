@@ -72,13 +72,15 @@ def test_band_guide_equals_crop_of_whole_image_statistics(scene, b0, b1):
     from sss_rt.postprocess.cpu import image_to_guide
     from sss_rt.tiled import band_guide
 
-    whole = native.PlanarGuide.compute(image_to_guide(scene), 5, 1e-2)
+    whole = native.PackedGuide.compute(image_to_guide(scene), 5, 1e-2)
     band = band_guide(scene, b0, b1, 5, 1e-2)
-    for name in ("guide", "mean", "inv_cov"):
+    for name in ("pixel", "coef"):
         np.testing.assert_allclose(
-            getattr(band, name), getattr(whole, name)[:, b0:b1], rtol=1e-5, atol=1e-5
+            getattr(band, name), getattr(whole, name)[b0:b1], rtol=1e-5, atol=1e-5
         )
-    np.testing.assert_array_equal(band.inv_count, whole.inv_count[b0:b1])
+    # the window counts 1/N(x): the pixel table's last entry, the coefficient table's first
+    np.testing.assert_array_equal(band.pixel[..., 3], whole.pixel[b0:b1, :, 3])
+    np.testing.assert_array_equal(band.coef[..., 0], whole.coef[b0:b1, :, 0])
 
 
 @pytest.mark.parametrize("size,low1,low2", [((37, 53), (10, 14), (5, 7)), ((8, 8), (2, 2), (1, 1))])

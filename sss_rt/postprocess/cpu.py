@@ -138,7 +138,7 @@ def filter_with_stats(
     """Guided-filter C×H×W features with precomputed guide statistics; H×W×C float32."""
     c, h, w = features.shape
     if use_native(config):
-        with native.RowFilter(native.PlanarGuide.from_stats(stats), config.threads) as rf:
+        with native.RowFilter(native.PackedGuide.from_stats(stats), config.threads) as rf:
             return np.moveaxis(rf.filter(features), 0, -1)
     out = np.empty((h, w, c), np.float32)
     for start in range(0, c, config.chunk):
@@ -262,10 +262,10 @@ def _exact_native(
 ) -> tuple[np.ndarray, PCABasis]:
     c, h, w = features.shape
     with _timed(timings, "guided_filter"):
-        planar = native.PlanarGuide.compute(
+        tables = native.PackedGuide.compute(
             image_to_guide(image), config.radius, config.eps, config.threads
         )
-        rf = native.RowFilter(planar, config.threads)
+        rf = native.RowFilter(tables, config.threads)
     with _timed(timings, "pca"):
         shift = rough_mean(features)
         acc = MomentAccumulator(shift)
@@ -322,8 +322,8 @@ def _fast(
     # area averaging is linear: projecting the subsampled features equals subsampling the
     # projected ones, at 1/s² of the cost
     if compiled:
-        planar = native.PlanarGuide.compute(guide_low, radius_low, config.eps, config.threads)
-        with native.RowFilter(planar, config.threads) as rf:
+        tables = native.PackedGuide.compute(guide_low, radius_low, config.eps, config.threads)
+        with native.RowFilter(tables, config.threads) as rf:
             acc = MomentAccumulator(rough_mean(feats_low))
             acc.add_columns(rf.filter(feats_low).reshape(c, -1), config.threads)
             basis = acc.basis(config.n_components)

@@ -45,53 +45,49 @@ def default_threads() -> int:
 
 
 @dataclass(frozen=True)
-class PlanarGuide:
-    """Guide statistics in the planar float64 layout the kernel reads (truncated-window rule
-    only)."""
+class PackedGuide:
+    """Guide statistics in the layout the kernel reads (truncated-window rule only): float64,
+    interleaved per pixel, so that each step of the filter reads one stream."""
 
-    guide: np.ndarray  # 3×H×W
-    mean: np.ndarray  # 3×H×W
-    inv_cov: np.ndarray  # 6×H×W
-    inv_count: np.ndarray  # H×W
+    pixel: np.ndarray  # H×W×4: the guide I0, I1, I2 in [0, 1] and 1 / N(x)
+    coef: np.ndarray  # H×W×10: 1 / N(x), window mean of I (3), (Σ + εU)⁻¹ (00 01 02 11 12 22)
     radius: int
 
     @classmethod
-    def from_stats(cls, stats: GuideStats) -> PlanarGuide:
+    def from_stats(cls, stats: GuideStats) -> PackedGuide:
         if stats.inv_count is None:
             raise ValueError("the compiled filter implements the truncated-window rule only")
-
-        def planar(x: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(np.moveaxis(x, -1, 0), dtype=np.float64)
-
-        return cls(
-            planar(stats.guide),
-            planar(stats.mean),
-            planar(stats.inv_cov),
-            np.ascontiguousarray(stats.inv_count, dtype=np.float64),
-            stats.radius,
-        )
+        k = stats.inv_count[..., None]
+        pixel = np.concatenate([stats.guide, k], axis=-1).astype(np.float64)
+        coef = np.concatenate([k, stats.mean, stats.inv_cov], axis=-1).astype(np.float64)
+        return cls(np.ascontiguousarray(pixel), np.ascontiguousarray(coef), stats.radius)
 
     @classmethod
     def compute(
         cls, guide: np.ndarray, radius: int, eps: float, threads: int | None = None
-    ) -> PlanarGuide:
+    ) -> PackedGuide:
         """Statistics of an H×W×3 guide in [0, 1], computed by the compiled kernel (bands of
         rows over ``threads``)."""
         if _ext is None:
             raise RuntimeError("the compiled kernel is not available")
         h, w, _ = guide.shape
         planes = np.ascontiguousarray(np.moveaxis(guide, -1, 0), dtype=np.float64)
-        mean = np.empty((3, h, w), np.float64)
-        inv = np.empty((6, h, w), np.float64)
-        inv_count = np.empty((h, w), np.float64)
+        pixel = np.empty((h, w, 4), np.float64)
+        coef = np.empty((h, w, 10), np.float64)
         split(h, min(threads or default_threads(), max(1, h // (4 * radius + 8))),
-               lambda y0, y1: _ext.guide_stats(planes, mean, inv, inv_count, h, w, radius,
-                                               float(eps), y0, y1))  # fmt: skip
-        return cls(planes, mean, inv, inv_count, radius)
+              lambda y0, y1: _ext.guide_stats(planes, pixel, coef, h, w, radius, float(eps),
+                                              y0, y1))  # fmt: skip
+        return cls(pixel, coef, radius)
+
+    def rows(self, a: int, b: int) -> PackedGuide:
+        """Rows a..b−1 of the tables."""
+        return PackedGuide(
+            np.ascontiguousarray(self.pixel[a:b]), np.ascontiguousarray(self.coef[a:b]), self.radius
+        )
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.inv_count.shape  # type: ignore[return-value]
+        return self.pixel.shape[:2]  # type: ignore[return-value]
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -271,7 +267,7 @@ class RowFilter:
     threads (e.g. the 3 projected channels) it is split by bands of rows instead.
     """
 
-    def __init__(self, guide: PlanarGuide, threads: int | None = None, variant: str | None = None):
+    def __init__(self, guide: PackedGuide, threads: int | None = None, variant: str | None = None):
         if _ext is None:
             raise RuntimeError("the compiled guided filter is not available")
         names = dict(variants())
@@ -326,8 +322,8 @@ class RowFilter:
             # rows r0..r1 of the band land in out[..., r0-y0 : r1-y0, :]
             dst = out if (r0, r1) == (y0, y1) else np.empty((*lead, c, r1 - r0, w), np.float32)
             _ext.filter_rows(
-                src, g.guide, g.mean, g.inv_cov, g.inv_count, dst,
-                c, h, w, g.radius, r0, r1, c0, c1, variant, coefficients,
+                src, g.pixel, g.coef, dst, c, h, w, g.radius, r0, r1, c0, c1, variant,
+                coefficients,
             )  # fmt: skip
             if dst is not out:
                 out[..., c0:c1, r0 - y0 : r1 - y0, :] = dst[..., c0:c1, :, :]
