@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 
-from sss_rt.postprocess import native
+from sss_rt.postprocess import native, scratch
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.guided_filter import (
     GuideStats,
@@ -262,15 +262,19 @@ def _exact_native(
 ) -> tuple[np.ndarray, PCABasis]:
     c, h, w = features.shape
     with _timed(timings, "guided_filter"):
+        out = (
+            scratch.array("exact.guide.pixel", (h, w, 4), np.float64),
+            scratch.array("exact.guide.coef", (h, w, 10), np.float64),
+        )
         tables = native.PackedGuide.compute(
-            image_to_guide(image), config.radius, config.eps, config.threads
+            image_to_guide(image), config.radius, config.eps, config.threads, out
         )
         rf = native.RowFilter(tables, config.threads)
     with _timed(timings, "pca"):
         shift = rough_mean(features)
         acc = MomentAccumulator(shift)
     rows = int(np.clip((config.band_mb << 20) // max(c * w * 4, 1), 1, h))
-    band = np.empty(c * rows * w, np.float32)
+    band = scratch.array("exact.band", (c * rows * w,), np.float32)
     with rf:
         for y0 in range(0, h, rows):
             y1 = min(h, y0 + rows)

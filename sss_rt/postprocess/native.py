@@ -64,16 +64,22 @@ class PackedGuide:
 
     @classmethod
     def compute(
-        cls, guide: np.ndarray, radius: int, eps: float, threads: int | None = None
+        cls,
+        guide: np.ndarray,
+        radius: int,
+        eps: float,
+        threads: int | None = None,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> PackedGuide:
         """Statistics of an H×W×3 guide in [0, 1], computed by the compiled kernel (bands of
-        rows over ``threads``)."""
+        rows over ``threads``); ``out``: H×W×4 and H×W×10 float64 arrays to fill."""
         if _ext is None:
             raise RuntimeError("the compiled kernel is not available")
         h, w, _ = guide.shape
         planes = np.ascontiguousarray(np.moveaxis(guide, -1, 0), dtype=np.float64)
-        pixel = np.empty((h, w, 4), np.float64)
-        coef = np.empty((h, w, 10), np.float64)
+        if out is None:
+            out = (np.empty((h, w, 4), np.float64), np.empty((h, w, 10), np.float64))
+        pixel, coef = out
         split(h, min(threads or default_threads(), max(1, h // (4 * radius + 8))),
               lambda y0, y1: _ext.guide_stats(planes, pixel, coef, h, w, radius, float(eps),
                                               y0, y1))  # fmt: skip
