@@ -262,12 +262,12 @@ def _exact_native(
 ) -> tuple[np.ndarray, PCABasis]:
     c, h, w = features.shape
     with _timed(timings, "guided_filter"):
-        out = (
+        reused = (
             scratch.array("exact.guide.pixel", (h, w, 4), np.float64),
             scratch.array("exact.guide.coef", (h, w, 10), np.float64),
         )
         tables = native.PackedGuide.compute(
-            image_to_guide(image), config.radius, config.eps, config.threads, out
+            image_to_guide(image), config.radius, config.eps, config.threads, reused
         )
         rf = native.RowFilter(tables, config.threads)
     with _timed(timings, "pca"):
