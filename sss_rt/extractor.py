@@ -8,30 +8,32 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from sss_rt.backends import Backend, create_backend
+from sss_rt.backends.base import check_image
 from sss_rt.errors import ImageError, ModelError
 from sss_rt.io.images import load_image
 from sss_rt.model_info import ModelInfo
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.cpu import postprocess, use_native
+from sss_rt.postprocess import run as postprocess_run
 from sss_rt.postprocess.pca import PCABasis
+from sss_rt.timing import timed
 
 ImageLike = str | os.PathLike[str] | np.ndarray
 
 DEFAULT_MODEL_NAME = "default.onnx"
 #: images above this many megapixels are downscaled (or refused) by default
 DEFAULT_MAX_MEGAPIXELS = 64.0
-#: above this size, images go through the tiled path (bounded memory) when it applies; 0: all,
-#: since it was faster and lighter than the whole-image path at every size measured
+#: above this size, images run split (the trunk once, the head per band: bounded memory) where
+#: the backend splits; 0: all, since it was faster and lighter than the whole graph at every
+#: size measured
 DEFAULT_TILE_MEGAPIXELS = 0.0
-#: the limit where the tiled path does not apply: whole-image inference on CPU needs ~10 GB of
-#: memory per megapixel for the network's full-resolution layers
-UNTILED_MAX_MEGAPIXELS = 2.0
+#: the limit for whole-graph execution on the CPU (``--no-tiling``, or a backend that cannot
+#: split): the whole graph's full-resolution layers take ~10 GB of memory per megapixel
+WHOLE_GRAPH_MAX_MEGAPIXELS = 2.0
 LARGE_POLICIES = ("downscale", "refuse")
 
 log = logging.getLogger("sss_rt")
@@ -71,17 +73,20 @@ class Extractor:
     ...     result = ex.extract("photo.jpg")
     ...     result.embedding.shape                   # (H, W, 3)
 
-    ``model``: an exported ONNX file (default: the bundled model). ``backend``: ``"auto"``,
-    ``"onnxruntime"``, ``"torch"``. ``radius``/``eps``: the guided filter's. ``preprocess``:
-    ``"exact"`` (default), ``"fast"`` or ``"matlab"`` (see :class:`PostprocessConfig`).
-    ``threads``: CPU threads of the network and the post-processing.
-    ``tile_megapixels``: larger images (default: all) run tiled — the network's trunk once, its
-    full-resolution head and the post-processing in bands of rows — in bounded memory, with the
-    same result up to float rounding (exact mode, ONNX Runtime on CPU, compiled kernel; ``None``
-    disables it). ``max_megapixels``: larger images are downscaled to fit before the network
-    (the embedding is resized back to the input's size, and a warning is logged) or, with
-    ``large="refuse"``, rejected with ``ImageError``; where tiling does not apply the limit is
-    at most 2 MP; ``None`` lifts every limit.
+    ``model``: an exported ONNX file or a training checkpoint (default: the bundled model).
+    ``backend``: ``"auto"``, ``"onnxruntime"``, ``"torch"``, ``"tensorrt"``; ``device``:
+    ``"auto"``, ``"cpu"``, ``"cuda[:N]"``. ``radius``/``eps``: the guided filter's.
+    ``preprocess``: ``"exact"`` (default), ``"fast"`` or ``"matlab"`` (see
+    :class:`PostprocessConfig`). ``threads``: CPU threads of the network and the
+    post-processing. Every image flows the same way: the backend turns it into a source of
+    feature bands (:mod:`sss_rt.bands`), the post-processing mode reads them in bounded memory.
+    ``tile_megapixels``: images above it (default: all) run split where the backend splits —
+    the network's trunk once, its full-resolution head per band — with the same result as the
+    whole graph up to float rounding; ``None`` runs the whole graph (at most
+    ``WHOLE_GRAPH_MAX_MEGAPIXELS`` on the CPU). ``max_megapixels``: larger images are
+    downscaled to fit before the network (the embedding is resized back to the input's size,
+    and a warning is logged) or, with ``large="refuse"``, rejected with ``ImageError``;
+    ``None`` lifts the limit.
     """
 
     def __init__(
@@ -107,7 +112,6 @@ class Extractor:
         self.large = large
         self.tile_megapixels = tile_megapixels
         self.threads = threads
-        self._tiled: Any = None
         config = postprocess or PostprocessConfig()
         given = {"radius": radius, "eps": eps, "mode": preprocess, "threads": threads}
         overrides = {k: v for k, v in given.items() if v is not None}
@@ -130,66 +134,62 @@ class Extractor:
         return self.backend.info
 
     def features(self, image: np.ndarray) -> np.ndarray:
-        """Raw network features of one H×W×3 uint8 RGB image, C×H×W float32."""
-        return self.backend.run(_check_image(image)[None])[0]
+        """Raw network features of one H×W×3 uint8 RGB image, C×H×W float32, computed the way
+        ``extract`` computes them (split or whole graph, by the same rule)."""
+        image = check_image(image)
+        return self.backend.features(image, whole=not self._splits(image)).rows(0, image.shape[0])
 
-    def extract(self, image: ImageLike, *, return_features: bool = False) -> ExtractionResult:
-        """Semantic features of one image (an RGB uint8 array or a path to an image file)."""
+    def extract(
+        self,
+        image: ImageLike,
+        *,
+        return_features: bool = False,
+        timings: dict[str, float] | None = None,
+    ) -> ExtractionResult:
+        """Semantic features of one image (an RGB uint8 array or a path to an image file).
+
+        ``timings``, if given, receives seconds per stage: decode, network (the trunk, and the
+        head's bands as the post-processing reads them), guided_filter, pca, normalize.
+        """
         source = None
         if not isinstance(image, np.ndarray):
             source = Path(image)
-            image = load_image(source)
-        image = _check_image(image)
+            with timed(timings, "decode"):
+                image = load_image(source)
+        image = check_image(image)
         work, scale = self._fit(image, source)
-        if self._tiles(work):
-            from sss_rt.tiled import postprocess_streaming
-
-            trunk = self._tiled_network().trunk(work)
-            embedding, basis, raw = postprocess_streaming(
-                trunk, work, self.config, keep_features=True if return_features else None
-            )
-        else:
-            raw = self.features(work)
-            embedding, basis = postprocess(raw, work, self.config)
+        with timed(timings, "network"):
+            bands = self.backend.features(work, whole=not self._splits(work))
+        result = postprocess_run(
+            bands, work, self.config, keep_features=return_features, timings=timings
+        )
+        embedding = result.embedding
         if scale != 1.0:
             h, w = image.shape[:2]
             embedding = cv2.resize(embedding, (w, h), interpolation=cv2.INTER_LINEAR)
             embedding = np.clip(embedding.reshape(h, w, -1), 0.0, 1.0)
+        raw = result.features
         return ExtractionResult(
             embedding=embedding,
             image=image,
-            features=np.moveaxis(raw, 0, -1) if raw is not None and return_features else None,
-            basis=basis,
+            features=np.moveaxis(raw, 0, -1) if raw is not None else None,
+            basis=result.basis,
             source=source,
             scale=scale,
         )
 
     def can_tile(self) -> bool:
-        """Whether large images take the tiled path with this backend and configuration."""
-        be = self.backend
-        return (
-            self.tile_megapixels is not None
-            and be.name == "onnxruntime"
-            and be.device == "cpu"
-            and self.config.mode == "exact"
-            and use_native(self.config)
-        )
+        """Whether large images run split (bounded memory) with this backend and settings."""
+        return self.tile_megapixels is not None and self.backend.splits
 
-    def _tiles(self, image: np.ndarray) -> bool:
+    def _splits(self, image: np.ndarray) -> bool:
         mp = image.shape[0] * image.shape[1] / 1e6
         return self.can_tile() and mp > self.tile_megapixels  # type: ignore[operator]
 
-    def _tiled_network(self) -> Any:
-        if self._tiled is None:
-            from sss_rt.tiled import TiledNetwork
-
-            self._tiled = TiledNetwork(self.model_path, self.threads)
-        return self._tiled
-
     def _limit(self) -> float | None:
-        if self.max_megapixels is None or self.can_tile():
+        if self.max_megapixels is None or self.can_tile() or self.backend.device != "cpu":
             return self.max_megapixels
-        return min(self.max_megapixels, UNTILED_MAX_MEGAPIXELS)
+        return min(self.max_megapixels, WHOLE_GRAPH_MAX_MEGAPIXELS)
 
     def _fit(self, image: np.ndarray, source: Path | None) -> tuple[np.ndarray, float]:
         """The image to run (downscaled if above the size limit) and its scale factor."""
@@ -202,8 +202,8 @@ class Extractor:
         why = (
             ""
             if limit == self.max_megapixels
-            else " without tiling (tiling needs exact mode, the ONNX Runtime CPU backend and the"
-            " compiled kernel, and is off with --no-tiling)"
+            else " for whole-graph execution on the CPU (split execution has no such limit;"
+            " it is off with --no-tiling)"
         )
         if self.large == "refuse":
             raise ImageError(
@@ -232,22 +232,9 @@ class Extractor:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
-        if self._tiled is not None:
-            self._tiled.close()
-            self._tiled = None
 
     def __enter__(self) -> Extractor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
-        )
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError("image is empty")
-    return image

@@ -1,4 +1,4 @@
-"""The backend interface: uint8 NHWC RGB images in, float32 N×C×H×W features out."""
+"""The backend interface: an H×W×3 uint8 RGB image in, a source of feature bands out."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from sss_rt.bands import FeatureSource
 from sss_rt.model_info import ModelInfo
+
+#: how a backend runs the network: ``split`` (the low-resolution trunk once, the
+#: full-resolution head per band on demand, in bounded memory) or ``whole`` (the whole graph at
+#: once, its features held in memory; used for parity checks)
+EXECUTIONS = ("split", "whole")
 
 
 class Backend(abc.ABC):
@@ -28,13 +34,31 @@ class Backend(abc.ABC):
         """Where the network runs, e.g. ``"cpu"`` or ``"cuda:0"``."""
         return self._device
 
+    @property
+    def splits(self) -> bool:
+        """Whether ``features`` yields bands computed on demand (bounded memory) rather than
+        the whole graph's output."""
+        return False
+
     @abc.abstractmethod
+    def features(self, image: np.ndarray, *, whole: bool = False) -> FeatureSource:
+        """The features of one H×W×3 uint8 RGB image, the backend's own way (``whole``: run
+        the whole graph at once even where the backend splits it)."""
+
     def run(self, images: np.ndarray) -> np.ndarray:
-        """Features (N, C, H, W) float32 for images (N, H, W, 3) uint8 RGB."""
+        """Features (N, C, H, W) float32 for images (N, H, W, 3) uint8 RGB: every band of
+        ``features`` at once."""
+        images = check_images(images)
+        return np.stack([self.features(im).materialize().array for im in images])
 
     def describe(self) -> dict[str, Any]:
         """A short description for logs and benchmarks."""
-        return {"backend": self.name, "device": self.device, "backbone": self.info.backbone}
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "backbone": self.info.backbone,
+            "execution": "split" if self.splits else "whole",
+        }
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the backend's resources (sessions, device memory)."""
@@ -53,3 +77,14 @@ def check_images(images: np.ndarray) -> np.ndarray:
     if images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images, got {images.dtype}")
     return np.ascontiguousarray(images)
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate one H×W×3 uint8 RGB image and return it C-contiguous."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError("image is empty")
+    return np.ascontiguousarray(image)

@@ -1,4 +1,10 @@
-"""ONNX Runtime backend (CPU; CUDA / TensorRT execution providers when installed)."""
+"""ONNX Runtime backend: the trunk in ONNX Runtime, the head per band in compiled code.
+
+Split execution (the default) runs the graph's low-resolution trunk once per image and hands
+the post-processing a :class:`~sss_rt.head.HeadSource`, whose full-resolution rows are computed
+when asked. Whole-graph execution (``execution="whole"``, also used for parity) runs the
+exported graph as it is, with the CPU, CUDA or TensorRT execution providers.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from sss_rt.backends.base import Backend, check_images
+from sss_rt.backends.base import EXECUTIONS, Backend, check_image
+from sss_rt.backends.onnx_graph import can_split, split_model
+from sss_rt.bands import ArraySource, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
+from sss_rt.head import HeadSource
 from sss_rt.model_info import INPUT_NAME, METADATA_PREFIX, ModelInfo
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -36,18 +45,22 @@ class OnnxRuntimeBackend(Backend):
         device: str = "auto",
         threads: int | None = None,
         graph_optimization: str = "all",
+        execution: str = "split",
     ):
+        import onnx
         import onnxruntime as ort
 
         path = os.fspath(model)
         if not os.path.isfile(path):
             raise ModelError(f"model file not found: {path}")
+        if execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+        if graph_optimization not in GRAPH_OPT_LEVELS:
+            raise ValueError(f"graph_optimization must be one of {GRAPH_OPT_LEVELS}")
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
-        if graph_optimization not in GRAPH_OPT_LEVELS:
-            raise ValueError(f"graph_optimization must be one of {GRAPH_OPT_LEVELS}")
         options.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -72,29 +85,62 @@ class OnnxRuntimeBackend(Backend):
         elif device not in ("auto", "cpu"):
             raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda[:N])")
         try:
-            self._session = ort.InferenceSession(path, options, providers=providers)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot load ONNX model {path}: {first}") from None
-        props = self._session.get_modelmeta().custom_metadata_map
+            graph = onnx.load(path)
+        except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
+            raise ModelError(f"not a readable ONNX model: {path} ({type(exc).__name__})") from None
+        props = {p.key: p.value for p in graph.metadata_props}
         if not any(k.startswith(METADATA_PREFIX) for k in props):
             raise ModelError(f"{path} is an ONNX model but not an sss-rt feature model")
         self._info = ModelInfo.from_metadata(props)
-        self._providers = self._session.get_providers()
+        self._path, self._options, self._providers_asked = path, options, providers
+        self.threads = threads
+        self._whole: Any = None
+        self._trunk: Any = None
+        self._weights = None
+        # the split runs the head on the host: it is the CPU execution's way
+        if execution == "split" and can_split(graph) and providers == ["CPUExecutionProvider"]:
+            trunk, self._weights = split_model(graph, path)
+            self._trunk = self._session(trunk)
+            active = self._trunk
+        else:
+            active = self._whole_session()
+        self._providers = active.get_providers()
         self._device = "cpu" if self._providers[0] == "CPUExecutionProvider" else device
         if self._device == "auto":
             self._device = "cuda:0"
+
+    def _session(self, model: str | bytes) -> Any:
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(model, self._options, providers=self._providers_asked)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"cannot load ONNX model {self._path}: {first}") from None
+
+    def _whole_session(self) -> Any:
+        if self._whole is None:
+            self._whole = self._session(self._path)
+        return self._whole
 
     @property
     def providers(self) -> list[str]:
         return list(self._providers)
 
-    def run(self, images: np.ndarray) -> np.ndarray:
-        images = check_images(images)
-        return self._session.run(None, {INPUT_NAME: images})[0]
+    @property
+    def splits(self) -> bool:
+        return self._trunk is not None
+
+    def features(self, image: np.ndarray, *, whole: bool = False) -> FeatureSource:
+        batch = check_image(image)[None]
+        if self._trunk is None or whole:
+            return ArraySource(self._whole_session().run(None, {INPUT_NAME: batch})[0][0])
+        t_in, t_p1, deep = self._trunk.run(None, {INPUT_NAME: batch})
+        return HeadSource(self._weights, t_in[0], t_p1[0], deep[0], self.threads)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "providers": self.providers}
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._whole = None
+        self._trunk = None

@@ -20,7 +20,7 @@ import numpy as np
 
 from sss_rt.errors import BackendUnavailableError
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.cpu import MomentAccumulator
+from sss_rt.postprocess.moments import MomentAccumulator
 from sss_rt.postprocess.pca import PCABasis
 
 ROW_TILE = 256  # must match kernels/guided_filter.cu

@@ -123,3 +123,15 @@ def normalize_unit(
     if len(columns) > 1:  # interleave: OpenCV's merge is several times NumPy's strided copy
         return cv2.merge(list(columns)).reshape(-1, len(columns))
     return np.ascontiguousarray(columns.T)
+
+
+def to_unit_embedding(
+    projected: np.ndarray,
+    basis: PCABasis,
+    shape: tuple[int, int],
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Projected (N, k) values → H×W×k in [0, 1] (by their own min and max, or by ``bounds``
+    with clipping); round-off-level components become 0."""
+    embedding = normalize_unit(projected, basis.degenerate(), bounds)
+    return embedding.reshape(*shape, projected.shape[1])

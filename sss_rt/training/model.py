@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sss_rt.postprocess.native import linear_taps
+from sss_rt.resample import linear_taps
 
 #: ImageNet statistics (RGB, 0-1 scale) used by torchvision backbones.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

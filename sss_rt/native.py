@@ -1,4 +1,6 @@
-"""The compiled CPU guided filter (``kernels/cpu_guided_filter.c``), driven over threads."""
+"""The compiled CPU kernels (``kernels/cpu_guided_filter.c``), driven over threads: the guided
+filter and its guide statistics, float64 moments and projection, box means, the fast mode's
+upsampled output, and the network head's full-resolution rows."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from sss_rt.postprocess.guided_filter import GuideStats
+from sss_rt.resample import int32_taps, linear_taps
 
 try:
     from sss_rt.kernels import _cpu_guided_filter as _ext
@@ -54,7 +57,8 @@ class PackedGuide:
     radius: int
 
     @classmethod
-    def from_stats(cls, stats: GuideStats) -> PackedGuide:
+    def from_stats(cls, stats: Any) -> PackedGuide:
+        """From the NumPy engine's ``GuideStats`` (truncated-window rule)."""
         if stats.inv_count is None:
             raise ValueError("the compiled filter implements the truncated-window rule only")
         k = stats.inv_count[..., None]
@@ -172,28 +176,6 @@ def shrink(planes: np.ndarray, s: int, threads: int | None = None) -> np.ndarray
     split(c, threads or default_threads(),
            lambda c0, c1: _ext.shrink_planes(src, out, c, h, w, s, c0, c1))  # fmt: skip
     return out
-
-
-def linear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bilinear resampling along one axis with half-pixel centres and clamped edges (ONNX
-    Resize ``linear``/``half_pixel``; OpenCV's INTER_LINEAR when enlarging): source indices
-    i0, i1 (int64) and the weight of i1 (float32) for each output position."""
-    scale = out_size / in_size
-    x = (np.arange(out_size, dtype=np.float64) + 0.5) / scale - 0.5
-    x = np.clip(x, 0.0, in_size - 1)
-    i0 = np.floor(x).astype(np.int64)
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    return i0, i1, (x - i0).astype(np.float32)
-
-
-def int32_taps(taps: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
-    """``linear_taps`` in the kernels' types: contiguous int32, int32, float32."""
-    i0, i1, weight = taps
-    return (
-        np.ascontiguousarray(i0, dtype=np.int32),
-        np.ascontiguousarray(i1, dtype=np.int32),
-        np.ascontiguousarray(weight, dtype=np.float32),
-    )
 
 
 def apply_upsampled(means: np.ndarray, guide: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -1,0 +1,115 @@
+"""Feature bands: what a backend hands to the post-processing.
+
+A :class:`FeatureSource` is one image's network features, C×H×W float32, given out band by
+band: ``rows(y0, y1)`` is C×(y1−y0)×W. Backends that split the network (its low-resolution
+trunk once, the full-resolution head on demand) compute each band when asked, so no mode ever
+holds the 128 channels of a large image; a whole-graph run, or features a caller already has,
+is an :class:`ArraySource` whose bands are views. The post-processing modes read every source
+the same way, in bounded memory.
+
+Layouts, stated once: bands are C×n×W float32 (C-contiguous where a kernel needs it, a view
+otherwise); ``projected_rows`` is k×n×W float32, ``components · (features − shift)`` summed in
+float64; ``region`` is C×(y1−y0)×(x1−x0).
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from sss_rt import native
+
+_BLOCK_PIXELS = 1 << 14
+
+
+class FeatureSource(abc.ABC):
+    """One image's C×H×W features, computed (or read) for any band of rows on demand."""
+
+    height: int
+    width: int
+    channels: int
+    #: True when every band is a view of one array in memory: bands then need no halo and
+    #: the post-processing may read the whole array at once (``array``)
+    in_memory: bool = False
+
+    @abc.abstractmethod
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        """Features of rows ``y0:y1``: C×(y1−y0)×W float32."""
+
+    def projected_rows(
+        self,
+        y0: int,
+        y1: int,
+        components: np.ndarray,
+        shift: np.ndarray,
+        threads: int | None = None,
+    ) -> np.ndarray:
+        """``components · (features − shift)`` of rows ``y0:y1`` (k×n×W float32, float64
+        sums); a source that can fold the projection into its last layer overrides this."""
+        return project(self.rows(y0, y1), components, shift, threads)
+
+    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Features of a rectangle: C×(y1−y0)×(x1−x0) float32."""
+        return self.rows(y0, y1)[:, :, x0:x1]
+
+    @property
+    def nbytes(self) -> int:
+        """Size of all the features as float32."""
+        return self.channels * self.height * self.width * 4
+
+    def materialize(self) -> ArraySource:
+        """All rows computed once and held (C×H×W float32)."""
+        return ArraySource(np.ascontiguousarray(self.rows(0, self.height), dtype=np.float32))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+
+class ArraySource(FeatureSource):
+    """Features already in memory (a whole-graph run, or a caller's array)."""
+
+    in_memory = True
+
+    def __init__(self, features: np.ndarray):
+        if features.ndim != 3:
+            raise ValueError(f"features must be C×H×W, got shape {features.shape}")
+        self.array = np.ascontiguousarray(features, dtype=np.float32)
+        self.channels, self.height, self.width = self.array.shape
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        return self.array[:, y0:y1]
+
+    def materialize(self) -> ArraySource:
+        return self
+
+
+def as_source(features: np.ndarray | FeatureSource) -> FeatureSource:
+    """A source for C×H×W features given either way."""
+    return features if isinstance(features, FeatureSource) else ArraySource(features)
+
+
+def project(
+    features: np.ndarray,
+    components: np.ndarray,
+    shift: np.ndarray,
+    threads: int | None = None,
+    compiled: bool | None = None,
+) -> np.ndarray:
+    """``components · (features − shift)`` per pixel of C×H×W float32 features: k×H×W float32.
+
+    Products in float64: with these features one direction often carries 10⁴–10⁵× the variance
+    of the next, and float32 sums lose the weak ones. ``compiled``: use the compiled kernel
+    (default: when it is built).
+    """
+    if native.available() and compiled is not False:
+        return native.project(features, components, shift, threads)
+    c, h, w = features.shape
+    flat = features.reshape(c, h * w)
+    out = np.empty((components.shape[0], h * w), np.float32)
+    for start in range(0, h * w, _BLOCK_PIXELS):
+        block = flat[:, start : start + _BLOCK_PIXELS].astype(np.float64)
+        block -= np.asarray(shift, np.float64)[:, None]
+        out[:, start : start + _BLOCK_PIXELS] = components @ block
+    return out.reshape(-1, h, w)
