@@ -9,12 +9,12 @@ from pathlib import Path
 from sss_rt.errors import SssRtError
 from sss_rt.extractor import Extractor
 from sss_rt.io.images import ImageTask
-from sss_rt.io.writers import FORMAT_SUFFIXES, write_output
+from sss_rt.io.writers import FORMATS, write_output
 
 
 def output_paths(task: ImageTask, out_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
     base = out_dir / task.relative_stem
-    return {fmt: base.with_name(base.name + FORMAT_SUFFIXES[fmt]) for fmt in formats}
+    return {fmt: base.with_name(base.name + FORMATS[fmt].suffix) for fmt in formats}
 
 
 @dataclass
@@ -53,7 +53,7 @@ def extract_to(
     A task whose outputs all exist is skipped unless ``overwrite``. A failure on one file (bad
     image, write error) is reported in its outcome and the run goes on.
     """
-    need_features = any(f in ("npy", "npz", "mat") for f in formats)
+    need_features = any(FORMATS[f].needs_features for f in formats)
     for task in tasks:
         paths = output_paths(task, out_dir, formats)
         if not overwrite and all(p.exists() for p in paths.values()):

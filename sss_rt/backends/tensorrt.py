@@ -1,234 +1,32 @@
-"""TensorRT engines: building (``sss-rt build-engine``), a per-user engine cache, and the backend.
+"""TensorRT backend: runs an engine built by ``sss_rt.export.engine`` (v3 API, one stream).
 
-An engine is only valid for the TensorRT version and the GPU it was built on. Every engine has a
-JSON sidecar (``X.engine.json``) recording what it was built from and for; a sidecar that does
-not match the running GPU / TensorRT is reported as "built for … running on …" and the engine is
-rebuilt (or refused with ``strict``). TensorRT and pycuda are imported only when used.
+Its features stay on the GPU (:class:`DeviceSource`); bands are copied to the host only when a
+host post-processing asks for them. TensorRT and pycuda are imported only when used.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sss_rt.backends.base import Backend, check_images
-from sss_rt.errors import BackendUnavailableError, ModelError
-from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo, read_model_info, sha256_file
-
-SIDECAR_FORMAT = 1
-#: sidecar fields an engine must match on the running machine to be deserialized
-MATCH_FIELDS = ("tensorrt", "gpu_name", "compute_capability")
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Dynamic-shape profile of the ``image`` input: batch and height×width ranges."""
-
-    min_hw: tuple[int, int] = (128, 128)
-    opt_hw: tuple[int, int] = (768, 1024)
-    max_hw: tuple[int, int] = (2048, 2048)
-    min_batch: int = 1
-    opt_batch: int = 1
-    max_batch: int = 1
-
-    def __post_init__(self) -> None:
-        for i in (0, 1):
-            if not 1 <= self.min_hw[i] <= self.opt_hw[i] <= self.max_hw[i]:
-                raise ValueError(f"profile needs 1 ≤ min ≤ opt ≤ max, got {self}")
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ValueError(f"profile needs 1 ≤ min ≤ opt ≤ max batch, got {self}")
-
-    def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        """NHWC (min, opt, max) shapes of the input."""
-        return (
-            (self.min_batch, *self.min_hw, 3),
-            (self.opt_batch, *self.opt_hw, 3),
-            (self.max_batch, *self.max_hw, 3),
-        )
-
-    def check(self, shape: tuple[int, ...]) -> None:
-        """Raise a one-line ``ValueError`` if an NHWC input shape is outside the profile."""
-        n, h, w = shape[:3]
-        if not (
-            self.min_batch <= n <= self.max_batch
-            and self.min_hw[0] <= h <= self.max_hw[0]
-            and self.min_hw[1] <= w <= self.max_hw[1]
-        ):
-            raise ValueError(
-                f"input {n}×{h}×{w} is outside the engine's profile (batch "
-                f"{self.min_batch}–{self.max_batch}, {self.min_hw[0]}×{self.min_hw[1]} to "
-                f"{self.max_hw[0]}×{self.max_hw[1]}); build an engine with a larger profile"
-            )
-
-
-@dataclass(frozen=True)
-class BuildSettings:
-    profile: Profile = field(default_factory=Profile)
-    precision: str = "fp16"  # fp32 | fp16
-    workspace_mb: int = 4096
-    timing_cache: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16"):
-            raise ValueError("precision must be fp32 or fp16")
-        if self.workspace_mb < 1:
-            raise ValueError("workspace_mb must be >= 1")
-
-
-def sidecar(
-    onnx_sha256: str,
-    settings: BuildSettings,
-    machine: dict[str, Any],
-    version: str,
-    model: ModelInfo | None = None,
-) -> dict[str, Any]:
-    """The JSON record stored beside an engine."""
-    return {
-        "format": SIDECAR_FORMAT,
-        "onnx_sha256": onnx_sha256,
-        "model": asdict(model) if model is not None else None,
-        "profile": asdict(settings.profile),
-        "precision": settings.precision,
-        "workspace_mb": settings.workspace_mb,
-        **{k: machine.get(k) for k in ("tensorrt", "gpu_name", "compute_capability")},
-        "sm_count": machine.get("sm_count"),
-        "gpu_memory_mb": machine.get("gpu_memory_mb"),
-        "sss_rt": version,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def cache_key(onnx_sha256: str, settings: BuildSettings, machine: dict[str, Any]) -> str:
-    """A stable name for the engine of this model, settings, GPU and TensorRT version."""
-    parts = {
-        "onnx": onnx_sha256,
-        "profile": asdict(settings.profile),
-        "precision": settings.precision,
-        **{k: machine.get(k) for k in MATCH_FIELDS},
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def mismatch(record: dict[str, Any], machine: dict[str, Any]) -> str | None:
-    """A one-line "built for … running on …" if ``record`` does not fit ``machine``."""
-    diffs = [k for k in MATCH_FIELDS if record.get(k) != machine.get(k)]
-    if not diffs:
-        return None
-
-    def describe(d: dict[str, Any]) -> str:
-        cc = d.get("compute_capability")
-        return f"{d.get('gpu_name')} (sm_{cc}), TensorRT {d.get('tensorrt')}"
-
-    return f"engine built for {describe(record)}, running on {describe(machine)}"
-
-
-def cache_dir() -> Path:
-    """Per-user engine cache (``$SSS_RT_CACHE`` or ``$XDG_CACHE_HOME/sss-rt/engines``)."""
-    root = os.environ.get("SSS_RT_CACHE")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sss-rt" / "engines"
-
-
-# --- the parts that need TensorRT and a GPU ---------------------------------------------------
-
-
-def _trt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise BackendUnavailableError(
-            "TensorRT is not installed: it needs an NVIDIA GPU and pip install 'sss-rt[gpu]'"
-        ) from None
-    return trt
-
-
-def running_machine() -> dict[str, Any]:
-    """TensorRT version and the current GPU's name, compute capability, SMs and memory."""
-    trt = _trt()
-    try:
-        import pycuda.autoprimaryctx  # noqa: F401
-        import pycuda.driver as drv
-    except ImportError:
-        raise BackendUnavailableError("the TensorRT backend needs pycuda") from None
-    dev = drv.Context.get_device()
-    major, minor = dev.compute_capability()
-    return {
-        "tensorrt": trt.__version__,
-        "gpu_name": dev.name(),
-        "compute_capability": f"{major}{minor}",
-        "sm_count": dev.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT),
-        "gpu_memory_mb": dev.total_memory() // (1 << 20),
-    }
-
-
-def build(
-    onnx_path: str | os.PathLike[str],
-    engine_path: str | os.PathLike[str],
-    settings: BuildSettings,
-    log: Any = print,
-) -> dict[str, Any]:
-    """Build an engine and its sidecar (written atomically); returns the sidecar."""
-    from sss_rt import __version__
-
-    trt = _trt()
-    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    info = read_model_info(onnx_path)  # a clear ModelError for a file that is not ours
-    machine = running_machine()
-    logger = trt.Logger(trt.Logger.INFO)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise ModelError(f"{onnx_path}: TensorRT cannot parse it: " + " | ".join(errors))
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
-    if settings.precision == "fp16":
-        if not hasattr(trt.BuilderFlag, "FP16"):
-            raise BackendUnavailableError(
-                "this TensorRT has no FP16 builder flag (TensorRT 11 builds strongly typed "
-                "networks): build with --precision fp32, or from an fp16 ONNX model"
-            )
-        config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, *settings.profile.shapes())
-    config.add_optimization_profile(profile)
-    cache_file = Path(settings.timing_cache) if settings.timing_cache else None
-    if cache_file is not None:
-        blob = cache_file.read_bytes() if cache_file.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False)
-    log(f"building {settings.precision} engine for {machine['gpu_name']} (this takes minutes)")
-    t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise ModelError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
-    record = sidecar(sha256_file(onnx_path), settings, machine, __version__, info)
-    record["build_seconds"] = round(time.perf_counter() - t0, 1)
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(engine_path, bytes(serialized))
-    _atomic_write(sidecar_path(engine_path), json.dumps(record, indent=2).encode())
-    if cache_file is not None:
-        _atomic_write(cache_file, bytes(config.get_timing_cache().serialize()))
-    return record
-
-
-def sidecar_path(engine_path: str | os.PathLike[str]) -> Path:
-    return Path(str(engine_path) + ".json")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+from sss_rt.backends.base import Backend, check_image
+from sss_rt.bands import FeatureSource
+from sss_rt.errors import ModelError
+from sss_rt.export.engine import (
+    BuildSettings,
+    Profile,
+    build,
+    cached_engine,
+    mismatch,
+    require_tensorrt,
+    running_machine,
+    sidecar_path,
+)
+from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
 
 
 class TensorRTBackend(Backend):
@@ -249,7 +47,7 @@ class TensorRTBackend(Backend):
         strict: bool = False,
     ):
         del threads
-        trt = _trt()
+        trt = require_tensorrt()
         import pycuda.autoprimaryctx  # noqa: F401
         import pycuda.driver as drv
 
@@ -260,13 +58,7 @@ class TensorRTBackend(Backend):
         machine = running_machine()
         settings = settings or BuildSettings()
         onnx = path if path.suffix == ".onnx" else None
-        if onnx is not None:
-            key = cache_key(sha256_file(onnx), settings, machine)
-            engine_path = cache_dir() / f"{key}.engine"
-            if not engine_path.is_file():
-                build(onnx, engine_path, settings)
-        else:
-            engine_path = path
+        engine_path = cached_engine(onnx, settings, machine) if onnx is not None else path
         record_file = sidecar_path(engine_path)
         if not record_file.is_file():
             raise ModelError(f"{engine_path}: no sidecar {record_file.name}; rebuild the engine")
@@ -297,18 +89,20 @@ class TensorRTBackend(Backend):
         self._device = device if device.startswith("cuda") else "cuda:0"
         self.record = record
 
-    def run_device(self, images: np.ndarray) -> tuple[Any, tuple[int, ...]]:
-        """Run on uint8 NHWC images; the N×128×H×W float32 output stays on the GPU."""
+    def run_device(self, image: np.ndarray) -> tuple[Any, tuple[int, ...]]:
+        """Run on one H×W×3 uint8 image; the 1×C×H×W output stays on the GPU."""
         drv = self._drv
-        images = check_images(images)
+        images = check_image(image)[None]
         self.profile.check(images.shape)
         host_in = drv.pagelocked_empty(images.shape, np.uint8)
         host_in[...] = images
         d_in = drv.mem_alloc(host_in.nbytes)
         drv.memcpy_htod_async(d_in, host_in, self._stream)
-        self._context.set_input_shape(INPUT_NAME, images.shape)
+        if not self._context.set_input_shape(INPUT_NAME, images.shape):
+            raise ModelError(f"the engine refuses input shape {images.shape}")
         out_shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
-        d_out = drv.mem_alloc(int(np.prod(out_shape)) * 4)
+        itemsize = np.dtype(_trt_dtype(self._engine.get_tensor_dtype(OUTPUT_NAME))).itemsize
+        d_out = drv.mem_alloc(int(np.prod(out_shape)) * itemsize)
         self._context.set_tensor_address(INPUT_NAME, int(d_in))
         self._context.set_tensor_address(OUTPUT_NAME, int(d_out))
         if not self._context.execute_async_v3(self._stream.handle):
@@ -316,13 +110,37 @@ class TensorRTBackend(Backend):
         self._keep = (d_in, host_in)  # alive until the stream has used them
         return d_out, out_shape
 
-    def run(self, images: np.ndarray) -> np.ndarray:
-        d_out, shape = self.run_device(images)
-        host = self._drv.pagelocked_empty(shape, np.float32)
-        self._drv.memcpy_dtoh_async(host, d_out, self._stream)
-        self._stream.synchronize()
-        return np.array(host)
+    def features(self, image: np.ndarray, *, whole: bool = False) -> FeatureSource:
+        d_out, shape = self.run_device(image)
+        dtype = _trt_dtype(self._engine.get_tensor_dtype(OUTPUT_NAME))
+        return DeviceSource(d_out, shape[1:], dtype, self._drv, self._stream)
 
     def close(self) -> None:
         self._context = None
         self._engine = None
+
+
+def _trt_dtype(dtype: Any) -> Any:
+    import tensorrt as trt
+
+    return trt.nptype(dtype)
+
+
+class DeviceSource(FeatureSource):
+    """C×H×W features in device memory; ``rows`` copies a band to the host (one copy per
+    channel's contiguous rows, then one synchronize)."""
+
+    def __init__(self, pointer: Any, shape: tuple[int, ...], dtype: Any, drv: Any, stream: Any):
+        self.pointer, self.dtype, self._drv, self.stream = pointer, np.dtype(dtype), drv, stream
+        self.channels, self.height, self.width = (int(s) for s in shape)
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        drv = self._drv
+        n = (y1 - y0) * self.width
+        host = drv.pagelocked_empty((self.channels, y1 - y0, self.width), self.dtype)
+        plane = self.height * self.width * self.dtype.itemsize
+        first = int(self.pointer) + y0 * self.width * self.dtype.itemsize
+        for c in range(self.channels):
+            drv.memcpy_dtoh_async(host[c].reshape(n), first + c * plane, self.stream)
+        self.stream.synchronize()
+        return np.asarray(host, np.float32)

@@ -134,14 +134,27 @@ class TorchBackend(Backend):
                 # reads planes, and a strided array would be copied there, single-threaded)
                 return ArraySource(net(x)[0].float().contiguous().cpu().numpy())
             x = net.normalize(x)
-            pool1, res3, res4, res5 = net.backbone.forward_taps(x)
+            bb = net.backbone
+            pool1 = bb.maxpool(bb.relu(bb.bn1(bb.conv1(x))))
             t_in = F_relu(net.taps[0](x))
             del x
             t_p1 = F_relu(net.taps[1](pool1))
+            # the deep taps' projection one tap at a time (as the ONNX Runtime trunk does):
+            # each tap is dropped once projected, never concatenated
+            res = bb.layer2(bb.layer1(pool1))
             del pool1
-            deep = net.fuse_deep(
-                torch.cat([F_relu(tap(t)) for tap, t in zip(net.taps[2:], (res3, res4, res5))], 1)
-            )
+            weight = net.fuse_deep.weight
+            deep, start = None, 0
+            for tap, layer in zip(net.taps[2:], (None, bb.layer3, bb.layer4), strict=True):
+                if layer is not None:
+                    res = layer(res)
+                width = tap.out_channels
+                part = torch.nn.functional.conv2d(
+                    F_relu(tap(res)), weight[:, start : start + width]
+                )
+                start += width
+                deep = part if deep is None else deep.add_(part)
+            del res
         return TorchHeadSource(net, t_in[0], t_p1[0], deep[0])
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ from sss_rt.errors import ModelError
 @click.option("--min-batch", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--opt-batch", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-batch", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp16", "fp32"]), default="auto", show_default=True)
 @click.option("--workspace-mb", default=4096, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--timing-cache",
@@ -52,7 +52,7 @@ def build_engine(
     timing_cache,
 ) -> None:
     """Build a TensorRT engine with a dynamic-shape profile from MODEL.onnx (needs a GPU)."""
-    from sss_rt.backends.tensorrt import BuildSettings, Profile, _trt, build
+    from sss_rt.export.engine import BuildSettings, Profile, build, require_tensorrt
 
     if not model.is_file():
         raise ModelError(f"model file not found: {model}")
@@ -63,7 +63,7 @@ def build_engine(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    _trt()  # a one-line message, before anything else, where TensorRT is missing
+    require_tensorrt()  # a one-line message, before anything else, where TensorRT is missing
     output = output or model.with_suffix(".engine")
     record = build(model, output, settings, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {output} and {output}.json")

@@ -9,15 +9,16 @@ from pathlib import Path
 import click
 import numpy as np
 
+from sss_rt.backends import BACKEND_CHOICES
 from sss_rt.errors import SssRtError
 
 
 def _split(spec: str) -> tuple[str, str | None]:
     """``BACKEND:PATH``, ``PATH`` (backend auto) or ``BACKEND`` (the bundled model)."""
     backend, sep, path = spec.partition(":")
-    if sep and backend in ("onnxruntime", "torch", "tensorrt", "auto"):
+    if sep and backend in BACKEND_CHOICES:
         return backend, path or None
-    if spec in ("onnxruntime", "torch", "tensorrt", "auto"):
+    if spec in BACKEND_CHOICES:
         return spec, None
     return "auto", spec
 

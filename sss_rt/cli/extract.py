@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
+from sss_rt.backends import BACKEND_CHOICES
 from sss_rt.errors import SssRtError
+from sss_rt.io.writers import FORMATS
+from sss_rt.postprocess.config import MODES
 
 EXIT_SOME_FAILED = 1
 
@@ -29,10 +32,10 @@ EXIT_SOME_FAILED = 1
     multiple=True,
     default=("npz", "png"),
     show_default=True,
-    type=click.Choice(["npy", "npz", "png", "sss", "mat"]),
-    help="Output format (repeatable): npy/npz raw 128-d features, png the 3-d "
-    "features as an image, sss image|features side by side, mat an H×W×128 "
-    "'embedmap'.",
+    type=click.Choice(list(FORMATS)),
+    help="Output format (repeatable): "
+    + "; ".join(f"{name} {spec.description}" for name, spec in FORMATS.items())
+    + ".",
 )
 @click.option(
     "-m",
@@ -46,7 +49,7 @@ EXIT_SOME_FAILED = 1
     "--backend",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]),
+    type=click.Choice(BACKEND_CHOICES),
 )
 @click.option("-d", "--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]")
 @click.option(
@@ -60,7 +63,7 @@ EXIT_SOME_FAILED = 1
 )
 @click.option(
     "--preprocess",
-    type=click.Choice(["exact", "fast", "matlab"]),
+    type=click.Choice(MODES),
     default="exact",
     show_default=True,
     help="Post-processing: exact guided filter + PCA; fast (subsampled guided filter, "
@@ -72,17 +75,20 @@ EXIT_SOME_FAILED = 1
     default=64.0,
     show_default=True,
     help="Size limit; larger images are downscaled (embedding resized back) or refused. "
-    "At most 2 MP where tiling does not apply.",
+    "At most 2 MP for whole-graph execution on the CPU (--no-tiling).",
 )
 @click.option(
     "--tile-megapixels",
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Images above this size run tiled, in bounded memory (exact mode, ONNX Runtime CPU); "
-    "the default tiles all, as it is also the faster path.",
+    help="Images above this size run split (the network's trunk once, its head per band of "
+    "rows, in bounded memory; every mode, the ONNX Runtime and torch backends); the default "
+    "splits all, as it is also the faster path.",
 )
-@click.option("--no-tiling", is_flag=True, help="Run the whole image at once (more memory).")
+@click.option(
+    "--no-tiling", is_flag=True, help="Run the whole graph at once (much more memory)."
+)
 @click.option(
     "--large",
     type=click.Choice(["downscale", "refuse"]),

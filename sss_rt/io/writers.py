@@ -6,21 +6,13 @@ import os
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import cv2
 import numpy as np
 
-#: format name → file suffix appended to the output stem
-FORMAT_SUFFIXES: dict[str, str] = {
-    "npy": ".npy",
-    "npz": ".npz",
-    "png": ".embedding.png",
-    "sss": ".sss.png",
-    "mat": ".mat",
-}
-FORMATS = tuple(FORMAT_SUFFIXES)
 
 
 @contextmanager
@@ -55,6 +47,58 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def _write_npy(path: Path, image, embedding, features, dtype) -> None:
+    _write_with(path, lambda fh: np.save(fh, features.astype(dtype, copy=False)))
+
+
+def _write_npz(path: Path, image, embedding, features, dtype) -> None:
+    _write_with(
+        path,
+        lambda fh: np.savez(fh, features=features.astype(dtype, copy=False), embedding=embedding),
+    )
+
+
+def _write_png(path: Path, image, embedding, features, dtype) -> None:
+    _write_with(path, lambda fh: fh.write(_png_bytes(embedding_to_uint8(embedding))))
+
+
+def _write_sss(path: Path, image, embedding, features, dtype) -> None:
+    side = np.concatenate([image, embedding_to_uint8(embedding)], axis=1)
+    _write_with(path, lambda fh: fh.write(_png_bytes(side)))
+
+
+def _write_mat(path: Path, image, embedding, features, dtype) -> None:
+    from scipy.io import savemat
+
+    _write_with(
+        path,
+        lambda fh: savemat(
+            fh, {"embedmap": features.astype(np.float32, copy=False)}, do_compression=True
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Format:
+    """One output format: its file suffix (appended to the output stem), whether it needs the
+    raw features, what it holds, and its writer."""
+
+    suffix: str
+    needs_features: bool
+    description: str
+    writer: Callable[..., None]
+
+
+#: the one table of output formats (the CLI's choices, the batch's names, the writer)
+FORMATS: dict[str, Format] = {
+    "npy": Format(".npy", True, "the raw H×W×128 features", _write_npy),
+    "npz": Format(".npz", True, "raw features and the 3-d embedding", _write_npz),
+    "png": Format(".embedding.png", False, "the 3-d features as an 8-bit RGB image", _write_png),
+    "sss": Format(".sss.png", False, "image and 3-d features side by side", _write_sss),
+    "mat": Format(".mat", True, "an H×W×128 'embedmap' (MATLAB)", _write_mat),
+}
+
+
 def write_output(
     fmt: str,
     path: Path,
@@ -64,32 +108,10 @@ def write_output(
     features: np.ndarray | None,
     float16: bool = False,
 ) -> None:
-    """Write one output format. ``features`` is H×W×C (needed by npy, npz and mat)."""
-    dtype = np.float16 if float16 else np.float32
-    if fmt in ("npy", "npz", "mat") and features is None:
-        raise ValueError(f"format {fmt!r} needs the raw features")
-    if fmt == "npy":
-        _write_with(path, lambda fh: np.save(fh, features.astype(dtype, copy=False)))
-    elif fmt == "npz":
-        _write_with(
-            path,
-            lambda fh: np.savez(
-                fh, features=features.astype(dtype, copy=False), embedding=embedding
-            ),
-        )
-    elif fmt == "png":
-        _write_with(path, lambda fh: fh.write(_png_bytes(embedding_to_uint8(embedding))))
-    elif fmt == "sss":
-        side = np.concatenate([image, embedding_to_uint8(embedding)], axis=1)
-        _write_with(path, lambda fh: fh.write(_png_bytes(side)))
-    elif fmt == "mat":
-        from scipy.io import savemat
-
-        _write_with(
-            path,
-            lambda fh: savemat(
-                fh, {"embedmap": features.astype(np.float32, copy=False)}, do_compression=True
-            ),
-        )
-    else:
+    """Write one output format. ``features`` is H×W×C (needed by the formats that say so)."""
+    spec = FORMATS.get(fmt)
+    if spec is None:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if spec.needs_features and features is None:
+        raise ValueError(f"format {fmt!r} needs the raw features")
+    spec.writer(path, image, embedding, features, np.float16 if float16 else np.float32)
