@@ -17,6 +17,6 @@ export PYTHONUNBUFFERED=1
   python3 -m pytest -q -p no:cacheprovider tests/test_postprocess_modes.py
   # parity at 3 sizes (fp32 ≤ 1e-4, fp16 ≤ 2e-3 against the CPU exact mode) and timings
   # against the PyTorch-ops peer and the CPU path
-  python3 -m sss_rt.bench gpu_check '{"runs": 10}' > "$OUT/gpu_check.json"
+  python3 benchmarks/harness.py gpu_check '{"runs": 10}' > "$OUT/gpu_check.json"
   cat "$OUT/gpu_check.json"
 } 2>&1 | tee "$OUT/gpu_check.log"

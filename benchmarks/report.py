@@ -6,7 +6,7 @@ import os
 import statistics
 from pathlib import Path
 
-from sss_rt.bench import STAGES
+from harness import STAGES
 
 
 def _ms(seconds: float) -> str:
@@ -104,7 +104,8 @@ def write_report(res: dict, out: Path, md_path: Path) -> None:
         f"Machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, numpy {m['numpy']}, "
         f"opencv {m['opencv']}, onnxruntime {m['onnxruntime']}, torch {m.get('torch', '-')}, "
         f"sss-rt {m['sss-rt']}. Model: `{Path(res['model']).name}`. "
-        f"Run took {res['wall_time_s']:.0f} s.",
+        f"Run took {res['wall_time_s']:.0f} s."
+        + (f" CPU flags: {' '.join(m['cpu_flags'])}." if m.get("cpu_flags") else ""),
         "",
         "## Network on CPU",
         "",
@@ -163,9 +164,9 @@ def write_report(res: dict, out: Path, md_path: Path) -> None:
         "",
         "## Pipeline stages",
         "",
-        "Each stage alone, on the whole-image path (`--no-tiling`) where stages are separable. "
-        "The default tiled path interleaves the network's head with the post-processing; its "
-        "end-to-end figures are under Scaling.",
+        "`Extractor.extract` on a JPEG file, as `sss-rt extract` runs it (split execution), "
+        "with the stage times the pipeline records, then writing npz and png. `network` is the "
+        "trunk plus the head's bands, computed as the post-processing reads them.",
         "",
         "| backend | size | " + " | ".join(STAGES) + " | total | peak RSS |",
         "| --- | --- | " + " | ".join("---" for _ in STAGES) + " | --- | --- |",
@@ -255,7 +256,7 @@ def write_report(res: dict, out: Path, md_path: Path) -> None:
         "| --- | --- | --- | --- | --- |",
     ]
     for p in sc["points"]:
-        path = "tiled" if p.get("tiling", True) else "whole image"
+        path = "split" if p.get("tiling", True) else "whole graph"
         if "error" in p:
             lines.append(
                 f"| {p.get('height')}×{p.get('width')} | | {path} | error: {p['error']} | |"

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import machine, run_isolated
 
-from sss_rt.bench import machine, run_isolated
 from sss_rt.extractor import default_model_path
 from sss_rt.model_info import read_model_info
 
@@ -108,12 +108,12 @@ def main() -> None:
                     graph_optimization=level,
                 )
             )
-    net.append(
-        run_isolated(
-            "network", model=model, backend="onnxruntime-split", height=h, width=w, runs=runs,
-            threads=2,
+    for split in ("onnxruntime-split", "torch-split"):  # how `sss-rt extract` runs them
+        net.append(
+            run_isolated(
+                "network", model=model, backend=split, height=h, width=w, runs=runs, threads=2
+            )
         )
-    )  # fmt: skip
     res["network"] = net
     progress("training vs inference form; op profile", t_start)
     backbone = read_model_info(model).backbone

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sss_rt.errors import BackendUnavailableError, ModelError
-from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo, read_model_info, sha256_file
+from sss_rt.model_info import INPUT_NAME, ModelInfo, read_model_info, sha256_file
 
 SIDECAR_FORMAT = 1
 PRECISIONS = ("auto", "fp16", "fp32")
@@ -194,7 +194,9 @@ def build(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
     if settings.precision == "auto":  # TensorRT 11 has no FP16 flag (strongly typed networks)
-        settings = replace(settings, precision="fp16" if hasattr(trt.BuilderFlag, "FP16") else "fp32")
+        settings = replace(
+            settings, precision="fp16" if hasattr(trt.BuilderFlag, "FP16") else "fp32"
+        )
     if settings.precision == "fp16":
         if not hasattr(trt.BuilderFlag, "FP16"):
             raise BackendUnavailableError(
@@ -233,8 +235,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)
-
-
 
 
 def cached_engine(onnx: Path, settings: BuildSettings, machine: dict[str, Any]) -> Path:

@@ -1,4 +1,7 @@
-"""CUDA kernel sources (``*.cu``) for GPU post-processing, installed as package data.
+"""Hand-written compute kernels, installed as ``sss_rt.kernels``.
 
-This version ships no kernels yet: post-processing runs on the CPU.
+``cpu_guided_filter.c`` (with ``cpu_guided_filter_impl.h``) is the compiled CPU extension
+``_cpu_guided_filter``, built at install time and driven by ``sss_rt.native``;
+``guided_filter.cu`` holds the CUDA kernels of the GPU post-processing, package data compiled by
+pycuda at run time (``sss_rt.postprocess.cuda``).
 """

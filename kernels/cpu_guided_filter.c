@@ -40,7 +40,7 @@
  *
  * hidden_rows(...): rows of the network's full-resolution head before its last conv,
  *   ReLU(fuse_input·t_in + up(P1) + up(D) + bias), with ONNX Resize's bilinear rule given as
- *   per-row and per-column taps (sss_rt/tiled.py prepares them).
+ *   per-row and per-column taps (sss_rt/head.py prepares them).
  *
  * moments_rows(src, shift, gram, sum, C, N, x0, x1[, variant]): float64 moments (Σd and Σddᵀ,
  *   d = src[:, x] − shift) of float32 [C][N] features over pixels [x0, x1), for the PCA.
@@ -840,7 +840,7 @@ static PyMethodDef methods[] = {
     {"guide_stats", guide_stats, METH_VARARGS,
      "Window means, (Σ + εU)⁻¹ and 1/N of a planar [3][H][W] guide (truncated windows)."},
     {"hidden_rows", hidden_rows, METH_VARARGS,
-     "ReLU(fuse) rows of the network's full-resolution head (see tiled.py)."},
+     "ReLU(fuse) rows of the network's full-resolution head (see sss_rt/head.py)."},
     {"variants", variants, METH_NOARGS,
      "The kernel variants this CPU runs, widest first, as (name, lanes) pairs."},
     {NULL, NULL, 0, NULL}};

@@ -17,8 +17,8 @@ from sss_rt.backends.base import check_image
 from sss_rt.errors import ImageError, ModelError
 from sss_rt.io.images import load_image
 from sss_rt.model_info import ModelInfo
-from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess import run as postprocess_run
+from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.pca import PCABasis
 from sss_rt.timing import timed
 

@@ -11,9 +11,9 @@ import pytest
 from conftest import structured_scene
 
 from sss_rt.errors import BackendUnavailableError
-from sss_rt.postprocess import cuda
+from sss_rt.postprocess import cuda, postprocess
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.cpu import filter_channels, postprocess
+from sss_rt.postprocess.guide import filter_channels
 
 TOL = 1e-4
 

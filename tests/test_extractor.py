@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sss_rt import Extractor, ImageError, PostprocessConfig
-from sss_rt.postprocess.cpu import postprocess
+from sss_rt.postprocess import postprocess
 
 
 def test_extract_array_and_path_agree(onnx_path, rng, tmp_path):
@@ -108,40 +108,44 @@ def test_large_image_refused_with_clear_error(onnx_path):
         Extractor(onnx_path, large="crop")
 
 
-def test_tiled_path_matches_whole_image(onnx_path):
-    """Above tile_megapixels the trunk runs once and the head + post-processing go in bands."""
-    from sss_rt.postprocess import native
-
-    if not native.available():
-        pytest.skip("tiling needs the compiled kernel")
+@pytest.mark.parametrize("mode", ["exact", "fast", "matlab"])
+def test_split_path_matches_whole_graph(onnx_path, mode):
+    """Above tile_megapixels the trunk runs once and the head's bands are computed as the
+    post-processing reads them; below it the whole graph runs. Same result in every mode."""
     rng = np.random.default_rng(8)
     image = cv2.GaussianBlur(rng.integers(0, 256, (181, 203, 3), dtype=np.uint8), (0, 0), 3)
-    cfg = PostprocessConfig(band_mb=1)  # a band of a few rows: many bands, halos everywhere
+    cfg = PostprocessConfig(mode=mode, band_mb=1)  # a band of a few rows: many bands
     with Extractor(onnx_path, postprocess=cfg, tile_megapixels=None) as ex:
+        assert not ex._splits(image)
         whole = ex.extract(image, return_features=True)
     with Extractor(onnx_path, postprocess=cfg, tile_megapixels=0.001) as ex:
-        assert ex.can_tile()
-        tiled = ex.extract(image, return_features=True)
-        assert ex._tiled is not None  # the tiled path really ran
+        assert ex.can_tile() and ex._splits(image)
+        split = ex.extract(image, return_features=True)
+        np.testing.assert_array_equal(ex.features(image), np.moveaxis(split.features, -1, 0))
     scale = np.abs(whole.features).max()
-    assert np.abs(tiled.features - whole.features).max() <= 1e-5 * scale
-    np.testing.assert_allclose(tiled.basis.components, whole.basis.components, atol=1e-5)
-    assert np.abs(tiled.embedding - whole.embedding).max() <= 1e-4
+    assert np.abs(split.features - whole.features).max() <= 1e-5 * scale
+    np.testing.assert_allclose(split.basis.components, whole.basis.components, atol=1e-5)
+    assert np.abs(split.embedding - whole.embedding).max() <= 1e-4
 
 
-def test_untiled_configurations_get_the_lower_limit(onnx_path, caplog):
-    image = np.zeros((300, 400, 3), np.uint8)
-    with Extractor(onnx_path, preprocess="fast", max_megapixels=64) as ex:
+@pytest.mark.parametrize("mode", ["exact", "fast", "matlab"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_no_mode_or_backend_is_capped_below_max_megapixels(onnx_path, mode, backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
+    big = np.zeros((4000, 6000, 3), np.uint8)  # 24 MP: only the size rule is exercised here
+    with Extractor(onnx_path, backend=backend, preprocess=mode) as ex:
+        assert ex.can_tile() and ex._limit() == 64.0
+        assert ex._fit(big, None)[1] == 1.0  # not downscaled
+
+
+def test_whole_graph_execution_gets_the_lower_limit(onnx_path):
+    big = np.zeros((1500, 1500, 3), np.uint8)  # 2.25 MP
+    with Extractor(onnx_path, max_megapixels=64, tile_megapixels=None) as ex:
         assert not ex.can_tile()
         assert ex._limit() == 2.0
-    big = np.zeros((1500, 1500, 3), np.uint8)  # 2.25 MP
     with (
-        Extractor(onnx_path, preprocess="fast", large="refuse") as ex,
-        pytest.raises(ImageError, match=r"2 MP limit without tiling .*--no-tiling"),
+        Extractor(onnx_path, large="refuse", tile_megapixels=None) as ex,
+        pytest.raises(ImageError, match=r"2 MP limit for whole-graph execution .*--no-tiling"),
     ):
         ex.extract(big)
-    with Extractor(onnx_path, max_megapixels=64) as ex:
-        assert (
-            ex.can_tile() == __import__("sss_rt.postprocess.native").postprocess.native.available()
-        )
-    del image

@@ -13,9 +13,11 @@ from reference_impl import (
     window_mean_naive,
 )
 
+from sss_rt.postprocess import postprocess
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.cpu import filter_channels, fit_basis, postprocess
+from sss_rt.postprocess.guide import filter_channels
 from sss_rt.postprocess.guided_filter import box_sum
+from sss_rt.postprocess.moments import fit_basis
 from sss_rt.postprocess.pca import flip_signs, normalize_unit, serial_blas
 
 TOL = 1e-4  # max abs error allowed against the float64 references

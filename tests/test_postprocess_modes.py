@@ -15,9 +15,11 @@ from reference_impl import (
     window_mean_naive,
 )
 
-from sss_rt.postprocess import native
+from sss_rt import native
+from sss_rt.postprocess import postprocess
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.cpu import extreme_pixels, filter_channels, image_to_guide, postprocess
+from sss_rt.postprocess.fast import extreme_pixels
+from sss_rt.postprocess.guide import filter_channels, image_to_guide
 from sss_rt.postprocess.guided_filter import filter_at, guide_stats
 from sss_rt.postprocess.pca import normalize_unit
 
@@ -272,7 +274,7 @@ def test_config_rejects_unknown_mode_and_engine():
 def test_moment_accumulator_sums_match_float64_and_add_moments(rng, compiled):
     """Both ways of summing (the compiled kernel; NumPy blocks with a ones row → Σx) against
     NumPy float64; moments from elsewhere add up."""
-    from sss_rt.postprocess.cpu import _BLOCK_PIXELS, MomentAccumulator
+    from sss_rt.postprocess.moments import _BLOCK_PIXELS, MomentAccumulator
 
     q = (rng.normal(size=(5, _BLOCK_PIXELS + 77)) * 3 + 7).astype(np.float32)
     shift = np.full(5, 6.5)
@@ -398,11 +400,11 @@ def test_compiled_coefficient_means_match_numpy(rng, variant, radius, threads):
 def test_compiled_upsample_apply_matches_opencv(rng, low, high):
     """The fast mode's output step: the same as OpenCV's bilinear upsampling then the products
     (integer and fractional scales, one-row inputs)."""
-    from sss_rt.postprocess.cpu import _apply_upsampled
+    from sss_rt.postprocess.fast import apply_upsampled_numpy
 
     means = rng.normal(size=(4, 3, *low)).astype(np.float32)
     guide = rng.random((*high, 3)).astype(np.float32)
     got = native.apply_upsampled(means, guide, threads=3)
-    ref = _apply_upsampled(means, guide)
+    ref = apply_upsampled_numpy(means, guide)
     assert got.shape == (3, *high)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

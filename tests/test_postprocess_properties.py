@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sss_rt.postprocess import postprocess
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.cpu import postprocess
 
 sizes = st.tuples(st.integers(1, 24), st.integers(1, 24))
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import structured_scene
 
-from sss_rt.postprocess import native, scratch
-from sss_rt.postprocess.cpu import postprocess
+from sss_rt import native
+from sss_rt.postprocess import postprocess, scratch
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-
-from sss_rt.backends.tensorrt import (
+from sss_rt.export.engine import (
     BuildSettings,
     Profile,
     cache_dir,
@@ -16,6 +15,7 @@ from sss_rt.backends.tensorrt import (
     mismatch,
     sidecar,
 )
+
 from sss_rt.cli.params import parse_hw
 from sss_rt.model_info import read_model_info
 

@@ -133,29 +133,66 @@ class TorchBackend(Backend):
                 # C-contiguous (the net may return channels-last memory; the post-processing
                 # reads planes, and a strided array would be copied there, single-threaded)
                 return ArraySource(net(x)[0].float().contiguous().cpu().numpy())
-            x = net.normalize(x)
-            bb = net.backbone
-            pool1 = bb.maxpool(bb.relu(bb.bn1(bb.conv1(x))))
-            t_in = F_relu(net.taps[0](x))
-            del x
-            t_p1 = F_relu(net.taps[1](pool1))
-            # the deep taps' projection one tap at a time (as the ONNX Runtime trunk does):
-            # each tap is dropped once projected, never concatenated
-            res = bb.layer2(bb.layer1(pool1))
-            del pool1
-            weight = net.fuse_deep.weight
-            deep, start = None, 0
-            for tap, layer in zip(net.taps[2:], (None, bb.layer3, bb.layer4), strict=True):
-                if layer is not None:
-                    res = layer(res)
-                width = tap.out_channels
-                part = torch.nn.functional.conv2d(
-                    F_relu(tap(res)), weight[:, start : start + width]
-                )
-                start += width
-                deep = part if deep is None else deep.add_(part)
-            del res
+            t_in, t_p1, deep = self._trunk(x)
         return TorchHeadSource(net, t_in[0], t_p1[0], deep[0])
+
+    def _trunk(self, image: Any) -> tuple[Any, Any, Any]:
+        """The trunk's outputs t_in, t_p1, deep (1×C×h×w) of a 1×H×W×3 uint8 tensor, in an
+        order that bounds memory: the full- and half-resolution layers (the stem, the input
+        tap) and every tap run in bands of rows with the halo their convolutions need, and
+        only the pool1 activation and the deep sum are held while the deep layers run — the
+        taps' outputs are made afterwards. The same values as the whole module."""
+        torch = self._torch
+        net, bb = self._net, self._net.backbone
+        rows = max(16, (self.BAND_MB << 20) // (64 * image.shape[2] * 4))
+        pool1 = _banded_stem(net, image, rows)
+        res3 = bb.layer2(bb.layer1(pool1))
+        weight = net.fuse_deep.weight
+        widths = [tap.out_channels for tap in net.taps[2:]]
+        starts = np.cumsum([0, *widths[:-1]])
+        parts = [weight[:, a : a + n] for a, n in zip(starts, widths, strict=True)]
+
+        def project(i: int, crop: Any) -> Any:
+            return torch.nn.functional.conv2d(F_relu(net.taps[2 + i](crop)), parts[i])
+
+        deep = torch.empty((1, weight.shape[0], *res3.shape[2:]), device=res3.device)
+        _banded(lambda crop: project(0, crop), res3, deep, rows)
+        # layer3 and layer4 keep the resolution (dilated): square tiles with the halo of all
+        # their convolutions and of the taps, when one 512-channel activation is large
+        halo = _row_halo(bb.layer3, bb.layer4)
+        side = max(res3.shape[2:])
+        if halo is not None and 4 * max(widths) * res3.shape[2] * res3.shape[3] > (
+            self.DEEP_TILE_MB << 20
+        ):
+            side = max(2 * halo + 2, int((self.DEEP_TILE_MB << 20) / (4 * max(widths))) ** 0.5)
+            side = max(halo + 1, int(side) - 2 * (halo + 1))
+
+        def deep_layers(crop: Any) -> Any:
+            r4 = bb.layer3(crop)
+            out = project(1, r4)
+            r4 = bb.layer4(r4)
+            return out.add_(project(2, r4))
+
+        _tiled(deep_layers, res3, deep, side, halo=(halo or 0) + 1)
+        del res3
+        t_p1 = torch.empty(
+            (1, net.taps[1].out_channels, *pool1.shape[2:]), dtype=pool1.dtype, device=pool1.device
+        )
+        _banded(lambda crop: F_relu(net.taps[1](crop)), pool1, t_p1, rows)
+        del pool1
+        h, w = image.shape[1:3]
+        t_in = torch.empty((1, net.taps[0].out_channels, h, w), device=image.device)
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            s0, e = max(0, y0 - 1), min(h, y1 + 1)
+            crop = F_relu(net.taps[0](net.normalize(image[:, s0:e])))
+            t_in[:, :, y0:y1] = crop[:, :, y0 - s0 : y1 - s0]
+        return t_in, t_p1, deep
+
+    #: rows of the full- and half-resolution layers are computed about this many MB at a time
+    BAND_MB = 64
+    #: the dilated deep layers run in tiles when one of their activations exceeds this
+    DEEP_TILE_MB = 192
 
     def close(self) -> None:
         self._net = None
@@ -163,7 +200,85 @@ class TorchBackend(Backend):
             self._torch.cuda.empty_cache()
 
 
-def F_relu(x: Any) -> Any:  # noqa: N802 - torch's functional name
+def _banded(fn: Any, src: Any, out: Any, rows: int, halo: int = 1, add: bool = False) -> None:
+    """``out = fn(src)`` (or ``+=``) for a row-preserving ``fn`` whose output rows need
+    ``halo`` input rows on each side (a 3×3 conv), computed ``rows`` rows at a time."""
+    n = src.shape[2]
+    for y0 in range(0, n, rows):
+        y1 = min(n, y0 + rows)
+        s0, e = max(0, y0 - halo), min(n, y1 + halo)
+        part = fn(src[:, :, s0:e])[:, :, y0 - s0 : y1 - s0]
+        if add:
+            out[:, :, y0:y1] += part
+        else:
+            out[:, :, y0:y1] = part
+
+
+def _tiled(fn: Any, src: Any, out: Any, side: int, halo: int) -> None:
+    """``out += fn(src)`` for a resolution-preserving ``fn`` whose outputs need ``halo``
+    pixels of context on each side, computed on ``side``×``side`` tiles (zero padding inside
+    ``fn`` then only ever touches discarded margins, unless at the image's own edges)."""
+    h, w = src.shape[2:]
+    for y0 in range(0, h, side):
+        for x0 in range(0, w, side):
+            y1, x1 = min(h, y0 + side), min(w, x0 + side)
+            a, b = max(0, y0 - halo), min(h, y1 + halo)
+            c, d = max(0, x0 - halo), min(w, x1 + halo)
+            part = fn(src[:, :, a:b, c:d])
+            out[:, :, y0:y1, x0:x1] += part[:, :, y0 - a : y1 - a, x0 - c : x1 - c]
+
+
+def _row_halo(*layers: Any) -> int | None:
+    """Rows of context on each side that a stack of stride-1 layers needs (the sum of every
+    convolution's reach), or None if any of them changes the resolution."""
+    import torch
+
+    halo = 0
+    for layer in layers:
+        for m in layer.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                if m.stride != (1, 1):
+                    return None
+                halo += m.dilation[0] * (m.kernel_size[0] - 1) // 2
+    return halo
+
+
+def _banded_stem(net: Any, image: Any, rows: int) -> Any:
+    """pool1 = maxpool(relu(conv1(normalize(image)))) in bands of input rows: the 1/2-resolution
+    conv1 output (64 channels) is never held whole. Exact for the ResNet stem (7×7 stride-2
+    conv, padding 3; 3×3 stride-2 max pool, padding 1): each band of pool1 rows p0:p1 reads the
+    input rows 4·p0 − 8 … 4·p1 + 8 (a multiple of 4 first, so the strides keep their phase)."""
+    import torch
+
+    bb = net.backbone
+    conv, pool = bb.conv1, bb.maxpool
+
+    def stem(x: Any) -> Any:
+        return pool(bb.relu(bb.bn1(conv(net.normalize(x)))))
+
+    standard = (
+        conv.kernel_size == (7, 7) and conv.stride == (2, 2) and conv.padding == (3, 3)
+        and pool.kernel_size in (3, (3, 3)) and pool.stride in (2, (2, 2))
+        and pool.padding in (1, (1, 1))
+    )  # fmt: skip
+    h = image.shape[1]
+    if not standard:
+        return stem(image)
+    hp = ((h - 1) // 2 + 1 - 1) // 2 + 1
+    band_rows = max(1, rows // 4)
+    out = None
+    for p0 in range(0, hp, band_rows):
+        p1 = min(hp, p0 + band_rows)
+        s0, e = max(0, 4 * p0 - 8), min(h, 4 * p1 + 8)
+        part = stem(image[:, s0:e])
+        m0 = p0 - s0 // 4
+        if out is None:
+            out = torch.empty((1, part.shape[1], hp, part.shape[3]), device=part.device)
+        out[:, :, p0:p1] = part[:, :, m0 : m0 + p1 - p0]
+    return out
+
+
+def F_relu(x: Any) -> Any:
     import torch.nn.functional as F
 
     return F.relu(x, inplace=True)
@@ -187,9 +302,11 @@ class TorchHeadSource(FeatureSource):
 
         def taps(out: int, size: int) -> tuple:
             i0, i1, wt = linear_taps(out, size)
-            return torch.from_numpy(i0).to(dev), torch.from_numpy(i1).to(dev), torch.from_numpy(
-                wt
-            ).to(dev)
+            return (
+                torch.from_numpy(i0).to(dev),
+                torch.from_numpy(i1).to(dev),
+                torch.from_numpy(wt).to(dev),
+            )
 
         self._y = (taps(self.height, t_p1.shape[1]), taps(self.height, deep.shape[1]))
         self._x = (taps(self.width, t_p1.shape[2]), taps(self.width, deep.shape[2]))

@@ -30,7 +30,9 @@ from sss_rt.errors import ModelError
 @click.option("--min-batch", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--opt-batch", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-batch", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--precision", type=click.Choice(["auto", "fp16", "fp32"]), default="auto", show_default=True)
+@click.option(
+    "--precision", type=click.Choice(["auto", "fp16", "fp32"]), default="auto", show_default=True
+)
 @click.option("--workspace-mb", default=4096, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--timing-cache",

@@ -86,9 +86,7 @@ EXIT_SOME_FAILED = 1
     "rows, in bounded memory; every mode, the ONNX Runtime and torch backends); the default "
     "splits all, as it is also the faster path.",
 )
-@click.option(
-    "--no-tiling", is_flag=True, help="Run the whole graph at once (much more memory)."
-)
+@click.option("--no-tiling", is_flag=True, help="Run the whole graph at once (much more memory).")
 @click.option(
     "--large",
     type=click.Choice(["downscale", "refuse"]),

@@ -18,9 +18,9 @@ def _version(dist: str) -> str | None:
 
 
 def environment() -> dict:
-    from sss_rt import __version__
+    from sss_rt import native
+    from sss_rt._version import __version__
     from sss_rt.backends import available_backends
-    from sss_rt.postprocess import native
 
     env: dict = {
         "sss-rt": __version__,

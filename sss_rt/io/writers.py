@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 
 
-
 @contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from sss_rt.bands import FeatureSource
-from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess import scratch
+from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.guide import (
     TABLE_BYTES,
     BandFilter,
@@ -103,10 +103,8 @@ def run(
     shift, comps = acc.shift, basis.components
 
     # pass 2: filter the raw features projected on the basis
-    if whole:
-        rows = h
-    else:  # a band's tables and its projected rows within twice the band budget
-        rows = max(4 * halo, 8, 2 * band_mb // (w * (TABLE_BYTES + 8 * k)))
+    # (in bands: a band's tables and its projected rows within twice the band budget)
+    rows = h if whole else max(4 * halo, 8, 2 * band_mb // (w * (TABLE_BYTES + 8 * k)))
     projected = np.empty((k, h, w), np.float32)
     for y0, y1, b0, b1 in bands(h, rows, halo):
         with timed(timings, "network"):

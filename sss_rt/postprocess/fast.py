@@ -44,8 +44,8 @@ def run(
         with timed(timings, "network"):
             source = source.materialize()
     with timed(timings, "guided_filter"):
-        guide = image_to_guide(image)
-        guide_low = cv2.resize(guide, low[::-1], interpolation=cv2.INTER_AREA)
+        # the full-resolution guide is made again for the upsampling: not held meanwhile
+        guide_low = cv2.resize(image_to_guide(image), low[::-1], interpolation=cv2.INTER_AREA)
         guide_low = guide_low.reshape(*low, 3)
     radius_low = max(1, round(config.radius / s)) if config.radius > 0 else 0
     # area averaging is linear: projecting the subsampled features equals subsampling the
@@ -61,19 +61,24 @@ def run(
             filtered = filt.filter(feats_low, y0, y1)
         with timed(timings, "pca"):
             acc.add_columns(filtered.reshape(c, -1), config.threads)
-    del filtered
+        del filtered
     with timed(timings, "pca"):
         basis = acc.basis(config.n_components)
         proj_low = project(feats_low, basis.components, basis.mean, config.threads, compiled)
+    del feats_low
     with timed(timings, "guided_filter"):
         means = filt.filter(proj_low, coefficients=True)  # 4×k×h×w
+        del filt
+        guide = image_to_guide(image)
         if compiled:
             projected = native.apply_upsampled(means, guide, config.threads)
         else:
             projected = apply_upsampled_numpy(means, guide)
+        del means
     with timed(timings, "normalize"):
         bounds = exact_bounds(projected, guide, source, basis, config)
         flat = projected.reshape(-1, h * w).T
+        del projected, guide
         return to_unit_embedding(flat, basis, (h, w), bounds), basis, source
 
 

@@ -139,3 +139,15 @@ def band_filter(
             inv_count,
         )
     return NumpyBandFilter(stats, b0, b1, config.chunk)
+
+
+def filter_channels(
+    features: np.ndarray, image: np.ndarray, config: PostprocessConfig
+) -> np.ndarray:
+    """Every channel of C×H×W features guided-filtered by the H×W×3 RGB image: H×W×C float32
+    (all of them held: for inspection and tests; the modes read bands)."""
+    h, w = features.shape[1:]
+    if image.shape[:2] != (h, w):
+        raise ValueError(f"image is {image.shape[:2]} but features are {(h, w)}")
+    filt = band_filter(image_to_guide(image), 0, h, config)
+    return np.moveaxis(filt.filter(np.ascontiguousarray(features, dtype=np.float32)), 0, -1)

@@ -1,8 +1,8 @@
-"""Benchmark harness: per-stage latency and peak memory of the extraction pipeline.
+"""Benchmark harness of ``benchmarks/run.py``: latency and peak memory of the pipeline's parts.
 
-Each measurement runs in a fresh subprocess (``python -m sss_rt.bench one …``) so that its peak
-RSS is its own. Times are medians and 90th percentiles over ``runs`` repetitions after one
-warm-up.
+Each measurement runs in a fresh subprocess (``python benchmarks/harness.py KIND JSON``) so that
+its peak RSS is its own. Times are medians and 90th percentiles over ``runs`` repetitions after
+one warm-up. The pipeline stages are timed on the real ``Extractor.extract`` path.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-STAGES = ("decode", "preprocess", "network", "guided_filter", "pca", "normalize", "write")
+from sss_rt.cli.bench import test_image, time_extraction
 
 
 def machine() -> dict[str, Any]:
@@ -30,11 +30,14 @@ def machine() -> dict[str, Any]:
     import onnxruntime
 
     cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:
+                wanted = ("avx2", "fma", "avx512", "amx", "vnni")
+                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(wanted))
     except OSError:
         pass
     versions = {
@@ -49,19 +52,16 @@ def machine() -> dict[str, Any]:
         versions["torch"] = torch.__version__
     except ImportError:
         pass
-    from sss_rt import __version__
+    from sss_rt._version import __version__
 
     versions["sss-rt"] = __version__
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), **versions}
-
-
-def test_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A deterministic photo-like RGB test image (smooth regions plus texture)."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (max(height // 64, 2), max(width // 64, 2), 3), dtype=np.uint8)
-    img = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
-    img += rng.integers(-12, 13, img.shape, dtype=np.int16)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return {
+        "cpu": cpu,
+        "cpu_flags": flags,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        **versions,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -91,52 +91,10 @@ def time_it(fn: Callable[[], Any], runs: int, warmup: int = 1) -> dict[str, floa
 def pipeline_stages(
     model: str, backend: str, height: int, width: int, runs: int, threads: int | None = None
 ) -> dict[str, Any]:
-    """Time every stage of one extraction (one image) and the whole, with one backend."""
-    from sss_rt.backends import create_backend
-    from sss_rt.io.writers import write_output
-    from sss_rt.postprocess.cpu import postprocess
-
-    be = create_backend(backend, model, device="cpu", threads=threads)
-    image = test_image(height, width)
-    encoded = cv2.imencode(".jpg", image)[1]
-    out_dir = Path(tempfile.mkdtemp(prefix="sss-bench-"))
-    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
-    totals = []
-    for rep in range(runs + 1):
-        t = [time.perf_counter()]
-        rgb = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        t.append(time.perf_counter())
-        batch = np.ascontiguousarray(rgb[None])
-        t.append(time.perf_counter())
-        feats = be.run(batch)[0]
-        t.append(time.perf_counter())
-        stages: dict[str, float] = {}
-        emb, _ = postprocess(feats, rgb, timings=stages)
-        for name in ("guided_filter", "pca", "normalize"):
-            t.append(t[-1] + stages[name])
-        t[-1] = time.perf_counter()  # the stages' sum plus what lies between them
-        write_output(
-            "npz", out_dir / "x.npz", image=rgb, embedding=emb, features=np.moveaxis(feats, 0, -1)
-        )
-        write_output("png", out_dir / "x.png", image=rgb, embedding=emb, features=None)
-        t.append(time.perf_counter())
-        if rep == 0:
-            continue  # warm-up
-        for name, a, b in zip(STAGES, t[:-1], t[1:], strict=True):
-            per_stage[name].append(b - a)
-        totals.append(t[-1] - t[0])
-    be.close()
-    for p in out_dir.iterdir():
-        p.unlink()
-    out_dir.rmdir()
-    return {
-        "backend": backend,
-        "size": [height, width],
-        "megapixels": height * width / 1e6,
-        "stages": {k: summarize(v) for k, v in per_stage.items()},
-        "total": summarize(totals),
-        "peak_rss_mb": peak_rss_mb(),
-    }
+    """Time every stage of ``Extractor.extract`` on one JPEG file (the path ``sss-rt extract``
+    takes) and the outputs' writing."""
+    result = time_extraction(model, backend, height, width, runs, threads)
+    return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
 def network_only(
@@ -148,27 +106,19 @@ def network_only(
     threads: int | None = None,
     graph_optimization: str = "all",
 ) -> dict[str, Any]:
-    """Time the network alone on one image."""
+    """Time the network alone on one image: ``onnxruntime-split`` / ``torch-split`` are how
+    ``sss-rt extract`` runs it (the trunk, then every band of the head); ``onnxruntime`` and
+    ``torch`` run the whole graph."""
     from sss_rt.backends import create_backend
 
     image = test_image(height, width)
-    if backend == "onnxruntime-split":  # ORT runs the trunk, compiled code the head
-        from sss_rt.tiled import TiledNetwork
-
-        net = TiledNetwork(model, threads=threads)
-        result = time_it(lambda: net.trunk(image).rows(0, height), runs)
-        net.close()
-    else:
-        if backend == "onnxruntime":
-            from sss_rt.backends.onnxruntime import OnnxRuntimeBackend
-
-            be = OnnxRuntimeBackend(
-                model, device="cpu", threads=threads, graph_optimization=graph_optimization
-            )
-        else:
-            be = create_backend(backend, model, device="cpu", threads=threads)
-        result = time_it(lambda: be.run(image[None]), runs)
-        be.close()
+    name, _, how = backend.partition("-")
+    options: dict[str, Any] = {"execution": "split" if how == "split" else "whole"}
+    if name == "onnxruntime":
+        options["graph_optimization"] = graph_optimization
+    be = create_backend(name, model, device="cpu", threads=threads, **options)
+    result = time_it(lambda: be.features(image).rows(0, height), runs)
+    be.close()
     return {
         "backend": backend,
         "size": [height, width],
@@ -182,8 +132,8 @@ def network_only(
 def training_form_network(backbone: str, height: int, width: int, runs: int) -> dict[str, Any]:
     """Time the training form (eval mode, PyTorch eager) of the same architecture."""
     import torch
-
     from sss_rt.export.inference_form import InferenceNet
+
     from sss_rt.training.model import HypercolumnNet
 
     torch.manual_seed(0)
@@ -227,8 +177,9 @@ def postprocess_only(
     engine: str = "auto",
 ) -> dict[str, Any]:
     """Time the project's CPU post-processing on random features (as the peer script does)."""
+    from sss_rt.postprocess import postprocess
     from sss_rt.postprocess.config import PostprocessConfig
-    from sss_rt.postprocess.cpu import postprocess, use_native
+    from sss_rt.postprocess.guide import use_native
 
     cfg = PostprocessConfig(mode=mode, engine=engine)
     rng = np.random.default_rng(0)
@@ -246,17 +197,23 @@ def postprocess_only(
 
 
 def extract_large(
-    height: int, width: int, model: str | None = None, tiling: bool = True
+    height: int,
+    width: int,
+    model: str | None = None,
+    tiling: bool = True,
+    backend: str = "onnxruntime",
+    mode: str = "exact",
 ) -> dict[str, Any]:
-    """``sss-rt extract`` of one image file (tiled by default, else ``--no-tiling``): wall time
-    and peak RSS of the whole command."""
+    """``sss-rt extract`` of one image file (split by default, else ``--no-tiling``) with a
+    backend and a post-processing mode: wall time and peak RSS of the whole command."""
     from sss_rt.cli import cli
 
     work = Path(tempfile.mkdtemp(prefix="sss-bench-large-"))
     src = work / "large.png"
     cv2.imwrite(str(src), test_image(height, width)[..., ::-1])
     baseline = peak_rss_mb()
-    args = [str(src), "-o", str(work / "out"), "-f", "png", "-q"]
+    args = [str(src), "-o", str(work / "out"), "-f", "png", "-q", "-b", backend]
+    args += ["--preprocess", mode, "--large", "refuse"]
     if model:
         args += ["-m", model]
     if not tiling:
@@ -271,6 +228,8 @@ def extract_large(
         "size": [height, width],
         "megapixels": height * width / 1e6,
         "tiling": tiling,
+        "backend": backend,
+        "mode": mode,
         "wall_s": elapsed,
         "peak_rss_mb": peak_rss_mb(),
         "rss_before_mb": baseline,
@@ -283,10 +242,10 @@ def gpu_check(sizes: list[list[int]] | None = None, runs: int = 10) -> dict[str,
     input) and timings against the PyTorch-ops peer and the CPU path (needs pycuda, a GPU)."""
     import pycuda.gpuarray as gpuarray
 
-    from sss_rt.postprocess.cpu import postprocess
+    from sss_rt.postprocess import postprocess
     from sss_rt.postprocess.cuda import CudaPostprocessor
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     pp = CudaPostprocessor()
     out: dict[str, Any] = {"sizes": []}
     for h, w in sizes or [[256, 320], [768, 1024], [1080, 1920]]:
@@ -330,21 +289,13 @@ def fast_mode_error(model: str, height: int, width: int) -> dict[str, Any]:
     from sss_rt.backends import create_backend
     from sss_rt.extractor import examples_dir
     from sss_rt.io.images import load_image
-    from sss_rt.postprocess import native
+    from sss_rt.postprocess import postprocess
     from sss_rt.postprocess.config import PostprocessConfig
-    from sss_rt.postprocess.cpu import postprocess
-    from sss_rt.tiled import TiledNetwork
 
-    if native.available():  # the split execution: same features, less time and memory
-        net = TiledNetwork(model)
+    be = create_backend("onnxruntime", model, device="cpu")
 
-        def features(image: np.ndarray) -> np.ndarray:
-            return net.trunk(image).rows(0, image.shape[0])
-    else:
-        be = create_backend("onnxruntime", model, device="cpu")
-
-        def features(image: np.ndarray) -> np.ndarray:
-            return be.run(image[None])[0]
+    def features(image: np.ndarray) -> np.ndarray:
+        return be.features(image).rows(0, image.shape[0])
 
     per_image = []
     for path in sorted(examples_dir().glob("*.jpg")):
@@ -374,7 +325,7 @@ def fast_mode_error(model: str, height: int, width: int) -> dict[str, Any]:
 
 def run_isolated(kind: str, **kwargs: Any) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter and return its JSON result."""
-    cmd = [sys.executable, "-m", "sss_rt.bench", kind, json.dumps(kwargs)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), kind, json.dumps(kwargs)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return {
