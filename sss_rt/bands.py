@@ -58,8 +58,8 @@ class FeatureSource(abc.ABC):
         """Size of all the features as float32."""
         return self.channels * self.height * self.width * 4
 
-    def materialize(self) -> ArraySource:
-        """All rows computed once and held (C×H×W float32)."""
+    def materialize(self) -> FeatureSource:
+        """All rows computed once and held (C×H×W float32): an in-memory source."""
         return ArraySource(np.ascontiguousarray(self.rows(0, self.height), dtype=np.float32))
 
     @property

@@ -23,8 +23,10 @@ def test_onnxruntime_and_torch_run_the_same_weights(onnx_path, checkpoint_path, 
     assert all(f.flags.c_contiguous for f in (a, b, c))  # planar, as the post-processing reads
     assert np.abs(a - b).max() <= 1e-4 * scale
     assert np.abs(b - c).max() <= 1e-5 * scale
-    assert ort_b.info == torch_onnx.info.__class__(**{**ort_b.info.__dict__})
+    assert ort_b.info == torch_onnx.info  # both read the same file's metadata
+    assert torch_ckpt.info.backbone == ort_b.info.backbone
     assert ort_b.describe()["providers"] == ["CPUExecutionProvider"]
+    assert ort_b.describe()["execution"] == "split" and ort_b.splits
 
 
 def test_backend_rejects_bad_input(onnx_path):

@@ -38,11 +38,27 @@ def test_constant_features_and_image_give_zeros(size, value, gray):
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 999))
 def test_result_independent_of_chunking(seed):
+    """The NumPy engine's channel chunks (``chunk``: the only engine that reads it)."""
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (17, 21, 3), dtype=np.uint8)
     feats = (rng.normal(size=(10, 17, 21)) * np.linspace(4, 0.5, 10)[:, None, None]).astype(
         np.float32
     )
-    a, _ = postprocess(feats, image, PostprocessConfig(chunk=1))
-    b, _ = postprocess(feats, image, PostprocessConfig(chunk=10))
+    a, _ = postprocess(feats, image, PostprocessConfig(chunk=1, engine="numpy"))
+    b, _ = postprocess(feats, image, PostprocessConfig(chunk=10, engine="numpy"))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 999), height=st.integers(40, 90))
+def test_result_independent_of_band_size(seed, height):
+    """Features in memory, filtered band after band against the whole image's guide tables:
+    1 MB bands (a few rows each here) give the one-band result."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, 64, 3), dtype=np.uint8)
+    feats = (rng.normal(size=(128, height, 64)) * np.linspace(4, 0.5, 128)[:, None, None]).astype(
+        np.float32
+    )
+    a, _ = postprocess(feats, image, PostprocessConfig(band_mb=1))
+    b, _ = postprocess(feats, image, PostprocessConfig(band_mb=64))
     np.testing.assert_allclose(a, b, atol=1e-5)
