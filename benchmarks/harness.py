@@ -29,11 +29,11 @@ def machine() -> dict[str, Any]:
     """CPU, core count and library versions of this machine."""
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
+    cpu = generic = platform.processor() or platform.machine()
     flags: list[str] = []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
+            if line.startswith("model name") and cpu == generic:
                 cpu = line.split(":", 1)[1].strip()
             if line.startswith("flags") and not flags:
                 wanted = ("avx2", "fma", "avx512", "amx", "vnni")

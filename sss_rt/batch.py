@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sss_rt.errors import SssRtError
+from sss_rt.errors import OutputError, SssRtError
 from sss_rt.extractor import Extractor
 from sss_rt.io.images import ImageTask
 from sss_rt.io.writers import FORMATS, write_output
+
+#: write errors that no later file would escape: the run stops with one line
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def output_paths(task: ImageTask, out_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
@@ -47,13 +51,18 @@ def extract_to(
     *,
     overwrite: bool = False,
     float16: bool = False,
+    features: bool = False,
 ) -> Iterator[FileOutcome]:
     """Extract each task's image and write every format; yields one outcome per task.
 
     A task whose outputs all exist is skipped unless ``overwrite``. A failure on one file (bad
-    image, write error) is reported in its outcome and the run goes on.
+    image, a write error of its own) is reported in its outcome and the run goes on; an output
+    folder that cannot take any file (disk full, read-only, forbidden) raises ``OutputError``.
+    ``features``: also store the raw features in the npz.
     """
-    need_features = any(FORMATS[f].needs_features for f in formats)
+    need_features = any(FORMATS[f].needs_features for f in formats) or (
+        features and "npz" in formats
+    )
     for task in tasks:
         paths = output_paths(task, out_dir, formats)
         if not overwrite and all(p.exists() for p in paths.values()):
@@ -72,7 +81,14 @@ def extract_to(
                     features=result.features,
                     float16=float16,
                 )
-        except (SssRtError, OSError, ValueError) as exc:
+        except OSError as exc:
+            if exc.errno in FATAL_ERRNOS:
+                raise OutputError(
+                    f"cannot write to {out_dir}: {exc.strerror or exc} (stopped)"
+                ) from None
             yield FileOutcome(task, "failed", str(exc))
+            continue
+        except (SssRtError, ValueError, MemoryError) as exc:
+            yield FileOutcome(task, "failed", str(exc) or type(exc).__name__)
             continue
         yield FileOutcome(task, "done")

@@ -23,3 +23,10 @@ class BackendUnavailableError(SssRtError):
     """A requested backend or device needs a package or hardware that is not present."""
 
     exit_code = 5
+
+
+class OutputError(SssRtError):
+    """Outputs cannot be written at all (disk full, read-only or forbidden output folder): the
+    run stops, since every later file would fail the same way."""
+
+    exit_code = 6

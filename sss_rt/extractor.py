@@ -155,7 +155,7 @@ class Extractor:
         if not isinstance(image, np.ndarray):
             source = Path(image)
             with timed(timings, "decode"):
-                image = load_image(source)
+                image = load_image(source, self.max_megapixels, self.large)
         image = check_image(image)
         work, scale = self._fit(image, source)
         with timed(timings, "network"):

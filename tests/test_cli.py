@@ -43,7 +43,7 @@ def test_help_lists_commands():
 
 def test_extract_all_formats_mirrors_tree_and_skips(image_tree, onnx_path, tmp_path, capsys):
     out = tmp_path / "out"
-    fmts = ["-f", "npy", "-f", "npz", "-f", "png", "-f", "sss", "-f", "mat"]
+    fmts = ["-f", "npy", "-f", "npz", "-f", "png", "-f", "sss", "-f", "mat", "--features"]
     code, _, err = run_cli(["extract", image_tree, "-o", out, "-m", onnx_path, *fmts], capsys)
     assert code == 0, err
     assert "3 extracted" in err and "1 non-image files ignored" in err

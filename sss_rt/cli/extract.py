@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
 from sss_rt.backends import BACKEND_CHOICES
-from sss_rt.errors import SssRtError
+from sss_rt.errors import OutputError, SssRtError
 from sss_rt.io.writers import FORMATS
 from sss_rt.postprocess.config import MODES
 
 EXIT_SOME_FAILED = 1
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 @click.command()
@@ -30,7 +34,7 @@ EXIT_SOME_FAILED = 1
     "--format",
     "formats",
     multiple=True,
-    default=("npz", "png"),
+    default=("png", "npz"),
     show_default=True,
     type=click.Choice(list(FORMATS)),
     help="Output format (repeatable): "
@@ -95,7 +99,13 @@ EXIT_SOME_FAILED = 1
     help="What to do with images above --max-megapixels.",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
-@click.option("--float16", is_flag=True, help="Store raw features (npy/npz) as float16.")
+@click.option(
+    "--features",
+    "with_features",
+    is_flag=True,
+    help="Also store the raw 128-d features in the npz (about 512 MB per megapixel).",
+)
+@click.option("--float16", is_flag=True, help="Store raw features (npy/npz/mat) as float16.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
@@ -115,6 +125,7 @@ def extract(
     no_tiling,
     large,
     threads,
+    with_features,
     float16,
     recursive,
     overwrite,
@@ -124,7 +135,9 @@ def extract(
     """Extract semantic features of INPUTS (image files and folders) into OUTPUT.
 
     Existing outputs are skipped unless --overwrite. A file that fails is reported and the run
-    goes on; the exit code is 1 if any file failed.
+    goes on; the exit code is 1 if any file failed. The output folder is never read as input.
+    Ctrl-C or SIGTERM stops after the file in progress is cleaned up (exit 130 / 143); a full or
+    read-only output folder stops the run (exit 6). A re-run resumes.
     """
     from tqdm import tqdm
 
@@ -136,33 +149,48 @@ def extract(
         inputs = (*inputs, examples_dir())
     if not inputs:
         raise click.UsageError("give image files or folders (or --examples)")
-    tasks, ignored = find_images(inputs, recursive=recursive)
+    tasks, ignored = find_images(inputs, recursive=recursive, exclude=out_dir)
     if not tasks:
         raise SssRtError("no images found in the given inputs")
     formats = tuple(dict.fromkeys(formats))
     summary = BatchSummary()
-    with Extractor(
-        model,
-        backend=backend,
-        device=device,
-        radius=radius,
-        eps=eps,
-        preprocess=preprocess,
-        threads=threads,
-        max_megapixels=max_megapixels,
-        large=large,
-        tile_megapixels=None if no_tiling else tile_megapixels,
-    ) as extractor:
-        bar = tqdm(total=len(tasks), unit="img", disable=quiet or not sys.stderr.isatty())
-        for outcome in extract_to(
-            extractor, tasks, out_dir, formats, overwrite=overwrite, float16=float16
-        ):
-            summary.add(outcome)
-            if outcome.status == "failed":
-                bar.write(f"failed: {outcome.task.source}: {outcome.message}", file=sys.stderr)
-            bar.update(1)
-        bar.close()
-    if not quiet:
+    stop: BaseException | None = None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        with Extractor(
+            model,
+            backend=backend,
+            device=device,
+            radius=radius,
+            eps=eps,
+            preprocess=preprocess,
+            threads=threads,
+            max_megapixels=max_megapixels,
+            large=large,
+            tile_megapixels=None if no_tiling else tile_megapixels,
+        ) as extractor:
+            bar = tqdm(total=len(tasks), unit="img", disable=quiet or not sys.stderr.isatty())
+            try:
+                for outcome in extract_to(
+                    extractor, tasks, out_dir, formats, overwrite=overwrite, float16=float16,
+                    features=with_features,
+                ):  # fmt: skip
+                    summary.add(outcome)
+                    if outcome.status == "failed":
+                        message = outcome.message
+                        if not message.startswith(str(outcome.task.source)):
+                            message = f"{outcome.task.source}: {message}"
+                        bar.write(f"failed: {message}", file=sys.stderr)
+                    bar.update(1)
+            except (KeyboardInterrupt, Terminated, OutputError) as exc:
+                stop = exc
+            finally:
+                bar.close()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if not quiet or stop is not None:
         parts = [
             f"{summary.done} extracted",
             f"{summary.skipped} skipped (already done)",
@@ -170,6 +198,25 @@ def extract(
         ]
         if ignored:
             parts.append(f"{ignored} non-image files ignored")
+        if stop is not None:
+            parts.append(f"{len(tasks) - summary.done - summary.skipped - len(summary.failed)} "
+                         "left to do (a re-run resumes)")  # fmt: skip
         click.echo(", ".join(parts), err=True)
+    if isinstance(stop, OutputError):
+        raise stop
+    if isinstance(stop, Terminated):
+        click.echo("terminated", err=True)
+        sys.exit(EXIT_TERMINATED)
+    if isinstance(stop, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if summary.failed:
         sys.exit(EXIT_SOME_FAILED)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the batch is (its file in progress is cleaned up on the way)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
+import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,21 +48,114 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     raise ImageError(f"unsupported channel count {channels}")
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as H×W×3 RGB uint8, with its EXIF orientation applied."""
+#: what an image file may hold beyond ``max_megapixels`` and still be decoded (to be downscaled):
+#: a header above this many times the limit is refused before any decode allocates
+DECODE_FACTOR = 4.0
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def image_size(data: bytes, name: str = "image") -> tuple[int, int, str]:
+    """(width, height, format) from an image's header, without decoding its pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
+            # Pillow's notes on damaged metadata are not ours to print, and the caller applies
+            # its own limit to the header's size
+            warnings.simplefilter("ignore")
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    return int(im.size[0]), int(im.size[1]), str(im.format or "")
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{name}: not a readable image ({_why(exc)})") from None
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _check_complete(data: bytes, fmt: str, name: str) -> None:
+    """Refuse a truncated file (OpenCV would decode what is there and fill the rest)."""
+    from PIL import Image
+
+    if fmt == "JPEG":
+        if b"\xff\xd9" not in data[-4096:]:  # no end-of-image marker
+            raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
+        return
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as im:
+            warnings.simplefilter("ignore")
+            if fmt == "PNG":
+                im.verify()  # every chunk's CRC, up to IEND
+            else:
+                im.load()
+    except Exception as exc:  # Pillow raises many types for damaged data
+        raise ImageError(f"{name}: truncated or damaged {fmt or 'image'} ({_why(exc)})") from None
+
+
+def load_image(
+    path: str | os.PathLike[str],
+    max_megapixels: float | None = None,
+    large: str = "downscale",
+) -> np.ndarray:
+    """Read an image file as H×W×3 RGB uint8, with its EXIF orientation applied.
+
+    The pixel count is read from the header before anything is decoded: above
+    ``max_megapixels`` the file is refused with ``large="refuse"``, and with ``"downscale"``
+    when it exceeds ``DECODE_FACTOR`` × the limit (what may be decoded to be shrunk). Every way
+    a file can fail (missing, unreadable, a folder, empty, not an image, truncated, damaged,
+    too large) raises ``ImageError`` with one line naming the file.
+    """
     path = Path(path)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except (FileNotFoundError, IsADirectoryError):
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
-    if data.size == 0:
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or _why(exc)})") from None
+    return decode_image(data, str(path), max_megapixels, large)
+
+
+def decode_image(
+    data: bytes, name: str = "image", max_megapixels: float | None = None, large: str = "downscale"
+) -> np.ndarray:
+    """An image file's bytes → H×W×3 RGB uint8 (see ``load_image``; ``name`` for messages)."""
+    path = name
+    if not data:
         raise ImageError(f"{path}: empty file")
+    width, height, fmt = image_size(data, str(path))
+    mp = width * height / 1e6
+    if max_megapixels is not None and mp > max_megapixels:
+        size = f"{path}: image is {width}×{height} ({mp:.1f} MP)"
+        if large == "refuse":
+            raise ImageError(
+                f"{size}, above the {max_megapixels:g} MP limit (raise it with "
+                "--max-megapixels, or --large downscale)"
+            )
+        if mp > DECODE_FACTOR * max_megapixels:
+            raise ImageError(
+                f"{size}, above the {DECODE_FACTOR * max_megapixels:g} MP that "
+                f"--max-megapixels {max_megapixels:g} allows to decode and downscale"
+            )
+    _check_complete(data, fmt, str(path))
     # IMREAD_COLOR applies EXIF orientation, converts gray/palette/CMYK to 3 channels and drops
     # alpha; ANYDEPTH keeps 16-bit samples so they can be scaled rather than truncated.
-    array = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if array is None:
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as exc:
+        raise ImageError(f"{path}: not decodable ({_why(exc)})") from None
+    if array is None or array.size == 0:
         raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
     return to_rgb_uint8(array)
 
@@ -73,29 +169,44 @@ class ImageTask:
 
 
 def find_images(
-    inputs: Iterable[str | os.PathLike[str]], recursive: bool = True
+    inputs: Iterable[str | os.PathLike[str]],
+    recursive: bool = True,
+    exclude: str | os.PathLike[str] | None = None,
 ) -> tuple[list[ImageTask], int]:
     """Expand files and folders into image tasks whose output paths mirror the input tree.
 
     Returns ``(tasks, skipped)`` where ``skipped`` counts non-image files found in folders.
-    Files named explicitly are always kept (and fail later if unreadable). When two inputs would
-    map to the same output stem (``a.jpg`` and ``a.png``), both keep their extension in the stem.
+    Files named explicitly are always kept (and fail later if unreadable). Symbolic links are
+    followed; a file reached twice (named twice, or through links) is kept once, a folder
+    reached again through a link is not walked again (so link loops end), and nothing inside
+    ``exclude`` (the output folder), however reached, is an input. When two inputs would map to
+    the same output stem (``a.jpg`` and ``a.png``), both keep their extension in the stem.
     """
     tasks: list[ImageTask] = []
     skipped = 0
+    seen: set[str] = set()
+    walked: set[str] = set()
+    banned = os.path.realpath(exclude) if exclude is not None else None
+
+    def excluded(real: str) -> bool:
+        return banned is not None and (real == banned or real.startswith(banned + os.sep))
+
+    def add(path: Path, stem: Path) -> None:
+        real = os.path.realpath(path)
+        if real not in seen and not excluded(real):
+            seen.add(real)
+            tasks.append(ImageTask(path, stem))
+
     for raw in inputs:
         root = Path(raw)
         if root.is_dir():
-            walker: Iterator[Path] = root.rglob("*") if recursive else root.glob("*")
-            for path in sorted(walker):
-                if not path.is_file():
-                    continue
+            for path in _walk(root, recursive, walked, excluded):
                 if is_image_path(path):
-                    tasks.append(ImageTask(path, path.relative_to(root).with_suffix("")))
+                    add(path, path.relative_to(root).with_suffix(""))
                 else:
                     skipped += 1
-        elif root.exists():
-            tasks.append(ImageTask(root, Path(root.stem)))
+        elif root.exists() or root.is_symlink():
+            add(root, Path(root.stem))
         else:
             raise ImageError(f"{root}: no such file or folder")
     counts: dict[Path, int] = {}
@@ -107,3 +218,26 @@ def find_images(
         else t
         for t in tasks
     ], skipped
+
+
+def _walk(root: Path, recursive: bool, walked: set[str], excluded) -> Iterator[Path]:
+    """Files under ``root`` in sorted order, following links, each folder once."""
+    real = os.path.realpath(root)
+    if real in walked or excluded(real):
+        return
+    walked.add(real)
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir()  # follows links
+        except OSError:
+            continue
+        if is_dir:
+            if recursive:
+                yield from _walk(path, recursive, walked, excluded)
+        elif entry.is_file() or entry.is_symlink():
+            yield path

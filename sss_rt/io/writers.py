@@ -1,9 +1,11 @@
-"""Output formats, each written atomically (temporary name, then rename into place)."""
+"""Output formats, each written atomically (temporary name, then rename into place), with the
+mode the umask gives (as ``open()`` would)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,14 +15,26 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
+_umask_lock = threading.Lock()
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open()``: 0o666 less the process's umask."""
+    with _umask_lock:  # the umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
 
 @contextmanager
 def atomic_path(path: Path):
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds
+    (also on Ctrl-C: the temporary file is removed, nothing half-written is left)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 would survive the rename
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
@@ -51,10 +65,10 @@ def _write_npy(path: Path, image, embedding, features, dtype) -> None:
 
 
 def _write_npz(path: Path, image, embedding, features, dtype) -> None:
-    _write_with(
-        path,
-        lambda fh: np.savez(fh, features=features.astype(dtype, copy=False), embedding=embedding),
-    )
+    arrays = {"embedding": embedding}
+    if features is not None:  # the raw features only when asked (--features)
+        arrays["features"] = features.astype(dtype, copy=False)
+    _write_with(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _write_png(path: Path, image, embedding, features, dtype) -> None:
@@ -91,7 +105,9 @@ class Format:
 #: the one table of output formats (the CLI's choices, the batch's names, the writer)
 FORMATS: dict[str, Format] = {
     "npy": Format(".npy", True, "the raw H×W×128 features", _write_npy),
-    "npz": Format(".npz", True, "raw features and the 3-d embedding", _write_npz),
+    "npz": Format(
+        ".npz", False, "the 3-d embedding (and the raw features with --features)", _write_npz
+    ),
     "png": Format(".embedding.png", False, "the 3-d features as an 8-bit RGB image", _write_png),
     "sss": Format(".sss.png", False, "image and 3-d features side by side", _write_sss),
     "mat": Format(".mat", True, "an H×W×128 'embedmap' (MATLAB)", _write_mat),
