@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sss_rt.cli.bench import test_image, time_extraction
+from sss_rt.cli.bench import summarize, test_image, time_extraction
 
 
 def machine() -> dict[str, Any]:
@@ -66,15 +66,6 @@ def machine() -> dict[str, Any]:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def summarize(samples: list[float]) -> dict[str, float]:
-    arr = np.asarray(samples)
-    return {
-        "median_s": float(np.median(arr)),
-        "p90_s": float(np.percentile(arr, 90)),
-        "runs": len(samples),
-    }
 
 
 def time_it(fn: Callable[[], Any], runs: int, warmup: int = 1) -> dict[str, float]:
