@@ -100,12 +100,15 @@ def test_folder_walk_filters_and_mirrors(tmp_path, photo):
     assert [t.relative_stem.name for t in flat] == ["UPPER"]
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
 @pytest.mark.parametrize("size", [(1, 1), (1, 57), (63, 2)])
-def test_tiny_and_thin_images_extract(onnx_path, size, rng):
+def test_tiny_and_thin_images_extract(onnx_path, size, rng, backend):
     from sss_rt import Extractor
 
+    if backend == "torch":
+        pytest.importorskip("torch")
     image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
-    with Extractor(onnx_path) as ex:
+    with Extractor(onnx_path, backend=backend) as ex:
         r = ex.extract(image, return_features=True)
     assert r.embedding.shape == (*size, 3) and r.features.shape == (*size, 128)
     assert np.isfinite(r.embedding).all()
