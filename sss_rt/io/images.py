@@ -51,6 +51,8 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
 #: what an image file may hold beyond ``max_megapixels`` and still be decoded (to be downscaled):
 #: a header above this many times the limit is refused before any decode allocates
 DECODE_FACTOR = 4.0
+#: no image above this is decoded, whatever the limits (OpenCV's own ceiling, 2³⁰ pixels)
+MAX_DECODE_PIXELS = 1 << 30
 
 
 _PILLOW_LIMIT_LOCK = threading.Lock()
@@ -148,6 +150,11 @@ def decode_image(
                 f"{size}, above the {DECODE_FACTOR * max_megapixels:g} MP that "
                 f"--max-megapixels {max_megapixels:g} allows to decode and downscale"
             )
+    if width * height > MAX_DECODE_PIXELS:
+        raise ImageError(
+            f"{path}: image is {width}×{height} ({mp:.1f} MP), above the "
+            f"{MAX_DECODE_PIXELS / 1e6:.0f} MP any image is decoded at"
+        )
     _check_complete(data, fmt, str(path))
     # IMREAD_COLOR applies EXIF orientation, converts gray/palette/CMYK to 3 channels and drops
     # alpha; ANYDEPTH keeps 16-bit samples so they can be scaled rather than truncated.
