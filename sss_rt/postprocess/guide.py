@@ -84,6 +84,10 @@ class NumpyBandFilter(BandFilter):
     def filter(self, src, y0=0, y1=None, out=None, coefficients=False):
         c, n, w = src.shape
         y1 = n if y1 is None else y1
+        stats = self.stats
+        if (y0, y1) != (0, n):  # only the rows asked, with the 2r rows of context they need
+            a, b = max(0, y0 - 2 * stats.radius), min(n, y1 + 2 * stats.radius)
+            stats, src, y0, y1 = _crop_stats(stats, a, b), src[:, a:b], y0 - a, y1 - a
         lead = (4,) if coefficients else ()
         if out is None:
             out = np.empty((*lead, c, y1 - y0, w), np.float32)
@@ -91,10 +95,10 @@ class NumpyBandFilter(BandFilter):
             stop = min(start + self.chunk, c)
             chunk = np.ascontiguousarray(np.moveaxis(src[start:stop], 0, -1), dtype=np.float32)
             if coefficients:
-                for i, plane in enumerate(coefficient_means(self.stats, chunk)):
+                for i, plane in enumerate(coefficient_means(stats, chunk)):
                     out[i, start:stop] = np.moveaxis(plane[y0:y1], -1, 0)
             else:
-                out[start:stop] = np.moveaxis(guided_filter(self.stats, chunk)[y0:y1], -1, 0)
+                out[start:stop] = np.moveaxis(guided_filter(stats, chunk)[y0:y1], -1, 0)
         return out
 
 
@@ -128,17 +132,22 @@ def band_filter(
         return NativeBandFilter(tables, b0, b1, config.threads)
     stats = guide_stats(part, r, config.eps)
     if (s0, s1) != (b0, b1):
-        a, b = b0 - s0, b1 - s0
-        window_mean, inv_count = truncated_mean(r, (b - a, w))
-        stats = GuideStats(
-            np.ascontiguousarray(stats.guide[a:b]),
-            np.ascontiguousarray(stats.mean[a:b]),
-            np.ascontiguousarray(stats.inv_cov[a:b]),
-            window_mean,
-            r,
-            inv_count,
-        )
+        stats = _crop_stats(stats, b0 - s0, b1 - s0)
     return NumpyBandFilter(stats, b0, b1, config.chunk)
+
+
+def _crop_stats(stats: GuideStats, a: int, b: int) -> GuideStats:
+    """Rows a:b of the statistics, their own window sums truncated at the crop (so rows within
+    2r of a cut edge are the caller's halo)."""
+    window_mean, inv_count = truncated_mean(stats.radius, (b - a, stats.guide.shape[1]))
+    return GuideStats(
+        np.ascontiguousarray(stats.guide[a:b]),
+        np.ascontiguousarray(stats.mean[a:b]),
+        np.ascontiguousarray(stats.inv_cov[a:b]),
+        window_mean,
+        stats.radius,
+        inv_count,
+    )
 
 
 def filter_channels(
