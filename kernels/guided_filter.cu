@@ -8,10 +8,18 @@
 // rather than a tensor-core GEMM).
 //
 // Layouts: planes are [P][H][W] float32 (row-major, x fastest). Features are [C][H][W], float32
-// or float16 (suffixes _f32 / _f16), accumulation always in float32 or float64.
+// or float16 (suffixes _f32 / _f16), accumulation always in float32 or float64. A band: H rows
+// of the image starting at image row `row0` of `height` (the box counts N(x) are the whole
+// image's; rows within 2r of a band edge that is not an image edge are context, not output).
+// `ld`: the distance between two channels' first elements (H·W for a whole band).
 // Launch geometry is chosen by sss_rt/postprocess/cuda.py; every kernel checks its bounds.
+// The same source runs on the CPU under kernels/emulation (tests/test_cuda_emulated.py).
 
 #include <cuda_fp16.h>
+
+#ifndef DYNAMIC_SHARED  // the host emulation (kernels/emulation) defines its own
+#define DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 #define ROW_TILE 256  // outputs per block of the horizontal box pass
 #define GRAM_TILE 16  // the covariance is computed in GRAM_TILE × GRAM_TILE tiles
@@ -51,7 +59,7 @@ extern "C" __global__ void guide_planes(const unsigned char *__restrict__ rgb,
 extern "C" __global__ void box_rows(const float *__restrict__ in, float *__restrict__ out, int H,
                                     int W, int r)
 {
-    extern __shared__ float tile[];
+    DYNAMIC_SHARED(float, tile);
     const int x0 = blockIdx.x * ROW_TILE, y = blockIdx.y;
     const size_t row = ((size_t)blockIdx.z * H + y) * W;
     for (int i = threadIdx.x; i < ROW_TILE + 2 * r; i += blockDim.x) {
@@ -69,16 +77,18 @@ extern "C" __global__ void box_rows(const float *__restrict__ in, float *__restr
 }
 
 // The same pass fused with the products a channel's filter needs: for channel c of the chunk
-// starting at c0, out[c][q] = box_rows(p, p·I0, p·I1, p·I2)[q] (out is [C][4][H][W]).
+// starting at c0, out[c][q] = box_rows(p, p·I0, p·I1, p·I2)[q] (out is [C][4][H][W]; channel
+// c of p at p + c·ld).
 template <typename T>
 __device__ void box_rows_products(const T *__restrict__ p, const float *__restrict__ guide,
-                                  float *__restrict__ out, int c0, int H, int W, int r)
+                                  float *__restrict__ out, int c0, int H, int W, int r,
+                                  long long ld)
 {
-    extern __shared__ float staged[];  // 4 × (ROW_TILE + 2r)
+    DYNAMIC_SHARED(float, staged);  // 4 × (ROW_TILE + 2r)
     const int span = ROW_TILE + 2 * r;
     const int x0 = blockIdx.x * ROW_TILE, y = blockIdx.y, c = blockIdx.z;
     const size_t plane = (size_t)H * W, off = (size_t)y * W;
-    const T *src = p + (size_t)(c0 + c) * plane;
+    const T *src = p + (size_t)(c0 + c) * ld;
     for (int i = threadIdx.x; i < span; i += blockDim.x) {
         const int x = x0 - r + i;
         float v = 0.0f, g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
@@ -107,15 +117,15 @@ __device__ void box_rows_products(const T *__restrict__ p, const float *__restri
 }
 
 extern "C" __global__ void box_rows_products_f32(const float *p, const float *guide, float *out,
-                                                 int c0, int H, int W, int r)
+                                                 int c0, int H, int W, int r, long long ld)
 {
-    box_rows_products(p, guide, out, c0, H, W, r);
+    box_rows_products(p, guide, out, c0, H, W, r, ld);
 }
 
 extern "C" __global__ void box_rows_products_f16(const __half *p, const float *guide, float *out,
-                                                 int c0, int H, int W, int r)
+                                                 int c0, int H, int W, int r, long long ld)
 {
-    box_rows_products(p, guide, out, c0, H, W, r);
+    box_rows_products(p, guide, out, c0, H, W, r, ld);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -152,13 +162,14 @@ __device__ __forceinline__ float inv_count(int x, int y, int H, int W, int r)
 // Guide statistics from the box sums of guide_planes: window mean of I ([3][H][W]) and the
 // symmetric (Σ + εU)⁻¹ as (00, 01, 02, 11, 12, 22) ([6][H][W]), in float64 like the CPU path.
 extern "C" __global__ void guide_inverse(const float *__restrict__ sums, float *__restrict__ mean,
-                                         float *__restrict__ inv, int H, int W, int r, float eps)
+                                         float *__restrict__ inv, int H, int W, int r, float eps,
+                                         int row0, int height)
 {
     const size_t n = (size_t)H * W;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         const int y = (int)(i / W), x = (int)(i % W);
-        const double k = inv_count(x, y, H, W, r);
+        const double k = inv_count(x, row0 + y, height, W, r);
         const double m0 = sums[i] * k, m1 = sums[n + i] * k, m2 = sums[2 * n + i] * k;
         const double a = sums[3 * n + i] * k - m0 * m0 + eps;
         const double b = sums[4 * n + i] * k - m0 * m1;
@@ -185,7 +196,8 @@ extern "C" __global__ void guide_inverse(const float *__restrict__ sums, float *
 // Per channel of a chunk: box sums (p, pI0, pI1, pI2) → coefficients (a0, a1, a2, b), in place
 // in the [C][4][H][W] buffer.
 extern "C" __global__ void coefficients(float *__restrict__ buf, const float *__restrict__ mean,
-                                        const float *__restrict__ inv, int C, int H, int W, int r)
+                                        const float *__restrict__ inv, int C, int H, int W, int r,
+                                        int row0, int height)
 {
     const size_t n = (size_t)H * W, total = n * C;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
@@ -193,7 +205,7 @@ extern "C" __global__ void coefficients(float *__restrict__ buf, const float *__
         const size_t c = t / n, i = t % n;
         const int y = (int)(i / W), x = (int)(i % W);
         float *s = buf + c * 4 * n + i;
-        const double k = inv_count(x, y, H, W, r);
+        const double k = inv_count(x, row0 + y, height, W, r);
         const double m0 = mean[i], m1 = mean[n + i], m2 = mean[2 * n + i];
         const double mp = s[0] * k;
         const double c0 = s[n] * k - m0 * mp, c1 = s[2 * n] * k - m1 * mp;
@@ -211,7 +223,7 @@ extern "C" __global__ void coefficients(float *__restrict__ buf, const float *__
 // Output of a chunk: q = (Σ_k box(a_k)·I_k + box(b)) / N(x), written to channel c0 + c of out.
 extern "C" __global__ void apply_output(const float *__restrict__ buf,
                                         const float *__restrict__ guide, float *__restrict__ out,
-                                        int c0, int C, int H, int W, int r)
+                                        int c0, int C, int H, int W, int r, int row0, int height)
 {
     const size_t n = (size_t)H * W, total = n * C;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
@@ -221,25 +233,25 @@ extern "C" __global__ void apply_output(const float *__restrict__ buf,
         const float *s = buf + c * 4 * n + i;
         const float q = s[0] * guide[i] + s[n] * guide[n + i] + s[2 * n] * guide[2 * n + i] +
                         s[3 * n];
-        out[(c0 + c) * n + i] = q * inv_count(x, y, H, W, r);
+        out[(c0 + c) * n + i] = q * inv_count(x, row0 + y, height, W, r);
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Channel sums of features (float64 partials per block row): partial[blockIdx.x][c].
+// Channel sums of N elements per channel (float64 partials per block): partial[blockIdx.x][c].
 template <typename T>
 __device__ void channel_sums(const T *__restrict__ p, double *__restrict__ partial, int C,
-                             long long N)
+                             long long N, long long ld)
 {
     __shared__ double acc[REDUCE_THREADS];
     const int c = blockIdx.y;
     double s = 0.0;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < N;
          i += (long long)gridDim.x * blockDim.x)
-        s += load(p, (size_t)c * N + i);
+        s += load(p, (size_t)c * ld + i);
     acc[threadIdx.x] = s;
     __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
         if (threadIdx.x < half)
             acc[threadIdx.x] += acc[threadIdx.x + half];
         __syncthreads();
@@ -248,22 +260,24 @@ __device__ void channel_sums(const T *__restrict__ p, double *__restrict__ parti
         partial[(size_t)blockIdx.x * C + c] = acc[0];
 }
 
-extern "C" __global__ void channel_sums_f32(const float *p, double *partial, int C, long long N)
+extern "C" __global__ void channel_sums_f32(const float *p, double *partial, int C, long long N,
+                                            long long ld)
 {
-    channel_sums(p, partial, C, N);
+    channel_sums(p, partial, C, N, ld);
 }
 
-extern "C" __global__ void channel_sums_f16(const __half *p, double *partial, int C, long long N)
+extern "C" __global__ void channel_sums_f16(const __half *p, double *partial, int C, long long N,
+                                            long long ld)
 {
-    channel_sums(p, partial, C, N);
+    channel_sums(p, partial, C, N, ld);
 }
 
 // Covariance about a shift: partial[blockIdx.z] = Σ_n (q_i − s_i)(q_j − s_j) over this block's
-// pixel range, for the GRAM_TILE × GRAM_TILE tile (blockIdx.y, blockIdx.x) of the C × C matrix,
+// range of the N pixels (channel c at q + c·ld), for the GRAM_TILE × GRAM_TILE tile (blockIdx.y, blockIdx.x) of the C × C matrix,
 // float64 accumulation. Block GRAM_TILE × GRAM_TILE threads. The host sums the partials.
 extern "C" __global__ void gram_partial(const float *__restrict__ q, const float *__restrict__ shift,
                                         double *__restrict__ partial, int C, long long N,
-                                        long long per_block)
+                                        long long ld, long long per_block)
 {
     __shared__ double a[GRAM_TILE][GRAM_STEP + 1];
     __shared__ double b[GRAM_TILE][GRAM_STEP + 1];
@@ -278,8 +292,8 @@ extern "C" __global__ void gram_partial(const float *__restrict__ q, const float
             const int row = e / GRAM_STEP, col = e % GRAM_STEP;
             const long long n = base + col;
             const int ci = i0 + row, cj = j0 + row;
-            a[row][col] = (n < n1 && ci < C) ? (double)q[(size_t)ci * N + n] - shift[ci] : 0.0;
-            b[row][col] = (n < n1 && cj < C) ? (double)q[(size_t)cj * N + n] - shift[cj] : 0.0;
+            a[row][col] = (n < n1 && ci < C) ? (double)q[(size_t)ci * ld + n] - shift[ci] : 0.0;
+            b[row][col] = (n < n1 && cj < C) ? (double)q[(size_t)cj * ld + n] - shift[cj] : 0.0;
         }
         __syncthreads();
         for (int k = 0; k < GRAM_STEP; ++k)
@@ -293,17 +307,17 @@ extern "C" __global__ void gram_partial(const float *__restrict__ q, const float
 
 // ---------------------------------------------------------------------------------------------
 // Projection of the unfiltered features on the PCA basis: out[k][n] = Σ_c V[k][c](p[c][n] − s[c])
-// in float64 (V: K × C, row-major). One thread per pixel.
+// in float64 (V: K × C, row-major; channel c of p at p + c·ld; K ≤ 4). One thread per pixel.
 template <typename T>
 __device__ void project(const T *__restrict__ p, const double *__restrict__ V,
                         const double *__restrict__ s, float *__restrict__ out, int C, int K,
-                        long long N)
+                        long long N, long long ld)
 {
     for (long long n = blockIdx.x * (long long)blockDim.x + threadIdx.x; n < N;
          n += (long long)gridDim.x * blockDim.x) {
         double acc[4] = {0.0, 0.0, 0.0, 0.0};
         for (int c = 0; c < C; ++c) {
-            const double v = (double)load(p, (size_t)c * N + n) - s[c];
+            const double v = (double)load(p, (size_t)c * ld + n) - s[c];
             for (int k = 0; k < K && k < 4; ++k)
                 acc[k] += V[k * C + c] * v;
         }
@@ -313,15 +327,15 @@ __device__ void project(const T *__restrict__ p, const double *__restrict__ V,
 }
 
 extern "C" __global__ void project_f32(const float *p, const double *V, const double *s,
-                                       float *out, int C, int K, long long N)
+                                       float *out, int C, int K, long long N, long long ld)
 {
-    project(p, V, s, out, C, K, N);
+    project(p, V, s, out, C, K, N, ld);
 }
 
 extern "C" __global__ void project_f16(const __half *p, const double *V, const double *s,
-                                       float *out, int C, int K, long long N)
+                                       float *out, int C, int K, long long N, long long ld)
 {
-    project(p, V, s, out, C, K, N);
+    project(p, V, s, out, C, K, N, ld);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -342,7 +356,7 @@ extern "C" __global__ void minmax_partial(const float *__restrict__ y,
     lo[threadIdx.x] = a;
     hi[threadIdx.x] = b;
     __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
         if (threadIdx.x < half) {
             lo[threadIdx.x] = fminf(lo[threadIdx.x], lo[threadIdx.x + half]);
             hi[threadIdx.x] = fmaxf(hi[threadIdx.x], hi[threadIdx.x + half]);
@@ -355,14 +369,15 @@ extern "C" __global__ void minmax_partial(const float *__restrict__ y,
     }
 }
 
-// [0, 1] output, pixel-interleaved (H×W×K): out[n][k] = (y[k][n] − offset[k] − lo[k]) · scale[k]
-// (scale 0 for a constant or degenerate component).
+// [0, 1] output, pixel-interleaved (H×W×K): out[n][k] = (y[k][n] − offset[k] − lo[k]) / span[k]
+// (0 where span[k] is 0: a constant or degenerate component), as the CPU modes divide.
 extern "C" __global__ void normalize(const float *__restrict__ y, const float *__restrict__ offset,
-                                     const float *__restrict__ lo, const float *__restrict__ scale,
+                                     const float *__restrict__ lo, const float *__restrict__ span,
                                      float *__restrict__ out, int K, long long N)
 {
     for (long long n = blockIdx.x * (long long)blockDim.x + threadIdx.x; n < N;
          n += (long long)gridDim.x * blockDim.x)
         for (int k = 0; k < K; ++k)
-            out[(size_t)n * K + k] = (y[(size_t)k * N + n] - offset[k] - lo[k]) * scale[k];
+            out[(size_t)n * K + k] =
+                span[k] > 0.0f ? ((y[(size_t)k * N + n] - offset[k]) - lo[k]) / span[k] : 0.0f;
 }

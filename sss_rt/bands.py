@@ -10,11 +10,21 @@ the same way, in bounded memory.
 Layouts, stated once: bands are C×n×W float32 (C-contiguous where a kernel needs it, a view
 otherwise); ``projected_rows`` is k×n×W float32, ``components · (features − shift)`` summed in
 float64; ``region`` is C×(y1−y0)×(x1−x0).
+
+Device bands: ``device_band(y0, y1, runtime, stream)`` is the same band in GPU memory, a
+:class:`DeviceBand` (C×n×W, float32 or float16, rows contiguous per channel) ready in the
+order of ``stream``. Any source has one — a host band is uploaded on that stream — and a source
+whose features live on the GPU (a TensorRT binding, a PyTorch CUDA tensor, an ONNX Runtime CUDA
+output) gives out its own memory or computes the band on that stream, so that nothing crosses
+to the host. ``runtime`` is the CUDA runtime the post-processing drives (pycuda, or the test
+suite's emulation of it).
 """
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +42,8 @@ class FeatureSource(abc.ABC):
     #: True when every band is a view of one array in memory: bands then need no halo and
     #: the post-processing may read the whole array at once (``array``)
     in_memory: bool = False
+    #: True when the features live in GPU memory (``device_band`` then copies nothing)
+    on_device: bool = False
 
     @abc.abstractmethod
     def rows(self, y0: int, y1: int) -> np.ndarray:
@@ -65,6 +77,77 @@ class FeatureSource(abc.ABC):
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
+
+    def device_band(self, y0: int, y1: int, runtime: Any, stream: Any) -> DeviceBand:
+        """Rows ``y0:y1`` in GPU memory, ready in ``stream``'s order (here: uploaded)."""
+        band = runtime.gpuarray.to_gpu_async(
+            np.ascontiguousarray(self.rows(y0, y1), np.float32), stream=stream
+        )
+        return DeviceBand(int(band.gpudata), (self.channels, y1 - y0, self.width), band.dtype, band)
+
+
+@dataclass
+class DeviceBand:
+    """C×n×W features in GPU memory at ``pointer``: each channel's n×W rows contiguous, channel
+    c at ``pointer + c·ld`` elements (``ld`` = n·W when 0); ``owner`` keeps the memory alive."""
+
+    pointer: int
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    owner: Any = None
+    ld: int = 0
+
+    @property
+    def stride(self) -> int:
+        return self.ld or self.shape[1] * self.shape[2]
+
+
+class DeviceArraySource(FeatureSource):
+    """C×H×W features already in GPU memory (C-contiguous at ``pointer``, float32 or float16):
+    device bands are offsets into it; host bands are copied out. ``ready``: an event the
+    producer recorded on its own stream after writing them (waited on before any read);
+    ``owner``: whatever keeps the memory alive; ``runtime``: the pycuda-like runtime whose
+    driver copies host bands out."""
+
+    on_device = True
+
+    def __init__(
+        self,
+        pointer: int,
+        shape: tuple[int, int, int],
+        dtype: Any,
+        runtime: Any,
+        *,
+        ready: Any = None,
+        owner: Any = None,
+    ):
+        self.pointer, self.dtype, self.runtime = int(pointer), np.dtype(dtype), runtime
+        if self.dtype not in (np.float32, np.float16):
+            raise ValueError(f"device features must be float32 or float16, got {self.dtype}")
+        self.channels, self.height, self.width = (int(s) for s in shape)
+        self.ready, self.owner = ready, owner
+        self._stream = runtime.drv.Stream()
+
+    def _wait(self, stream: Any) -> None:
+        if self.ready is not None:
+            stream.wait_for_event(self.ready)
+
+    def device_band(self, y0: int, y1: int, runtime: Any, stream: Any) -> DeviceBand:
+        self._wait(stream)
+        offset = y0 * self.width * self.dtype.itemsize
+        shape = (self.channels, y1 - y0, self.width)
+        return DeviceBand(self.pointer + offset, shape, self.dtype, self, self.height * self.width)
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        drv, stream = self.runtime.drv, self._stream
+        self._wait(stream)
+        host = drv.pagelocked_empty((self.channels, y1 - y0, self.width), self.dtype)
+        plane = self.height * self.width * self.dtype.itemsize
+        first = self.pointer + y0 * self.width * self.dtype.itemsize
+        for c in range(self.channels):
+            drv.memcpy_dtoh_async(host[c], first + c * plane, stream)
+        stream.synchronize()  # one wait for all the band's copies
+        return np.asarray(host, np.float32)
 
 
 class ArraySource(FeatureSource):

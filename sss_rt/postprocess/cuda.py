@@ -1,263 +1,482 @@
 """GPU post-processing: the CUDA kernels of ``kernels/guided_filter.cu`` driven by pycuda.
 
-Same rules and results as the CPU exact mode (``sss_rt.postprocess.cpu``): every channel guided-
-filtered, covariance in float64, the eigendecomposition on the host with the same sign rule,
-the 3-d output from filtering the projected raw features, [0, 1] normalization.
+The exact mode's rules and results (``sss_rt.postprocess.exact``), in the same two passes over
+device bands (:meth:`~sss_rt.bands.FeatureSource.device_band`):
 
-Features may be a host array or already on the GPU (a pycuda ``GPUArray`` or a raw device
-pointer, e.g. a TensorRT output binding), float32 or float16, C×H×W; they never go back to the
-host. pycuda is imported on first use, through ``pycuda.autoprimaryctx`` so that the context
-is the device's primary one, shared with TensorRT and PyTorch.
+1. every channel of a band guided-filtered against the band's own guide statistics, its float64
+   covariance about the first band's channel means accumulated on the device;
+2. after the eigendecomposition on the host (same sign rule), the raw features projected on the
+   basis and those k channels filtered — ``filter(V·(p − s)) = V·(filter(p) − s)`` — then
+   normalized to [0, 1].
+
+A band carries a halo of 2r rows on each side, so the result equals the whole-image filter; an
+image whose buffers fit in the free GPU memory (``memory_fraction`` of it) is one band. Only the
+H×W×k result (and the raw features, when asked) come back to the host. Every launch is on one
+stream, the caller's (``stream=``) or the post-processor's own, which waits on a source's
+``ready`` event before reading it; host copies are asynchronous with one synchronize where the
+host needs the values.
+
+The runtime is pycuda by default (imported on first use; the device's primary context, shared
+with TensorRT and PyTorch), or anything with the same ``drv``, ``gpuarray`` and
+``SourceModule`` (the test suite runs these kernels on the CPU that way: tests/cuda_emulator.py).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import numpy as np
 
+from sss_rt.bands import DeviceArraySource, DeviceBand, FeatureSource, as_source
 from sss_rt.errors import BackendUnavailableError
 from sss_rt.postprocess.config import PostprocessConfig
+from sss_rt.postprocess.exact import bands
 from sss_rt.postprocess.moments import MomentAccumulator
 from sss_rt.postprocess.pca import PCABasis
+from sss_rt.timing import timed
 
 ROW_TILE = 256  # must match kernels/guided_filter.cu
 GRAM_TILE = 16
 REDUCE_THREADS = 256
-_module_cache: dict[str, Any] = {}
+DEFAULT_SHARED = 48 << 10  #: dynamic shared memory a kernel gets without opting in
+MAX_GRID_Y = 65535
+MAX_COMPONENTS = 4  #: the project kernel's accumulators
+_runtimes: dict[int, Any] = {}
 
 
-def _pycuda() -> tuple[Any, Any, Any]:
-    try:
-        import pycuda.autoprimaryctx  # noqa: F401  (binds the primary context)
-        import pycuda.driver as drv
-        import pycuda.gpuarray as gpuarray
-        from pycuda.compiler import SourceModule
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"GPU post-processing needs pycuda and a CUDA GPU ({exc}); "
-            "pip install 'sss-rt[gpu]', or use the CPU post-processing"
-        ) from None
-    except Exception as exc:  # pycuda present, no driver or no GPU
-        raise BackendUnavailableError(f"no usable CUDA GPU for pycuda: {exc}") from None
-    return drv, gpuarray, SourceModule
+def device_index(device: str) -> int:
+    """``"cuda"`` → 0, ``"cuda:N"`` → N."""
+    if device in ("cuda", "auto"):
+        return 0
+    head, _, index = device.partition(":")
+    if head != "cuda" or not index.isdigit():
+        raise ValueError(f"not a CUDA device: {device!r} (use cuda or cuda:N)")
+    return int(index)
+
+
+class PycudaRuntime:
+    """pycuda on one GPU, through that device's primary context (the one TensorRT, PyTorch and
+    ONNX Runtime use), made current on the calling thread."""
+
+    name = "pycuda"
+
+    def __init__(self, index: int = 0):
+        try:
+            import pycuda.driver as drv
+            import pycuda.gpuarray as gpuarray
+            from pycuda.compiler import SourceModule
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"GPU post-processing needs pycuda ({exc}): pip install 'sss-rt[gpu]' "
+                "(it builds against the CUDA toolkit), or use --device cpu"
+            ) from None
+        try:
+            drv.init()
+            if index >= drv.Device.count():
+                raise BackendUnavailableError(
+                    f"cuda:{index} requested but {drv.Device.count()} CUDA device(s) exist"
+                )
+            device = drv.Device(index)
+            self.context = device.retain_primary_context()
+            self.context.push()
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # pycuda present, no driver or no GPU
+            raise BackendUnavailableError(f"no usable CUDA GPU for pycuda: {exc}") from None
+        atexit.register(self._pop)
+        self.drv, self.gpuarray, self.SourceModule = drv, gpuarray, SourceModule
+        self.device = device
+        self.max_shared_optin = device.get_attribute(
+            drv.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+        )
+
+    def _pop(self) -> None:
+        with contextlib.suppress(Exception):  # already gone at interpreter exit
+            self.context.pop()
+
+
+def pycuda_runtime(device: str = "cuda") -> PycudaRuntime:
+    """The pycuda runtime of ``device`` (one per device and process)."""
+    index = device_index(device)
+    if index not in _runtimes:
+        _runtimes[index] = PycudaRuntime(index)
+    return _runtimes[index]
 
 
 def kernel_source() -> str:
     return (resources.files("sss_rt.kernels") / "guided_filter.cu").read_text()
 
 
-def _module() -> Any:
-    """The compiled kernels, once per process (pycuda also caches the binary on disk)."""
-    if "module" not in _module_cache:
-        _, _, source_module = _pycuda()
-        _module_cache["module"] = source_module(
+@dataclass
+class _Guide:
+    """A band's guide statistics on the device: I ([9][n][W], its first 3 planes the guide),
+    window means ([3][n][W]) and (Σ + εU)⁻¹ ([6][n][W])."""
+
+    planes: Any
+    mean: Any
+    inv: Any
+    rows: tuple[int, int]
+
+
+class CudaPostprocessor:
+    """Exact post-processing on the GPU (see the module's doc).
+
+    ``device``: ``"cuda"`` or ``"cuda:N"``; ``runtime``: a pycuda-like runtime (default: pycuda
+    on that device). ``chunk``: channels filtered at once; ``band_rows``: rows per band (default:
+    as many as ``memory_fraction`` of the free GPU memory holds).
+    """
+
+    def __init__(
+        self,
+        config: PostprocessConfig | None = None,
+        *,
+        device: str = "cuda",
+        runtime: Any = None,
+        chunk: int = 16,
+        band_rows: int | None = None,
+        memory_fraction: float = 0.5,
+    ):
+        self.config = config or PostprocessConfig()
+        if self.config.mode != "exact":
+            raise ValueError("the GPU post-processing implements the exact mode")
+        self.runtime = runtime if runtime is not None else pycuda_runtime(device)
+        self.drv, self.gpuarray = self.runtime.drv, self.runtime.gpuarray
+        self.chunk = chunk
+        self.band_rows = band_rows
+        self.memory_fraction = memory_fraction
+        module = self.runtime.SourceModule(
             kernel_source(), no_extern_c=True, options=["-O3", "-std=c++17"]
         )
-    return _module_cache["module"]
+        self.f = {name: module.get_function(name) for name in KERNELS}
+        shared = self._products_shared()
+        if shared > DEFAULT_SHARED:  # large radii: opt in to more dynamic shared memory
+            if shared > self.runtime.max_shared_optin:
+                largest = (self.runtime.max_shared_optin // 16 - ROW_TILE) // 2
+                raise ValueError(
+                    f"radius {self.config.radius} needs {shared} bytes of shared memory per "
+                    f"block; this GPU allows {self.runtime.max_shared_optin} (radius ≤ {largest})"
+                )
+            for name in ("box_rows_products_f32", "box_rows_products_f16", "box_rows"):
+                self.f[name].set_attribute(
+                    self.drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, shared
+                )
 
+    def _products_shared(self) -> int:
+        return 4 * (ROW_TILE + 2 * self.config.radius) * 4
 
-@dataclass
-class CudaResult:
-    embedding: np.ndarray  #: H×W×k float32 in [0, 1] (host)
-    basis: PCABasis
-    filtered: Any = None  #: C×H×W float32 GPUArray of the filtered channels, when asked
+    # -- pieces ----------------------------------------------------------------------------
+    def _guide(self, image: np.ndarray, b0: int, b1: int, stream: Any) -> _Guide:
+        g, r, h = self.gpuarray, self.config.radius, image.shape[0]
+        n_rows, w = b1 - b0, image.shape[1]
+        i32 = np.int32
+        rgb = g.to_gpu_async(np.ascontiguousarray(image[b0:b1]), stream=stream)
+        planes = g.empty((9, n_rows, w), np.float32)
+        tmp = g.empty((9, n_rows, w), np.float32)
+        sums = g.empty((9, n_rows, w), np.float32)
+        flat = (_blocks(n_rows * w, 256, 1 << 16), 1)
+        self.f["guide_planes"](
+            rgb.gpudata, planes.gpudata, i32(n_rows), i32(w),
+            block=(256, 1, 1), grid=flat, stream=stream,
+        )  # fmt: skip
+        self._box(planes, tmp, sums, 9, n_rows, w, stream)
+        mean = g.empty((3, n_rows, w), np.float32)
+        inv = g.empty((6, n_rows, w), np.float32)
+        self.f["guide_inverse"](
+            sums.gpudata, mean.gpudata, inv.gpudata, i32(n_rows), i32(w), i32(r),
+            np.float32(self.config.eps), i32(b0), i32(h),
+            block=(256, 1, 1), grid=flat, stream=stream,
+        )  # fmt: skip
+        return _Guide(planes, mean, inv, (b0, b1))
 
+    def _box(self, src: Any, tmp: Any, dst: Any, planes: int, n_rows: int, w: int, stream) -> None:
+        """dst = box sums of ``planes`` planes of src (n_rows×w each), through tmp."""
+        i32, r = np.int32, self.config.radius
+        self.f["box_rows"](
+            src.gpudata, tmp.gpudata, i32(n_rows), i32(w), i32(r),
+            block=(ROW_TILE, 1, 1), grid=(_blocks(w, ROW_TILE), n_rows, planes),
+            shared=(ROW_TILE + 2 * r) * 4, stream=stream,
+        )  # fmt: skip
+        self.f["box_cols"](
+            tmp.gpudata, dst.gpudata, i32(n_rows), i32(w), i32(r),
+            block=(128, 1, 1), grid=(_blocks(w, 128), planes), stream=stream,
+        )  # fmt: skip
 
-def _ptr(x: Any) -> Any:
-    if isinstance(x, int | np.integer):
-        return np.uintp(int(x))
-    return x.gpudata if hasattr(x, "gpudata") else x
+    def _filter(self, band: DeviceBand, guide: _Guide, out: Any, scratch: tuple, stream) -> None:
+        """out ([C][n][W] float32) = the guided filter of every channel of ``band``."""
+        c_total, n_rows, w = band.shape
+        r, (b0, _), h = self.config.radius, guide.rows, self._height
+        i32 = np.int32
+        buf_a, buf_b = scratch
+        suffix = "f16" if band.dtype == np.float16 else "f32"
+        for c0 in range(0, c_total, self.chunk):
+            n = min(self.chunk, c_total - c0)
+            self.f[f"box_rows_products_{suffix}"](
+                np.uintp(band.pointer), guide.planes.gpudata, buf_a.gpudata, i32(c0),
+                i32(n_rows), i32(w), i32(r), np.int64(band.stride),
+                block=(ROW_TILE, 1, 1), grid=(_blocks(w, ROW_TILE), n_rows, n),
+                shared=self._products_shared(), stream=stream,
+            )  # fmt: skip
+            self.f["box_cols"](
+                buf_a.gpudata, buf_b.gpudata, i32(n_rows), i32(w), i32(r),
+                block=(128, 1, 1), grid=(_blocks(w, 128), 4 * n), stream=stream,
+            )  # fmt: skip
+            grid = (_blocks(n * n_rows * w, 256, 1 << 16), 1)
+            self.f["coefficients"](
+                buf_b.gpudata, guide.mean.gpudata, guide.inv.gpudata, i32(n), i32(n_rows),
+                i32(w), i32(r), i32(b0), i32(h), block=(256, 1, 1), grid=grid, stream=stream,
+            )  # fmt: skip
+            self._box(buf_b, buf_a, buf_b, 4 * n, n_rows, w, stream)
+            self.f["apply_output"](
+                buf_b.gpudata, guide.planes.gpudata, out.gpudata, i32(c0), i32(n),
+                i32(n_rows), i32(w), i32(r), i32(b0), i32(h),
+                block=(256, 1, 1), grid=grid, stream=stream,
+            )  # fmt: skip
+
+    def _channel_sums(self, pointer: int, dtype: Any, c: int, count: int, ld: int, stream) -> Any:
+        blocks = min(1024, _blocks(count, REDUCE_THREADS))
+        partial = self.gpuarray.empty((blocks, c), np.float64)
+        suffix = "f16" if np.dtype(dtype) == np.float16 else "f32"
+        self.f[f"channel_sums_{suffix}"](
+            np.uintp(pointer), partial.gpudata, np.int32(c), np.int64(count), np.int64(ld),
+            block=(REDUCE_THREADS, 1, 1), grid=(blocks, c), stream=stream,
+        )  # fmt: skip
+        return partial
+
+    def _rows_per_band(self, c: int, h: int, w: int, itemsize: int, uploads: bool) -> int:
+        if self.band_rows is not None:
+            return max(1, min(h, self.band_rows, MAX_GRID_Y))
+        k, chunk = self.config.n_components, min(self.chunk, c)
+        per_row = w * (c * 4 + 2 * chunk * 16 + 36 * 4 + 8 * k + (c * itemsize if uploads else 0))
+        fixed = h * w * k * 12  # the projected planes, their filter and the output
+        free = self.drv.mem_get_info()[0] * self.memory_fraction - fixed
+        rows = int(free // max(per_row, 1))
+        if rows >= h:
+            return min(h, MAX_GRID_Y)
+        return max(8 * self.config.radius, 16, min(rows, MAX_GRID_Y))
+
+    # -- the whole post-processing -----------------------------------------------------------
+    def run(
+        self,
+        features: FeatureSource | np.ndarray | Any,
+        image: np.ndarray,
+        *,
+        stream: Any = None,
+        keep_features: bool = False,
+        timings: dict[str, float] | None = None,
+    ) -> tuple[np.ndarray, PCABasis, np.ndarray | None]:
+        """Post-process C×H×W ``features`` — a source, a host array, or a C-contiguous
+        ``GPUArray`` (float32 or float16) — with the H×W×3 uint8 RGB ``image`` as guide:
+        (H×W×k embedding in [0, 1], basis, C×H×W float32 raw features if ``keep_features``)."""
+        g, drv, cfg = self.gpuarray, self.drv, self.config
+        source = self._source(features)
+        c, h, w = source.shape
+        if image.shape != (h, w, 3) or image.dtype != np.uint8:
+            raise ValueError(f"image must be {h}×{w}×3 uint8 RGB, got {image.shape} {image.dtype}")
+        r, k = cfg.radius, cfg.n_components
+        if k > MAX_COMPONENTS:
+            raise ValueError(f"the GPU path keeps at most {MAX_COMPONENTS} components")
+        stream = stream if stream is not None else drv.Stream()
+        self._height = h
+        itemsize = 2 if getattr(source, "dtype", None) == np.float16 else 4
+        rows = self._rows_per_band(c, h, w, itemsize, uploads=not source.on_device)
+        plan = list(bands(h, rows, 2 * r))
+        single = len(plan) == 1
+        kept = drv.pagelocked_empty((c, h, w), np.float32) if keep_features else None
+
+        # pass 1: filtered channels → float64 sums about the first band's channel means
+        acc: MomentAccumulator | None = None
+        shift_gpu = None
+        partials: list[tuple[Any, Any, int]] = []
+        scratch = None
+        guide = None
+        for y0, y1, b0, b1 in plan:
+            with timed(timings, "network"):
+                band = self._check(source.device_band(b0, b1, self.runtime, stream), c, b1 - b0, w)
+            with timed(timings, "guided_filter"):
+                guide = self._guide(image, b0, b1, stream)
+                n_rows = b1 - b0
+                if scratch is None or scratch[0].shape[2] != n_rows:
+                    chunk = min(self.chunk, c)
+                    scratch = (
+                        g.empty((chunk, 4, n_rows, w), np.float32),
+                        g.empty((chunk, 4, n_rows, w), np.float32),
+                    )
+                    filtered = g.empty((c, n_rows, w), np.float32)
+                self._filter(band, guide, filtered, scratch, stream)
+            with timed(timings, "pca"):
+                inner, count = (y0 - b0) * w, (y1 - y0) * w
+                if acc is None:
+                    sums = self._channel_sums(
+                        band.pointer + inner * band.dtype.itemsize, band.dtype, c, count,
+                        band.stride, stream,
+                    )  # fmt: skip
+                    first = sums.get_async(stream=stream)
+                    stream.synchronize()  # the shift is needed before the covariance
+                    shift32 = (first.sum(axis=0) / count).astype(np.float32)
+                    acc = MomentAccumulator(shift32.astype(np.float64))
+                    shift_gpu = g.to_gpu_async(shift32, stream=stream)
+                nz = min(1024, _blocks(count, 1 << 15))
+                per_block = -(-count // nz)
+                gram = g.empty((nz, c, c), np.float64)
+                self.f["gram_partial"](
+                    np.uintp(int(filtered.gpudata) + inner * 4), shift_gpu.gpudata,
+                    gram.gpudata, np.int32(c), np.int64(count), np.int64(n_rows * w),
+                    np.int64(per_block), block=(GRAM_TILE, GRAM_TILE, 1),
+                    grid=(_blocks(c, GRAM_TILE), _blocks(c, GRAM_TILE), nz), stream=stream,
+                )  # fmt: skip
+                total = self._channel_sums(
+                    int(filtered.gpudata) + inner * 4, np.float32, c, count, n_rows * w, stream
+                )
+                partials.append((total, gram, count))
+            if kept is not None:
+                self._copy_out(band, y0 - b0, y1 - b0, kept[:, y0:y1], stream)
+        del scratch, filtered
+        assert acc is not None
+        with timed(timings, "pca"):
+            host = [
+                (t.get_async(stream=stream), m.get_async(stream=stream), n) for t, m, n in partials
+            ]
+            stream.synchronize()
+            for total, gram, count in host:
+                acc.add_moments(total.sum(axis=0) - count * acc.shift, gram.sum(axis=0), count)
+            basis = acc.basis(k)
+        k = basis.components.shape[0]
+
+        # pass 2: the raw features projected on the basis, k channels filtered
+        comps = g.to_gpu_async(np.ascontiguousarray(basis.components), stream=stream)
+        shift64 = g.to_gpu_async(acc.shift, stream=stream)
+        projected = g.empty((k, h, w), np.float32)
+        for y0, y1, b0, b1 in plan:
+            n_rows = b1 - b0
+            with timed(timings, "network"):
+                band = self._check(source.device_band(b0, b1, self.runtime, stream), c, n_rows, w)
+            with timed(timings, "guided_filter"):
+                if not single or guide is None:
+                    guide = self._guide(image, b0, b1, stream)
+                proj = g.empty((k, n_rows, w), np.float32)
+                suffix = "f16" if band.dtype == np.float16 else "f32"
+                self.f[f"project_{suffix}"](
+                    np.uintp(band.pointer), comps.gpudata, shift64.gpudata, proj.gpudata,
+                    np.int32(c), np.int32(k), np.int64(n_rows * w), np.int64(band.stride),
+                    block=(256, 1, 1), grid=(_blocks(n_rows * w, 256, 1 << 16), 1),
+                    stream=stream,
+                )  # fmt: skip
+                chunk = min(self.chunk, k)
+                pscratch = (
+                    g.empty((chunk, 4, n_rows, w), np.float32),
+                    g.empty((chunk, 4, n_rows, w), np.float32),
+                )
+                target = projected if single else g.empty((k, n_rows, w), np.float32)
+                proj_band = DeviceBand(int(proj.gpudata), (k, n_rows, w), np.dtype(np.float32))
+                self._filter(proj_band, guide, target, pscratch, stream)
+                if not single:
+                    row_bytes = w * 4
+                    for j in range(k):
+                        drv.memcpy_dtod_async(
+                            int(projected.gpudata) + (j * h + y0) * row_bytes,
+                            int(target.gpudata) + (j * n_rows + y0 - b0) * row_bytes,
+                            (y1 - y0) * row_bytes,
+                            stream,
+                        )
+
+        # [0, 1] per component, by its own min and max
+        with timed(timings, "normalize"):
+            n = h * w
+            offset = g.to_gpu_async(
+                (basis.components @ (basis.mean - acc.shift)).astype(np.float32), stream=stream
+            )
+            blocks = min(1024, _blocks(n, REDUCE_THREADS))
+            mm = g.empty((blocks, k, 2), np.float32)
+            self.f["minmax_partial"](
+                projected.gpudata, offset.gpudata, mm.gpudata, np.int32(k), np.int64(n),
+                block=(REDUCE_THREADS, 1, 1), grid=(blocks, k), stream=stream,
+            )  # fmt: skip
+            mm_host = mm.get_async(stream=stream)
+            stream.synchronize()
+            lo, hi = mm_host[..., 0].min(axis=0), mm_host[..., 1].max(axis=0)
+            span = (hi - lo).astype(np.float32)
+            span[(span <= 0) | basis.degenerate()] = 0.0
+            lo_gpu = g.to_gpu_async(lo.astype(np.float32), stream=stream)
+            span_gpu = g.to_gpu_async(span, stream=stream)
+            out = g.empty((n, k), np.float32)
+            self.f["normalize"](
+                projected.gpudata, offset.gpudata, lo_gpu.gpudata, span_gpu.gpudata,
+                out.gpudata, np.int32(k), np.int64(n),
+                block=(256, 1, 1), grid=(_blocks(n, 256, 1 << 16), 1), stream=stream,
+            )  # fmt: skip
+            embedding = out.get_async(stream=stream)
+            stream.synchronize()  # the embedding and any kept features are on the host now
+        return embedding.reshape(h, w, k), basis, kept
+
+    def filter_channels(self, features: Any, image: np.ndarray, stream: Any = None) -> np.ndarray:
+        """The guided filter of every channel (C×H×W float32, host), the whole image as one
+        band: for tests and for callers that want the filtered channels themselves."""
+        source = self._source(features)
+        c, h, w = source.shape
+        stream = stream if stream is not None else self.drv.Stream()
+        self._height = h
+        band = self._check(source.device_band(0, h, self.runtime, stream), c, h, w)
+        guide = self._guide(image, 0, h, stream)
+        chunk = min(self.chunk, c)
+        scratch = tuple(self.gpuarray.empty((chunk, 4, h, w), np.float32) for _ in range(2))
+        out = self.gpuarray.empty((c, h, w), np.float32)
+        self._filter(band, guide, out, scratch, stream)
+        host = out.get_async(stream=stream)
+        stream.synchronize()
+        return host
+
+    __call__ = run
+
+    def _source(self, features: Any) -> FeatureSource:
+        if isinstance(features, np.ndarray) and features.dtype == np.float16:
+            if features.ndim != 3:
+                raise ValueError(f"features must be C×H×W, got shape {features.shape}")
+            features = self.gpuarray.to_gpu(np.ascontiguousarray(features))  # stays half
+        if isinstance(features, FeatureSource | np.ndarray):
+            return as_source(features)
+        if hasattr(features, "gpudata"):  # a GPUArray
+            if len(features.shape) != 3:
+                raise ValueError(f"device features must be C×H×W, got shape {features.shape}")
+            if not features.flags.c_contiguous:
+                raise ValueError(
+                    "device features must be C-contiguous C×H×W (this array is strided, e.g. "
+                    "a transposed view: pass a contiguous copy)"
+                )
+            return DeviceArraySource(
+                int(features.gpudata), features.shape, features.dtype, self.runtime, owner=features
+            )
+        raise TypeError(f"features must be a source, an array or a GPUArray, not {type(features)}")
+
+    @staticmethod
+    def _check(band: DeviceBand, c: int, n_rows: int, w: int) -> DeviceBand:
+        if tuple(band.shape) != (c, n_rows, w):
+            raise ValueError(f"a device band is {band.shape}, expected {(c, n_rows, w)}")
+        if np.dtype(band.dtype) not in (np.float32, np.float16):
+            raise ValueError(f"device features must be float32 or float16, got {band.dtype}")
+        return band
+
+    def _copy_out(self, band: DeviceBand, r0: int, r1: int, dest: np.ndarray, stream) -> None:
+        """Rows r0:r1 of a device band into ``dest`` (C×n×W float32 host view)."""
+        drv, w = self.drv, band.shape[2]
+        item = np.dtype(band.dtype).itemsize
+        staging = drv.pagelocked_empty((band.shape[0], r1 - r0, w), band.dtype)
+        for ch in range(band.shape[0]):
+            first = band.pointer + (ch * band.stride + r0 * w) * item
+            drv.memcpy_dtoh_async(staging[ch], first, stream)
+        stream.synchronize()
+        dest[...] = staging
 
 
 def _blocks(n: int, threads: int, cap: int = 65535) -> int:
     return max(1, min(cap, -(-n // threads)))
 
 
-class CudaPostprocessor:
-    """Exact post-processing on the GPU (one stream; buffers reused across calls of one size)."""
-
-    def __init__(self, config: PostprocessConfig | None = None, chunk: int = 16):
-        self.config = config or PostprocessConfig()
-        if self.config.mode != "exact":
-            raise ValueError("the GPU post-processing implements the exact mode")
-        self.chunk = chunk
-        self.drv, self.gpuarray, _ = _pycuda()
-        self.mod = _module()
-        self.f = {name: self.mod.get_function(name) for name in _KERNELS}
-
-    # -- the filter of a block of channels -------------------------------------------------
-    def _filter(self, src, dtype, c_total, h, w, guide, mean, inv, out, stream) -> None:
-        g, r = self.gpuarray, self.config.radius
-        i32 = np.int32
-        chunk = min(self.chunk, c_total)
-        buf_a = g.empty((chunk, 4, h, w), np.float32)
-        buf_b = g.empty((chunk, 4, h, w), np.float32)
-        suffix = "f16" if dtype == np.float16 else "f32"
-        rows_grid = (_blocks(w, ROW_TILE), h)
-        for c0 in range(0, c_total, chunk):
-            n = min(chunk, c_total - c0)
-            self.f[f"box_rows_products_{suffix}"](
-                _ptr(src), guide.gpudata, buf_a.gpudata, i32(c0), i32(h), i32(w), i32(r),
-                block=(ROW_TILE, 1, 1), grid=(*rows_grid, n),
-                shared=4 * (ROW_TILE + 2 * r) * 4, stream=stream,
-            )  # fmt: skip
-            self.f["box_cols"](
-                buf_a.gpudata, buf_b.gpudata, i32(h), i32(w), i32(r),
-                block=(128, 1, 1), grid=(_blocks(w, 128), 4 * n), stream=stream,
-            )  # fmt: skip
-            self.f["coefficients"](
-                buf_b.gpudata, mean.gpudata, inv.gpudata, i32(n), i32(h), i32(w), i32(r),
-                block=(256, 1, 1), grid=(_blocks(n * h * w, 256, 1 << 16), 1), stream=stream,
-            )  # fmt: skip
-            self.f["box_rows"](
-                buf_b.gpudata, buf_a.gpudata, i32(h), i32(w), i32(r),
-                block=(ROW_TILE, 1, 1), grid=(*rows_grid, 4 * n),
-                shared=(ROW_TILE + 2 * r) * 4, stream=stream,
-            )  # fmt: skip
-            self.f["box_cols"](
-                buf_a.gpudata, buf_b.gpudata, i32(h), i32(w), i32(r),
-                block=(128, 1, 1), grid=(_blocks(w, 128), 4 * n), stream=stream,
-            )  # fmt: skip
-            self.f["apply_output"](
-                buf_b.gpudata, guide.gpudata, out.gpudata, i32(c0), i32(n), i32(h), i32(w),
-                i32(r), block=(256, 1, 1), grid=(_blocks(n * h * w, 256, 1 << 16), 1),
-                stream=stream,
-            )  # fmt: skip
-
-    def _channel_sums(self, src, suffix, c, n, stream) -> np.ndarray:
-        blocks = min(1024, _blocks(n, REDUCE_THREADS))
-        partial = self.gpuarray.empty((blocks, c), np.float64)
-        self.f[f"channel_sums_{suffix}"](
-            _ptr(src), partial.gpudata, np.int32(c), np.int64(n),
-            block=(REDUCE_THREADS, 1, 1), grid=(blocks, c), stream=stream,
-        )  # fmt: skip
-        return partial.get(stream=stream).sum(axis=0)
-
-    def __call__(
-        self,
-        features: Any,
-        image: np.ndarray,
-        *,
-        shape: tuple[int, int, int] | None = None,
-        dtype: Any = None,
-        stream: Any = None,
-        return_filtered: bool = False,
-    ) -> CudaResult:
-        """Post-process C×H×W ``features`` (host array, GPUArray or device pointer) with the
-        H×W×3 uint8 RGB ``image`` as guide. A device pointer needs ``shape`` and ``dtype``."""
-        g, drv = self.gpuarray, self.drv
-        cfg = self.config
-        if isinstance(features, np.ndarray):
-            if not np.isfinite(features).all():
-                raise ValueError("features contain NaN or Inf; the model output is invalid")
-            features = g.to_gpu(np.ascontiguousarray(features))
-        if hasattr(features, "shape") and shape is None:
-            shape, dtype = tuple(features.shape), features.dtype
-        if shape is None or dtype is None:
-            raise ValueError("a device pointer needs shape=(C, H, W) and dtype")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float16):
-            raise ValueError(f"features must be float32 or float16, got {dtype}")
-        c, h, w = shape
-        if image.shape != (h, w, 3) or image.dtype != np.uint8:
-            raise ValueError(f"image must be {h}×{w}×3 uint8 RGB, got {image.shape} {image.dtype}")
-        n = h * w
-        r, i32, i64 = cfg.radius, np.int32, np.int64
-        suffix = "f16" if dtype == np.float16 else "f32"
-        stream = stream or drv.Stream()
-
-        # guide statistics, once for all channels
-        rgb = g.to_gpu_async(np.ascontiguousarray(image), stream=stream)
-        planes = g.empty((9, h, w), np.float32)
-        tmp = g.empty((9, h, w), np.float32)
-        sums = g.empty((9, h, w), np.float32)
-        flat_grid = (_blocks(n, 256, 1 << 16), 1)
-        self.f["guide_planes"](
-            rgb.gpudata, planes.gpudata, i32(h), i32(w),
-            block=(256, 1, 1), grid=flat_grid, stream=stream,
-        )  # fmt: skip
-        self.f["box_rows"](
-            planes.gpudata, tmp.gpudata, i32(h), i32(w), i32(r),
-            block=(ROW_TILE, 1, 1), grid=(_blocks(w, ROW_TILE), h, 9),
-            shared=(ROW_TILE + 2 * r) * 4, stream=stream,
-        )  # fmt: skip
-        self.f["box_cols"](
-            tmp.gpudata, sums.gpudata, i32(h), i32(w), i32(r),
-            block=(128, 1, 1), grid=(_blocks(w, 128), 9), stream=stream,
-        )  # fmt: skip
-        mean = g.empty((3, h, w), np.float32)
-        inv = g.empty((6, h, w), np.float32)
-        self.f["guide_inverse"](
-            sums.gpudata, mean.gpudata, inv.gpudata, i32(h), i32(w), i32(r), np.float32(cfg.eps),
-            block=(256, 1, 1), grid=flat_grid, stream=stream,
-        )  # fmt: skip
-        del tmp, sums
-        guide = planes  # its first three planes are I0, I1, I2
-
-        # all channels filtered, then their covariance about the raw features' mean
-        shift = self._channel_sums(features, suffix, c, n, stream) / n
-        filtered = g.empty((c, h, w), np.float32)
-        self._filter(features, dtype, c, h, w, guide, mean, inv, filtered, stream)
-        nz = min(1024, _blocks(n, 1 << 15))
-        per_block = -(-n // nz)
-        partial = g.empty((nz, c, c), np.float64)
-        shift_gpu = g.to_gpu_async(shift.astype(np.float32), stream=stream)
-        self.f["gram_partial"](
-            filtered.gpudata, shift_gpu.gpudata, partial.gpudata, i32(c), i64(n), i64(per_block),
-            block=(GRAM_TILE, GRAM_TILE, 1),
-            grid=(_blocks(c, GRAM_TILE), _blocks(c, GRAM_TILE), nz), stream=stream,
-        )  # fmt: skip
-        total = self._channel_sums(filtered, "f32", c, n, stream)
-        acc = MomentAccumulator(shift.astype(np.float32).astype(np.float64))
-        acc.add_moments(total - n * acc.shift, partial.get(stream=stream).sum(axis=0), n)
-        basis = acc.basis(cfg.n_components)
-
-        # the output: filter the raw features projected on the basis
-        k = basis.components.shape[0]
-        if k > 4:
-            raise ValueError("the GPU path keeps at most 4 components")
-        comps = g.to_gpu_async(np.ascontiguousarray(basis.components), stream=stream)
-        shift64 = g.to_gpu_async(acc.shift, stream=stream)
-        proj = g.empty((k, h, w), np.float32)
-        self.f[f"project_{suffix}"](
-            _ptr(features), comps.gpudata, shift64.gpudata, proj.gpudata, i32(c), i32(k), i64(n),
-            block=(256, 1, 1), grid=flat_grid, stream=stream,
-        )  # fmt: skip
-        proj_f = g.empty((k, h, w), np.float32)
-        self._filter(proj, np.float32, k, h, w, guide, mean, inv, proj_f, stream)
-        offset = (basis.components @ (basis.mean - acc.shift)).astype(np.float32)
-        offset_gpu = g.to_gpu_async(offset, stream=stream)
-        blocks = min(1024, _blocks(n, REDUCE_THREADS))
-        mm = g.empty((blocks, k, 2), np.float32)
-        self.f["minmax_partial"](
-            proj_f.gpudata, offset_gpu.gpudata, mm.gpudata, i32(k), i64(n),
-            block=(REDUCE_THREADS, 1, 1), grid=(blocks, k), stream=stream,
-        )  # fmt: skip
-        mm_host = mm.get(stream=stream)
-        lo, hi = mm_host[..., 0].min(axis=0), mm_host[..., 1].max(axis=0)
-        span = hi - lo
-        flat = (span <= 0) | basis.degenerate()
-        scale = np.where(flat, 0.0, 1.0 / np.where(flat, 1.0, span)).astype(np.float32)
-        out = g.empty((n, k), np.float32)
-        self.f["normalize"](
-            proj_f.gpudata, offset_gpu.gpudata,
-            g.to_gpu_async(lo.astype(np.float32), stream=stream).gpudata,
-            g.to_gpu_async(scale, stream=stream).gpudata, out.gpudata, i32(k), i64(n),
-            block=(256, 1, 1), grid=flat_grid, stream=stream,
-        )  # fmt: skip
-        embedding = out.get(stream=stream)
-        stream.synchronize()
-        return CudaResult(
-            embedding=embedding.reshape(h, w, k),
-            basis=basis,
-            filtered=filtered if return_filtered else None,
-        )
-
-
-_KERNELS = (
+#: every kernel of kernels/guided_filter.cu, each launched by this module
+KERNELS = (
     "guide_planes",
     "box_rows",
     "box_rows_products_f32",

@@ -83,9 +83,14 @@ def basis_from_moments(
     order = np.argsort(values)[::-1][: n_components + 1]
     keep = order[:n_components]
     comps = flip_signs(vectors[:, keep].T)
-    ev = values[order]
+    ev = values[order][:n_components]
+    if len(keep) < n_components:  # fewer channels than components: the rest are zero (and
+        # flagged degenerate), so the embedding always has n_components dims
+        missing = n_components - len(keep)
+        comps = np.vstack([comps, np.zeros((missing, comps.shape[1]))])
+        ev = np.concatenate([ev, np.zeros(missing)])
     scale = float(np.sqrt(max(np.trace(np.asarray(gram, np.float64)) / max(count, 1), 0.0)))
-    return PCABasis(mean=mean, components=comps, eigenvalues=ev[:n_components], scale=scale)
+    return PCABasis(mean=mean, components=comps, eigenvalues=ev, scale=scale)
 
 
 def fit_pca(x: np.ndarray, n_components: int = 3) -> PCABasis:

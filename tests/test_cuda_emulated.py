@@ -1,0 +1,219 @@
+"""The CUDA post-processing, kernels and launcher, executed on the CPU (tests/cuda_emulator.py).
+
+The same ``kernels/guided_filter.cu`` pycuda compiles on a GPU is compiled here against the
+project's CUDA emulation and driven by the real ``CudaPostprocessor``; results are compared
+with the CPU exact mode. Tolerances: embedding 2e-4 absolute (values in [0, 1]; float32
+kernels vs the compiled CPU filter), filtered channels 1e-4 of their scale, basis 1e-5.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import structured_scene
+from cuda_emulator import Emulator, LaunchError
+
+from sss_rt.bands import DeviceArraySource
+from sss_rt.postprocess import cuda, postprocess
+from sss_rt.postprocess.config import PostprocessConfig
+from sss_rt.postprocess.guide import filter_channels
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
+TOL = 2e-4
+
+
+@pytest.fixture(scope="module")
+def emu() -> Emulator:
+    return Emulator()
+
+
+def _scene(h: int, w: int, c: int, seed: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    image, feats = structured_scene(h, w, seed=seed)
+    return image, np.ascontiguousarray(feats[:c])
+
+
+def _check(emu: Emulator, h: int, w: int, c: int, dtype, band_rows=None) -> None:
+    image, feats = _scene(h, w, c)
+    feats = feats.astype(dtype)
+    exact = feats.astype(np.float32)  # the same values on both sides
+    ref, ref_basis = postprocess(exact, image)
+    pp = cuda.CudaPostprocessor(runtime=emu, band_rows=band_rows)
+    embedding, basis, kept = pp.run(feats, image, keep_features=True)
+    assert embedding.shape == ref.shape and embedding.dtype == np.float32
+    assert np.abs(embedding - ref).max() <= TOL
+    assert embedding.min() >= 0.0 and embedding.max() <= 1.0
+    np.testing.assert_allclose(basis.components, ref_basis.components, atol=1e-5)
+    np.testing.assert_array_equal(kept, exact)
+
+
+SMALL = [(1, 1), (7, 300), (97, 131), (192, 256)]
+
+
+@pytest.mark.parametrize("h,w", SMALL)
+@pytest.mark.parametrize("c", [1, 3, 11])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_matches_cpu_exact_mode(emu, h, w, c, dtype):
+    _check(emu, h, w, c, dtype)
+
+
+@pytest.mark.parametrize("h,w,dtype", [(97, 131, np.float32), (192, 256, np.float16)])
+def test_128_channels_match_cpu_exact_mode(emu, h, w, dtype):
+    _check(emu, h, w, 128, dtype)
+
+
+@pytest.mark.parametrize(
+    "h,w,c,rows", [(97, 131, 128, 23), (192, 256, 11, 40), (7, 300, 3, 1), (192, 256, 3, 191)]
+)
+def test_bands_match_the_whole_image(emu, h, w, c, rows):
+    """Bands of a few rows with their 2r halos (1-row bands; a last band of one row)."""
+    _check(emu, h, w, c, np.float32, band_rows=rows)
+
+
+@pytest.mark.parametrize("h,w", [(7, 300), (97, 531)])
+def test_filtered_channels_match_the_cpu_filter(emu, h, w):
+    """Wider than one 256-column tile: the tiles' halo reads are exercised."""
+    image, feats = _scene(h, w, 11)
+    got = cuda.CudaPostprocessor(runtime=emu).filter_channels(feats, image)
+    ref = np.moveaxis(filter_channels(feats, image, PostprocessConfig()), -1, 0)
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_every_kernel_is_launched():
+    emu = Emulator()
+    for dtype in (np.float32, np.float16):
+        _check(emu, 20, 300, 5, dtype)
+    assert set(emu.launches) == set(cuda.KERNELS)
+
+
+def test_large_radius_opts_in_to_more_shared_memory(emu):
+    image, feats = _scene(9, 40, 3)
+    cfg = PostprocessConfig(radius=1600)  # 4·(256 + 3200)·4 bytes > 48 KB
+    ref, _ = postprocess(feats, image, cfg)
+    got, _, _ = cuda.CudaPostprocessor(cfg, runtime=emu).run(feats, image)
+    assert np.abs(got - ref).max() <= TOL
+    with pytest.raises(ValueError, match="shared memory"):
+        cuda.CudaPostprocessor(PostprocessConfig(radius=8000), runtime=emu)
+
+
+def test_device_arrays_and_pointers(emu):
+    image, feats = _scene(31, 45, 7)
+    pp = cuda.CudaPostprocessor(runtime=emu)
+    host, _, _ = pp.run(feats, image)
+    on_device = emu.gpuarray.to_gpu(feats)
+    from_array, _, _ = pp.run(on_device, image)
+    np.testing.assert_array_equal(from_array, host)
+    stream, ready = emu.drv.Stream(), emu.drv.Event().record()
+    source = DeviceArraySource(int(on_device.gpudata), feats.shape, np.float32, emu, ready=ready)
+    from_pointer, _, _ = pp.run(source, image, stream=stream)
+    np.testing.assert_array_equal(from_pointer, host)
+    assert ready in stream.waited  # the producer's event orders the reads
+    with pytest.raises(ValueError, match="C-contiguous"):
+        pp.run(emu.gpuarray.to_gpu(np.ascontiguousarray(feats.T)).T, image)
+
+
+# -- the emulator itself -----------------------------------------------------------------------
+PROBES = r"""
+#include <cuda_fp16.h>
+#define N 64
+extern "C" __global__ void reverse(const float *in, float *out)
+{
+    __shared__ float s[N];
+    s[threadIdx.x] = in[threadIdx.x];
+    __syncthreads();
+    out[threadIdx.x] = s[N - 1 - threadIdx.x];
+}
+extern "C" __global__ void divergent(float *out)
+{
+    if (threadIdx.x < 8)
+        return;
+    __syncthreads();
+    out[threadIdx.x] = 1.0f;
+}
+extern "C" __global__ void overrun(float *out, int n)
+{
+    DYNAMIC_SHARED(float, s);
+    s[threadIdx.x + n] = 1.0f;
+    out[threadIdx.x] = s[0];
+}
+extern "C" __global__ void write_past(float *out, int n) { out[n + threadIdx.x] = 0.0f; }
+extern "C" __global__ void widen(const __half *in, float *out, long long n)
+{
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        out[i] = __half2float(in[i]);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def probes(emu):
+    return emu.SourceModule(PROBES, no_extern_c=True)
+
+
+def test_syncthreads_is_a_barrier(emu, probes):
+    x = emu.gpuarray.to_gpu(np.arange(64, dtype=np.float32))
+    out = emu.gpuarray.empty(64, np.float32)
+    probes.get_function("reverse")(x.gpudata, out.gpudata, block=(64, 1, 1), grid=(3, 1))
+    np.testing.assert_array_equal(out.get(), np.arange(64, dtype=np.float32)[::-1])
+
+
+def test_divergent_barrier_shared_overrun_and_buffer_overrun_fail(emu, probes):
+    out = emu.gpuarray.empty(64, np.float32)
+    with pytest.raises(LaunchError, match="divergent __syncthreads"):
+        probes.get_function("divergent")(out.gpudata, block=(64, 1, 1))
+    with pytest.raises(LaunchError, match="dynamic shared memory"):
+        probes.get_function("overrun")(out.gpudata, np.int32(1), block=(64, 1, 1), shared=256)
+    probes.get_function("overrun")(out.gpudata, np.int32(0), block=(64, 1, 1), shared=256)
+    with pytest.raises(LaunchError, match="wrote past the end"):
+        probes.get_function("write_past")(out.gpudata, np.int32(1), block=(64, 1, 1))
+
+
+def test_arguments_are_checked_against_the_signature(emu, probes):
+    f = probes.get_function("write_past")
+    out = emu.gpuarray.empty(64, np.float32)
+    with pytest.raises(LaunchError, match="takes int"):
+        f(out.gpudata, 0, block=(1, 1, 1))  # a Python int for int
+    with pytest.raises(LaunchError, match="takes int"):
+        f(out.gpudata, np.int64(0), block=(1, 1, 1))
+    with pytest.raises(LaunchError, match="holds float64"):
+        f(emu.gpuarray.empty(64, np.float64).gpudata, np.int32(0), block=(1, 1, 1))
+    with pytest.raises(LaunchError, match="pointer argument"):
+        f(int(out.gpudata), np.int32(0), block=(1, 1, 1))  # a Python int for a pointer
+    with pytest.raises(LaunchError, match="takes long long"):
+        half = emu.gpuarray.empty(64, np.float16)
+        probes.get_function("widen")(half.gpudata, out.gpudata, np.int32(1), block=(1, 1, 1))
+    with pytest.raises(LaunchError, match="shared memory exceed"):
+        f(out.gpudata, np.int32(0), block=(1, 1, 1), shared=64 << 10)
+    with pytest.raises(LaunchError, match="block"):
+        f(out.gpudata, np.int32(0), block=(2048, 1, 1))
+    with pytest.raises(LaunchError, match="arguments"):
+        f(out.gpudata, block=(1, 1, 1))
+
+
+def test_half_conversion_matches_ieee(emu, probes):
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    halves = bits.view(np.float16)
+    src = emu.gpuarray.to_gpu(halves)
+    out = emu.gpuarray.empty(halves.shape, np.float32)
+    n = np.int64(halves.size)
+    probes.get_function("widen")(src.gpudata, out.gpudata, n, block=(256, 1, 1), grid=(64, 1))
+    got, want = out.get(), halves.astype(np.float32)
+    finite = ~np.isnan(want)
+    np.testing.assert_array_equal(got[finite].view(np.uint32), want[finite].view(np.uint32))
+    assert np.isnan(got[~finite]).all()
+
+
+def test_a_planted_halo_fault_is_caught(monkeypatch):
+    """An off-by-one in the row tile's halo (the left context starts one column late) must
+    fail the parity check: the tests can see the faults they are there for."""
+    source = cuda.kernel_source()
+    planted = source.replace("const int x = x0 - r + i;", "const int x = x0 - r + 1 + i;")
+    assert planted != source
+    monkeypatch.setattr(cuda, "kernel_source", lambda: planted)
+    emu = Emulator()
+    image, feats = _scene(20, 300, 3)
+    ref, _ = postprocess(feats, image)
+    got, _, _ = cuda.CudaPostprocessor(runtime=emu).run(feats, image)
+    assert np.abs(got - ref).max() > 10 * TOL
