@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from sss_rt.export import tensorrt_rules
 
+from sss_rt.errors import ModelError
 from sss_rt.model_info import (
     INPUT_NAME,
     METADATA_PREFIX,
@@ -115,6 +117,11 @@ def export_onnx(
         if fp16_weights:
             store_weights_fp16(model)
         onnx.checker.check_model(model)
+        trt_problems = tensorrt_rules.problems(model)
+        if trt_problems:  # every exported graph must be one TensorRT's parser accepts
+            raise ModelError(
+                "the exported graph breaks TensorRT's rules: " + "; ".join(trt_problems)
+            )
         onnx.save(model, str(tmp))
         os.replace(tmp, out_path)
     finally:

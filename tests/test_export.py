@@ -110,3 +110,34 @@ def test_fp16_weights_halve_size_and_keep_parity(checkpoint_path, onnx_path, tmp
     assert rel_err(full, got) <= 1e-3
     from_torch = create_backend("torch", half).run(x)  # the torch backend reads fp16 weights too
     assert rel_err(got, from_torch) <= 1e-4
+
+
+def test_bundled_and_exported_graphs_pass_tensorrt_parser_rules(tmp_path):
+    """TensorRT's parser rules (uint8 only into a Cast, supported ops, Resize modes, opset),
+    checked statically on the bundled model; a graph that breaks one is reported."""
+    import onnx
+    from sss_rt.export import tensorrt_rules
+
+    from sss_rt.extractor import default_model_path
+
+    model = onnx.load(str(default_model_path()))
+    assert tensorrt_rules.problems(model) == []
+    # the old layout (uint8 → Transpose → Cast) is caught, and rewritten without changing values
+    old = onnx.ModelProto()
+    old.CopyFrom(model)
+    cast = next(n for n in old.graph.node if list(n.input) == ["image"])
+    transpose = next(n for n in old.graph.node if cast.output[0] in n.input)
+    assert (cast.op_type, transpose.op_type) == ("Cast", "Transpose")
+    transpose.input[0], transpose.output[0], cast.input[0], cast.output[0] = (
+        "image",
+        "t",
+        "t",
+        transpose.output[0],
+    )
+    bad = tensorrt_rules.problems(old)
+    assert any("uint8 input 'image' feeds Transpose" in p for p in bad)
+    assert tensorrt_rules.cast_input_first(old) == 1
+    assert tensorrt_rules.problems(old) == []
+    resize = next(n for n in old.graph.node if n.op_type == "Resize")
+    next(a for a in resize.attribute if a.name == "mode").s = b"bicubic"
+    assert any("Resize" in p for p in tensorrt_rules.problems(old))

@@ -162,7 +162,8 @@ class Normalize(nn.Module):
         self.register_buffer("shift", shift, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2).to(torch.float32)
+        # cast first: the exported graph's uint8 input then feeds a Cast, as TensorRT requires
+        x = x.to(torch.float32).permute(0, 3, 1, 2)
         return x * self.scale + self.shift
 
 
