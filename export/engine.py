@@ -9,6 +9,7 @@ from and for; a sidecar that does not match the running GPU / TensorRT is report
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -210,7 +211,11 @@ def build(
     cache_file = Path(settings.timing_cache) if settings.timing_cache else None
     if cache_file is not None:
         blob = cache_file.read_bytes() if cache_file.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False)
+        if not config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False):
+            raise ModelError(
+                f"{cache_file}: TensorRT refused this timing cache (another GPU or version?); "
+                "delete it or pass another --timing-cache"
+            )
     log(f"building {settings.precision} engine for {machine['gpu_name']} (this takes minutes)")
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -241,10 +246,21 @@ def cached_engine(onnx: Path, settings: BuildSettings, machine: dict[str, Any]) 
     """The cache's engine for this model, settings, GPU and TensorRT, built if missing.
 
     An engine without its sidecar (a build killed between the two writes) is rebuilt, never
-    refused; concurrent builds of one key each write complete files and the last rename wins.
+    refused. Builds of one key are serialized by a lock file (``KEY.lock``, ``flock``): a second
+    process waits for the first and then uses its engine instead of building it again.
     """
     key = cache_key(sha256_file(onnx), settings, machine)
-    engine_path = cache_dir() / f"{key}.engine"
-    if not (engine_path.is_file() and sidecar_path(engine_path).is_file()):
-        build(onnx, engine_path, settings)
+    directory = cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    engine_path = directory / f"{key}.engine"
+
+    def complete() -> bool:
+        return engine_path.is_file() and sidecar_path(engine_path).is_file()
+
+    if complete():
+        return engine_path
+    with open(directory / f"{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+        if not complete():
+            build(onnx, engine_path, settings)
     return engine_path

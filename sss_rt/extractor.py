@@ -17,7 +17,7 @@ from sss_rt.backends.base import check_image
 from sss_rt.errors import ImageError, ModelError
 from sss_rt.io.images import load_image
 from sss_rt.model_info import ModelInfo
-from sss_rt.postprocess import run as postprocess_run
+from sss_rt.postprocess import Postprocessor
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.pca import PCABasis
 from sss_rt.timing import timed
@@ -122,6 +122,8 @@ class Extractor:
         self._backend: Backend | None = create_backend(
             backend, self.model_path, device=device, threads=threads
         )
+        #: where the post-processing runs: the CUDA kernels next to a GPU backend, else the CPU
+        self.postprocessor = Postprocessor(config, self._backend.device)
 
     @property
     def backend(self) -> Backend:
@@ -160,9 +162,7 @@ class Extractor:
         work, scale = self._fit(image, source)
         with timed(timings, "network"):
             bands = self.backend.features(work, whole=not self._splits(work))
-        result = postprocess_run(
-            bands, work, self.config, keep_features=return_features, timings=timings
-        )
+        result = self.postprocessor(bands, work, keep_features=return_features, timings=timings)
         embedding = result.embedding
         if scale != 1.0:
             h, w = image.shape[:2]

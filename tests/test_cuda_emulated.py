@@ -217,3 +217,37 @@ def test_a_planted_halo_fault_is_caught(monkeypatch):
     ref, _ = postprocess(feats, image)
     got, _, _ = cuda.CudaPostprocessor(runtime=emu).run(feats, image)
     assert np.abs(got - ref).max() > 10 * TOL
+
+
+# -- the pipeline: backend bands → CUDA post-processing ------------------------------------------
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_extractor_with_the_gpu_postprocessing_matches_the_cpu(emu, backend):
+    """Extractor → backend's bands → device bands → CUDA post-processing (emulated), against
+    the same Extractor's CPU post-processing, on a bundled photo."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    from sss_rt import Extractor
+    from sss_rt.extractor import examples_dir
+    from sss_rt.postprocess import Postprocessor
+
+    photo = sorted(examples_dir().glob("*.jpg"))[0]
+    with Extractor(backend=backend, device="cpu", max_megapixels=0.05) as ex:
+        assert ex.postprocessor.device == "cpu"
+        cpu = ex.extract(photo, return_features=True)
+        ex.postprocessor = Postprocessor(ex.config, "cuda", runtime=emu)
+        assert ex.postprocessor.device == "cuda"
+        gpu = ex.extract(photo, return_features=True)
+    assert np.abs(gpu.embedding - cpu.embedding).max() <= 1e-3
+    scale = np.abs(cpu.features).max()
+    assert np.abs(gpu.features - cpu.features).max() <= 1e-5 * scale
+
+
+def test_modes_without_a_gpu_implementation_run_on_the_cpu(emu, caplog):
+    from sss_rt.postprocess import Postprocessor
+
+    pp = Postprocessor(PostprocessConfig(mode="fast"), "cuda", runtime=emu)
+    assert pp.device == "cpu" and "fast mode has no GPU implementation" in pp.reason
+    image, feats = _scene(20, 30, 5)
+    np.testing.assert_array_equal(
+        pp(feats, image).embedding, postprocess(feats, image, PostprocessConfig(mode="fast"))[0]
+    )

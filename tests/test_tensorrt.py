@@ -4,6 +4,7 @@ Building and running engines needs TensorRT and a GPU (marked ``gpu``)."""
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,40 @@ def test_engine_matches_onnxruntime(tmp_path, onnx_path, monkeypatch):
     got = trt.run(images)
     assert np.abs(got - ref).max() <= 2e-2 * np.abs(ref).max()  # fp16 engine
     assert list(tmp_path.glob("*.engine")) and list(tmp_path.glob("*.engine.json"))
+
+
+def test_concurrent_cache_builds_of_one_key_build_once(monkeypatch, tmp_path, onnx_path):
+    """Two processes (here threads) asking for one missing engine: one builds, the other
+    waits on the key's lock and uses that engine; an engine without sidecar is rebuilt."""
+    import threading
+    import time
+
+    from sss_rt.export import engine
+
+    monkeypatch.setenv("SSS_RT_CACHE", str(tmp_path))
+    builds = []
+
+    def fake_build(onnx, engine_path, settings, log=print):
+        builds.append(engine_path)
+        time.sleep(0.3)  # long enough for the other caller to arrive
+        Path(engine_path).write_bytes(b"engine")
+        engine.sidecar_path(engine_path).write_text("{}")
+
+    monkeypatch.setattr(engine, "build", fake_build)
+    machine = {"gpu_name": "X", "compute_capability": "9.0", "tensorrt": "10.0", "cuda": "13"}
+    settings = engine.BuildSettings()
+    paths = []
+    threads = [
+        threading.Thread(
+            target=lambda: paths.append(engine.cached_engine(onnx_path, settings, machine))
+        )
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and paths[0] == paths[1]
+    engine.sidecar_path(paths[0]).unlink()  # a build killed between the two writes
+    engine.cached_engine(onnx_path, settings, machine)
+    assert len(builds) == 2

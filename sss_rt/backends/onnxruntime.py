@@ -15,10 +15,10 @@ import numpy as np
 
 from sss_rt.backends.base import EXECUTIONS, Backend, check_image
 from sss_rt.backends.onnx_graph import can_split, split_model
-from sss_rt.bands import ArraySource, FeatureSource
+from sss_rt.bands import ArraySource, DeviceArraySource, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.head import HeadSource
-from sss_rt.model_info import INPUT_NAME, METADATA_PREFIX, ModelInfo
+from sss_rt.model_info import INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, ModelInfo
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -144,11 +144,32 @@ class OnnxRuntimeBackend(Backend):
 
     def features(self, image: np.ndarray, *, whole: bool = False) -> FeatureSource:
         batch = check_image(image)[None]
+        if self._device.startswith("cuda"):
+            return self._device_features(batch)
         if self._trunk is None or whole:
             return ArraySource(self._whole_session().run(None, {INPUT_NAME: batch})[0][0])
         t_in, t_p1, deep = self._trunk.run(None, {INPUT_NAME: batch})
         _release_freed_memory()  # the trunk's freed activations, back to the system
         return HeadSource(self._weights, t_in[0], t_p1[0], deep[0], self.threads)
+
+    def _device_features(self, batch: np.ndarray) -> FeatureSource:
+        """The whole graph on a GPU execution provider, its output bound in GPU memory (I/O
+        binding): a device source for the CUDA post-processing, or a host array where pycuda
+        is missing. ``run_with_iobinding`` returns once the output is written."""
+        session = self._whole_session()
+        binding = session.io_binding()
+        binding.bind_cpu_input(INPUT_NAME, batch)
+        binding.bind_output(OUTPUT_NAME, "cuda", _device_index(self._device))
+        session.run_with_iobinding(binding)
+        out = binding.get_outputs()[0]
+        try:
+            from sss_rt.postprocess.cuda import pycuda_runtime
+
+            runtime = pycuda_runtime(self._device)
+        except BackendUnavailableError:
+            return ArraySource(out.numpy()[0])
+        shape = tuple(out.shape())[1:]
+        return DeviceArraySource(out.data_ptr(), shape, np.float32, runtime, owner=(out, binding))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "providers": self.providers}

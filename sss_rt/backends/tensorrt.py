@@ -1,7 +1,9 @@
-"""TensorRT backend: runs an engine built by ``sss_rt.export.engine`` (v3 API, one stream).
+"""TensorRT backend: runs an engine built by ``sss_rt.export.engine`` (v3 API, its own stream).
 
-Its features stay on the GPU (:class:`DeviceSource`); bands are copied to the host only when a
-host post-processing asks for them. TensorRT and pycuda are imported only when used.
+Its features stay on the GPU: a :class:`~sss_rt.bands.DeviceArraySource` over the output binding,
+with an event recorded after the engine ran, which the CUDA post-processing's stream waits on;
+bands are copied to the host only when a host post-processing asks for them. TensorRT and pycuda
+are imported only when used; the device's primary context (``device="cuda:N"``) is pycuda's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from sss_rt.backends.base import Backend, check_image
-from sss_rt.bands import FeatureSource
+from sss_rt.bands import DeviceArraySource, FeatureSource
 from sss_rt.errors import ModelError
 from sss_rt.export.engine import (
     BuildSettings,
@@ -48,10 +50,11 @@ class TensorRTBackend(Backend):
     ):
         del threads
         trt = require_tensorrt()
-        import pycuda.autoprimaryctx  # noqa: F401
-        import pycuda.driver as drv
+        from sss_rt.postprocess.cuda import pycuda_runtime
 
-        self._drv = drv
+        self._device = "cuda" if device == "auto" else device
+        self._runtime = pycuda_runtime(self._device)
+        drv = self._drv = self._runtime.drv
         path = Path(model)
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
@@ -86,7 +89,6 @@ class TensorRTBackend(Backend):
             )
         self._context = self._engine.create_execution_context()
         self._stream = drv.Stream()
-        self._device = device if device.startswith("cuda") else "cuda:0"
         self.record = record
 
     def run_device(self, image: np.ndarray) -> tuple[Any, tuple[int, ...]]:
@@ -113,7 +115,11 @@ class TensorRTBackend(Backend):
     def features(self, image: np.ndarray, *, whole: bool = False) -> FeatureSource:
         d_out, shape = self.run_device(image)
         dtype = _trt_dtype(self._engine.get_tensor_dtype(OUTPUT_NAME))
-        return DeviceSource(d_out, shape[1:], dtype, self._drv, self._stream)
+        ready = self._drv.Event()
+        ready.record(self._stream)  # the consumer's stream waits on it
+        return DeviceArraySource(
+            int(d_out), shape[1:], dtype, self._runtime, ready=ready, owner=(d_out, self._keep)
+        )
 
     def close(self) -> None:
         self._context = None
@@ -124,23 +130,3 @@ def _trt_dtype(dtype: Any) -> Any:
     import tensorrt as trt
 
     return trt.nptype(dtype)
-
-
-class DeviceSource(FeatureSource):
-    """C×H×W features in device memory; ``rows`` copies a band to the host (one copy per
-    channel's contiguous rows, then one synchronize)."""
-
-    def __init__(self, pointer: Any, shape: tuple[int, ...], dtype: Any, drv: Any, stream: Any):
-        self.pointer, self.dtype, self._drv, self.stream = pointer, np.dtype(dtype), drv, stream
-        self.channels, self.height, self.width = (int(s) for s in shape)
-
-    def rows(self, y0: int, y1: int) -> np.ndarray:
-        drv = self._drv
-        n = (y1 - y0) * self.width
-        host = drv.pagelocked_empty((self.channels, y1 - y0, self.width), self.dtype)
-        plane = self.height * self.width * self.dtype.itemsize
-        first = int(self.pointer) + y0 * self.width * self.dtype.itemsize
-        for c in range(self.channels):
-            drv.memcpy_dtoh_async(host[c].reshape(n), first + c * plane, self.stream)
-        self.stream.synchronize()
-        return np.asarray(host, np.float32)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sss_rt.backends.base import EXECUTIONS, Backend, check_image
-from sss_rt.bands import ArraySource, FeatureSource
+from sss_rt.bands import ArraySource, DeviceBand, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.model_info import ModelInfo, initializers, read_model_info
 from sss_rt.resample import linear_taps
@@ -128,12 +128,19 @@ class TorchBackend(Backend):
         torch = self._torch
         x = torch.from_numpy(check_image(image)[None]).to(self._device)
         net = self._net
+        on_gpu = x.device.type == "cuda"
         with torch.inference_mode():
             if whole or not self._split:
                 # C-contiguous (the net may return channels-last memory; the post-processing
                 # reads planes, and a strided array would be copied there, single-threaded)
-                return ArraySource(net(x)[0].float().contiguous().cpu().numpy())
+                out = net(x)[0].float().contiguous()
+                if on_gpu:
+                    torch.cuda.current_stream(x.device).synchronize()  # ready for any stream
+                    return TorchDeviceSource(out)
+                return ArraySource(out.cpu().numpy())
             t_in, t_p1, deep = self._trunk(x)
+        if on_gpu:  # the head's bands then run on the consumer's stream, after the trunk
+            torch.cuda.current_stream(x.device).synchronize()
         return TorchHeadSource(net, t_in[0], t_p1[0], deep[0])
 
     def _trunk(self, image: Any) -> tuple[Any, Any, Any]:
@@ -311,6 +318,21 @@ class TorchHeadSource(FeatureSource):
         self._y = (taps(self.height, t_p1.shape[1]), taps(self.height, deep.shape[1]))
         self._x = (taps(self.width, t_p1.shape[2]), taps(self.width, deep.shape[2]))
 
+    @property
+    def on_device(self) -> bool:  # type: ignore[override]
+        return bool(self.t_in.device.type == "cuda")
+
+    def device_band(self, y0: int, y1: int, runtime: Any, stream: Any) -> DeviceBand:
+        """On a CUDA device, the band computed by the head on the consumer's ``stream`` (a
+        PyTorch ``ExternalStream`` over it); its tensor is the band's memory."""
+        if not self.on_device:
+            return super().device_band(y0, y1, runtime, stream)
+        torch = self._torch
+        external = torch.cuda.ExternalStream(stream.handle, device=self.t_in.device)
+        with torch.cuda.stream(external):
+            band = self.device_rows(y0, y1).contiguous()
+        return DeviceBand(band.data_ptr(), tuple(band.shape), np.dtype(np.float32), band)
+
     def rows(self, y0: int, y1: int) -> np.ndarray:
         return self.device_rows(y0, y1).cpu().numpy()
 
@@ -379,3 +401,25 @@ class TorchHeadSource(FeatureSource):
             h += torch.lerp(rows[:, :, xi0], rows[:, :, xi1], xw[None, None, :])
         h += net.fuse_bias[0]
         return torch.relu_(h)
+
+
+class TorchDeviceSource(FeatureSource):
+    """A whole-graph output on a CUDA device, C×H×W float32 contiguous: device bands are
+    offsets into the tensor; host bands are copied out."""
+
+    on_device = True
+
+    def __init__(self, tensor: Any):
+        self.tensor = tensor
+        self.channels, self.height, self.width = (int(s) for s in tensor.shape)
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        return self.tensor[:, y0:y1].cpu().numpy()
+
+    def device_band(self, y0: int, y1: int, runtime: Any, stream: Any) -> DeviceBand:
+        offset = y0 * self.width * 4
+        shape = (self.channels, y1 - y0, self.width)
+        pointer = self.tensor.data_ptr() + offset
+        return DeviceBand(
+            pointer, shape, np.dtype(np.float32), self.tensor, self.height * self.width
+        )

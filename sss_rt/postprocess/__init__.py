@@ -9,8 +9,10 @@ C×H×W array.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +20,8 @@ from sss_rt.bands import FeatureSource, as_source
 from sss_rt.postprocess import exact, fast, matlab
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.pca import PCABasis
+
+log = logging.getLogger("sss_rt")
 
 #: mode name → its implementation
 MODES: dict[str, Callable[..., tuple[np.ndarray, PCABasis, FeatureSource]]] = {
@@ -67,6 +71,50 @@ def run(
     return PostprocessResult(embedding, basis, kept)
 
 
+class Postprocessor:
+    """The post-processing for features produced on ``device``, chosen once: the CUDA exact
+    mode (:mod:`sss_rt.postprocess.cuda`) for a CUDA device in exact mode where pycuda works,
+    else the CPU modes of :func:`run` (with one warning when a GPU was asked for and cannot
+    be used). ``runtime``: a pycuda-like runtime for the CUDA path (default: pycuda)."""
+
+    def __init__(self, config: PostprocessConfig, device: str = "cpu", runtime: Any = None):
+        self.config = config
+        self.gpu: Any = None
+        self.reason = ""
+        if device.startswith("cuda"):
+            if config.mode != "exact":
+                self.reason = f"the {config.mode} mode has no GPU implementation"
+            else:
+                from sss_rt.errors import BackendUnavailableError
+                from sss_rt.postprocess.cuda import CudaPostprocessor
+
+                try:
+                    self.gpu = CudaPostprocessor(config, device=device, runtime=runtime)
+                except BackendUnavailableError as exc:
+                    self.reason = str(exc)
+            if self.gpu is None:
+                log.warning("post-processing on the CPU: %s", self.reason)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpu is not None else "cpu"
+
+    def __call__(
+        self,
+        features: FeatureSource | np.ndarray,
+        image: np.ndarray,
+        *,
+        keep_features: bool = False,
+        timings: dict[str, float] | None = None,
+    ) -> PostprocessResult:
+        if self.gpu is None:
+            return run(features, image, self.config, keep_features=keep_features, timings=timings)
+        embedding, basis, kept = self.gpu.run(
+            features, image, keep_features=keep_features, timings=timings
+        )
+        return PostprocessResult(embedding, basis, kept)
+
+
 def postprocess(
     features: np.ndarray | FeatureSource,
     image: np.ndarray,
@@ -97,4 +145,4 @@ class _FiniteCheck(FeatureSource):
         return _FiniteCheck(self.inner.materialize())
 
 
-__all__ = ["MODES", "PostprocessConfig", "PostprocessResult", "postprocess", "run"]
+__all__ = ["MODES", "PostprocessConfig", "PostprocessResult", "Postprocessor", "postprocess", "run"]
