@@ -193,3 +193,17 @@ def test_compare_spec_parsing():
     assert _split("m.onnx") == ("auto", "m.onnx")
     assert _split("onnxruntime") == ("onnxruntime", None)
     assert _split("C:/models/m.onnx") == ("auto", "C:/models/m.onnx")
+
+
+def test_info_says_for_each_gpu_part_whether_it_is_usable_and_why_not(capsys):
+    from sss_rt.cli.info import gpu_parts
+
+    parts = gpu_parts()
+    assert {"cuda post-processing", "tensorrt backend", "torch backend on cuda"} <= set(parts)
+    for name, state in parts.items():
+        assert state.startswith(("usable", "unavailable: ")), (name, state)
+        if state.startswith("unavailable"):
+            assert len(state) > len("unavailable: ") + 10  # a reason, not just the verdict
+    code, out, _ = run_cli(["info"], capsys)
+    assert code == 0
+    assert "cuda post-processing:" in out

@@ -49,7 +49,80 @@ def environment() -> dict:
     except ImportError:
         env["onnxruntime_providers"] = []
     env["gpus"] = _gpus()
+    env["gpu_parts"] = gpu_parts()
     return env
+
+
+def gpu_parts() -> dict[str, str]:
+    """Each GPU part of the SDK: ``"usable ..."`` or ``"unavailable: why; what to do"``."""
+    import ctypes
+    import shutil
+
+    parts: dict[str, str] = {}
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        driver = ""
+    except OSError:
+        driver = "no NVIDIA driver here (libcuda.so.1 not found)"
+    parts["nvidia driver"] = f"unavailable: {driver}" if driver else "usable"
+
+    nvcc = shutil.which("nvcc")
+    parts["nvcc (compiles the CUDA kernels at first use)"] = (
+        f"usable ({nvcc})" if nvcc else "unavailable: not on PATH; install the CUDA toolkit"
+    )
+
+    if not _version("pycuda"):
+        why = "pycuda not installed: pip install 'sss-rt[gpu]' (builds against the CUDA toolkit)"
+    elif driver:
+        why = driver
+    else:
+        try:
+            from sss_rt.postprocess.cuda import pycuda_runtime
+
+            runtime = pycuda_runtime("cuda")
+            why = ""
+            parts["cuda post-processing"] = f"usable ({runtime.device.name()})"
+        except Exception as exc:
+            why = str(exc)
+    if why:
+        parts["cuda post-processing"] = f"unavailable: {why}; extraction post-processes on the CPU"
+
+    torch_version = _version("torch")
+    if not torch_version:
+        parts["torch backend on cuda"] = "unavailable: torch not installed"
+    elif "+cpu" in torch_version:
+        parts["torch backend on cuda"] = f"unavailable: torch {torch_version} is a CPU build"
+    else:
+        import torch
+
+        parts["torch backend on cuda"] = (
+            "usable" if torch.cuda.is_available() else "unavailable: PyTorch sees no CUDA GPU"
+        )
+
+    if not _version("tensorrt"):
+        parts["tensorrt backend"] = (
+            "unavailable: tensorrt not installed: pip install 'sss-rt[gpu]' (tensorrt>=10,<12)"
+        )
+    elif not _version("pycuda"):
+        parts["tensorrt backend"] = "unavailable: it needs pycuda too"
+    else:
+        parts["tensorrt backend"] = f"usable (TensorRT {_version('tensorrt')})" + (
+            f", but {driver}" if driver else ""
+        )
+
+    try:
+        import onnxruntime as ort
+
+        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    except ImportError:
+        has_cuda = False
+    parts["onnxruntime on cuda"] = (
+        "usable"
+        if has_cuda
+        else "unavailable: this onnxruntime has no CUDA execution provider: "
+        "pip install onnxruntime-gpu (in place of onnxruntime)"
+    )
+    return parts
 
 
 def _gpus() -> list[str]:
