@@ -5,6 +5,7 @@ The parity tests below need pycuda and a CUDA GPU (marked ``gpu``; benchmarks/gp
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 
 import numpy as np
@@ -29,6 +30,8 @@ def _gpu_available() -> bool:
     return True
 
 
+if os.environ.get("SSS_RT_REQUIRE_GPU") == "1" and not _gpu_available():  # the GPU check script
+    raise RuntimeError("SSS_RT_REQUIRE_GPU=1 but pycuda or the GPU is not usable")
 gpu = pytest.mark.skipif(not _gpu_available(), reason="needs pycuda and a CUDA GPU")
 
 
