@@ -86,7 +86,9 @@ class Extractor:
     ``WHOLE_GRAPH_MAX_MEGAPIXELS`` on the CPU). ``max_megapixels``: larger images are
     downscaled to fit before the network (the embedding is resized back to the input's size,
     and a warning is logged) or, with ``large="refuse"``, rejected with ``ImageError``;
-    ``None`` lifts the limit.
+    ``None`` lifts the limit. ``precision``: ``"fp32"`` (reference) or ``"int8"`` (ONNX Runtime
+    backend: the network's convolutions on the CPU's int8 units, from a quantized model made and
+    cached on first use; see :mod:`sss_rt.precision`).
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class Extractor:
         max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
         large: str = "downscale",
         tile_megapixels: float | None = DEFAULT_TILE_MEGAPIXELS,
+        precision: str = "fp32",
     ) -> None:
         if large not in LARGE_POLICIES:
             raise ValueError(f"large must be one of {LARGE_POLICIES}, got {large!r}")
@@ -120,7 +123,7 @@ class Extractor:
         self.config = config
         self.model_path = Path(model) if model is not None else default_model_path()
         self._backend: Backend | None = create_backend(
-            backend, self.model_path, device=device, threads=threads
+            backend, self.model_path, device=device, threads=threads, precision=precision
         )
         #: where the post-processing runs: the CUDA kernels next to a GPU backend, else the CPU
         self.postprocessor = Postprocessor(config, self._backend.device)

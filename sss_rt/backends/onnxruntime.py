@@ -19,6 +19,7 @@ from sss_rt.bands import ArraySource, DeviceArraySource, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.head import HeadSource
 from sss_rt.model_info import INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, ModelInfo
+from sss_rt.precision import check_precision
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -57,6 +58,7 @@ class OnnxRuntimeBackend(Backend):
         threads: int | None = None,
         graph_optimization: str = "all",
         execution: str = "split",
+        precision: str = "fp32",
     ):
         import onnx
         import onnxruntime as ort
@@ -64,6 +66,11 @@ class OnnxRuntimeBackend(Backend):
         path = os.fspath(model)
         if not os.path.isfile(path):
             raise ModelError(f"model file not found: {path}")
+        if check_precision(precision) == "int8" and not is_quantized(path):
+            from sss_rt.export.quantize import quantized_model
+
+            path = os.fspath(quantized_model(path))  # made once, then cached
+        self.precision = precision
         if execution not in EXECUTIONS:
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
         if graph_optimization not in GRAPH_OPT_LEVELS:
@@ -172,8 +179,16 @@ class OnnxRuntimeBackend(Backend):
         return DeviceArraySource(out.data_ptr(), shape, np.float32, runtime, owner=(out, binding))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "providers": self.providers}
+        return {**super().describe(), "providers": self.providers, "precision": self.precision}
 
     def close(self) -> None:
         self._whole = None
         self._trunk = None
+
+
+def is_quantized(path: str | os.PathLike[str]) -> bool:
+    """Whether an ONNX file is already an int8 model made by ``sss-rt quantize``."""
+    import onnx
+
+    model = onnx.load(os.fspath(path), load_external_data=False)
+    return any(p.key == "sss_rt.quantization" for p in model.metadata_props)

@@ -17,7 +17,7 @@ import numpy as np
 
 from sss_rt.backends.base import Backend, check_image
 from sss_rt.bands import DeviceArraySource, FeatureSource
-from sss_rt.errors import ModelError
+from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.export.engine import (
     BuildSettings,
     Profile,
@@ -47,8 +47,13 @@ class TensorRTBackend(Backend):
         threads: int | None = None,
         settings: BuildSettings | None = None,
         strict: bool = False,
+        precision: str = "fp32",
     ):
         del threads
+        if precision != "fp32":  # an engine's precision is a build setting (build-engine)
+            raise BackendUnavailableError(
+                "TensorRT engines take their precision from sss-rt build-engine --precision"
+            )
         trt = require_tensorrt()
         from sss_rt.postprocess.cuda import pycuda_runtime
 

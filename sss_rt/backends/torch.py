@@ -18,6 +18,7 @@ from sss_rt.backends.base import EXECUTIONS, Backend, check_image
 from sss_rt.bands import ArraySource, DeviceBand, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.model_info import ModelInfo, initializers, read_model_info
+from sss_rt.precision import check_precision
 from sss_rt.resample import linear_taps
 
 
@@ -81,7 +82,13 @@ class TorchBackend(Backend):
         device: str = "auto",
         threads: int | None = None,
         execution: str = "split",
+        precision: str = "fp32",
     ):
+        if check_precision(precision) != "fp32":
+            raise BackendUnavailableError(
+                f"the torch backend runs fp32 only; --precision {precision} runs on "
+                "--backend onnxruntime"
+            )
         torch = _import_torch()
         from sss_rt.export.inference_form import InferenceNet
 

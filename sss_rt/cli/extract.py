@@ -13,6 +13,7 @@ from sss_rt.backends import BACKEND_CHOICES
 from sss_rt.errors import OutputError, SssRtError
 from sss_rt.io.writers import FORMATS
 from sss_rt.postprocess.config import MODES
+from sss_rt.precision import PRECISIONS
 
 EXIT_SOME_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -56,6 +57,14 @@ EXIT_TERMINATED = 143
     type=click.Choice(BACKEND_CHOICES),
 )
 @click.option("-d", "--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="Network precision: int8 runs the ONNX Runtime backend on the CPU's int8 units "
+    "(a quantized model is made and cached on first use).",
+)
 @click.option(
     "--radius", type=click.IntRange(min=0), default=None, help="Guided filter radius (default 5)."
 )
@@ -117,6 +126,7 @@ def extract(
     model,
     backend,
     device,
+    precision,
     radius,
     eps,
     preprocess,
@@ -162,6 +172,7 @@ def extract(
             model,
             backend=backend,
             device=device,
+            precision=precision,
             radius=radius,
             eps=eps,
             preprocess=preprocess,

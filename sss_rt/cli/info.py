@@ -48,6 +48,10 @@ def environment() -> dict:
         env["onnxruntime_providers"] = ort.get_available_providers()
     except ImportError:
         env["onnxruntime_providers"] = []
+    from sss_rt.precision import cpu_units, int8_unit
+
+    env["cpu_units"] = cpu_units()
+    env["int8_runs_on"] = int8_unit()
     env["gpus"] = _gpus()
     env["gpu_parts"] = gpu_parts()
     return env
