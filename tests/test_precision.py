@@ -9,10 +9,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from sss_rt.export.quantize import calibration_path, quantize
 
 from sss_rt import Extractor
 from sss_rt.errors import BackendUnavailableError
-from sss_rt.export.quantize import calibration_path, quantize
 from sss_rt.extractor import default_model_path, examples_dir
 from sss_rt.io.images import load_image
 
