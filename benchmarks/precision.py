@@ -112,7 +112,9 @@ def main() -> None:
         f"`python benchmarks/precision.py --size {n} --runs {args.runs}`, 2 threads. CPU: "
         f"{m['cpu']}, {m['cores']} cores; flags: {' '.join(m['cpu_flags'])}.",
         "",
-        f"Network at {n}×{n}: {macs / 1e9:.1f} GMAC of convolutions (from the graph's shapes).",
+        f"Network at {n}×{n}: {macs / 1e9:.1f} GMAC of convolutions, counted on the whole graph "
+        "(from its inferred shapes); the split path computes the same features with fewer (the "
+        "head's projections run before upsampling), so its GMAC/s is an effective rate.",
         "",
         "| case | network median | vs default | GMAC/s |",
         "| --- | --- | --- | --- |",
