@@ -18,6 +18,7 @@ INT8 engine. :func:`quantized_model` keeps one quantized copy per source model i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -136,5 +137,6 @@ def quantized_model(model: str | os.PathLike[str]) -> Path:
         with open(directory / f"{key}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not path.is_file():
+                logging.getLogger("sss_rt").info("quantizing %s to int8 (once): %s", model, path)
                 quantize(model, path)
     return path
