@@ -1,7 +1,8 @@
 """int8 precision: quantization, its accuracy gates against fp32, and how it is chosen.
 
-Gates (fixed photos, 480×360, the exact post-processing): the int8 embedding differs from the
-fp32 one by mean abs ≤ 0.003 and p99 ≤ 0.02.
+Gates (the four example photos, 480×360, the exact post-processing): the int8 embedding differs
+from the fp32 one by mean abs ≤ 0.003 and p99 ≤ 0.02 (quantizing the first conv and the input
+tap too fails them: rocket.jpg's p99 0.028); held-out pair AUC within 0.005 of fp32.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def int8_model(tmp_path_factory):
 def _photos():
     return [
         cv2.resize(load_image(p), (480, 360), interpolation=cv2.INTER_AREA)
-        for p in sorted(examples_dir().glob("*.jpg"))[:2]
+        for p in sorted(examples_dir().glob("*.jpg"))
     ]
 
 
@@ -106,3 +107,17 @@ def test_cpu_units_are_read_and_can_be_simulated(monkeypatch):
     assert int8_unit() == "AVX-512 VNNI"
     monkeypatch.setenv("SSS_RT_CPU_FLAGS", "avx512_vnni amx_tile amx_int8 amx_bf16")
     assert int8_unit() == "AMX-INT8" and cpu_units()["amx_bf16"]
+
+
+def test_int8_held_out_pair_auc_within_0_005_of_fp32(int8_model):
+    """The same held-out scenes (the seed `sss-rt eval` uses) scored with both precisions."""
+    from sss_rt.cli.evaluate import HELD_OUT_SEED
+    from sss_rt.training.evaluate import evaluate
+    from sss_rt.training.synthetic import SyntheticScenes
+
+    scenes = SyntheticScenes((160, 160), seed=HELD_OUT_SEED)
+    with Extractor(device="cpu") as fp32, Extractor(int8_model, precision="int8") as int8:
+        a = evaluate(fp32, scenes, 12, seed=0).pair_auc
+        b = evaluate(int8, scenes, 12, seed=0).pair_auc
+    assert a > 0.85  # the model separates the scenes at all
+    assert abs(a - b) <= 0.005, (a, b)
