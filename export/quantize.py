@@ -41,7 +41,7 @@ def calibration_images(n_synthetic: int = N_SYNTHETIC) -> list[np.ndarray]:
     """The bundled example photos (resized to CALIBRATION_SIZE) and synthetic scenes."""
     import cv2
 
-    from sss_rt.extractor import examples_dir
+    from sss_rt.bundled import examples_dir
     from sss_rt.io.images import load_image
     from sss_rt.training.synthetic import SyntheticScenes
 

@@ -6,7 +6,6 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -14,7 +13,10 @@ import numpy as np
 
 from sss_rt.backends import Backend, create_backend
 from sss_rt.backends.base import check_image
-from sss_rt.errors import ImageError, ModelError
+from sss_rt.bundled import DEFAULT_MODEL_NAME as DEFAULT_MODEL_NAME  # re-exported
+from sss_rt.bundled import default_model_path
+from sss_rt.bundled import examples_dir as examples_dir  # re-exported
+from sss_rt.errors import ImageError
 from sss_rt.io.images import load_image
 from sss_rt.model_info import ModelInfo
 from sss_rt.postprocess import Postprocessor
@@ -24,7 +26,6 @@ from sss_rt.timing import timed
 
 ImageLike = str | os.PathLike[str] | np.ndarray
 
-DEFAULT_MODEL_NAME = "default.onnx"
 #: images above this many megapixels are downscaled (or refused) by default
 DEFAULT_MAX_MEGAPIXELS = 64.0
 #: above this size, images run split (the trunk once, the head per band: bounded memory) where
@@ -37,19 +38,6 @@ WHOLE_GRAPH_MAX_MEGAPIXELS = 2.0
 LARGE_POLICIES = ("downscale", "refuse")
 
 log = logging.getLogger("sss_rt")
-
-
-def default_model_path() -> Path:
-    """The model bundled with the package (raises ``ModelError`` if this build has none)."""
-    path = Path(str(resources.files("sss_rt") / "data" / DEFAULT_MODEL_NAME))
-    if not path.is_file():
-        raise ModelError("this installation has no bundled default model; pass a model path")
-    return path
-
-
-def examples_dir() -> Path:
-    """The folder of example images bundled with the package."""
-    return Path(str(resources.files("sss_rt") / "data" / "examples"))
 
 
 @dataclass
