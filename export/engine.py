@@ -9,7 +9,6 @@ from and for; a sidecar that does not match the running GPU / TensorRT is report
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -18,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from sss_rt.export.cache import make_once
 
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.model_info import INPUT_NAME, ModelInfo, read_model_info, sha256_file
@@ -251,16 +252,10 @@ def cached_engine(onnx: Path, settings: BuildSettings, machine: dict[str, Any]) 
     """
     key = cache_key(sha256_file(onnx), settings, machine)
     directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
     engine_path = directory / f"{key}.engine"
-
-    def complete() -> bool:
-        return engine_path.is_file() and sidecar_path(engine_path).is_file()
-
-    if complete():
-        return engine_path
-    with open(directory / f"{key}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
-        if not complete():
-            build(onnx, engine_path, settings)
+    make_once(
+        directory / f"{key}.lock",
+        lambda: engine_path.is_file() and sidecar_path(engine_path).is_file(),
+        lambda: build(onnx, engine_path, settings),
+    )
     return engine_path

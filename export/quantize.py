@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sss_rt.export.cache import make_once
 
 from sss_rt.errors import ModelError
-from sss_rt.model_info import sha256_file
+from sss_rt.model_info import QUANTIZATION_KEY, sha256_file
 
 #: kept in float32 (see the module's doc)
 FLOAT_NODES = ("/conv1/Conv", "/taps.0/Conv", "/fuse_input/Conv", "/fuse_pool1/Conv", "/head/Conv")
@@ -109,7 +110,7 @@ def quantize(
             "quantizer_version": QUANTIZER_VERSION,
         }
         entry = quantized.metadata_props.add()
-        entry.key, entry.value = "sss_rt.quantization", json.dumps(record)
+        entry.key, entry.value = QUANTIZATION_KEY, json.dumps(record)
         onnx.save(quantized, str(q))
         np.savez_compressed(
             Path(tmp) / "calib.npz", **{f"image_{i}": im for i, im in enumerate(images)}
@@ -130,13 +131,10 @@ def quantized_model(model: str | os.PathLike[str]) -> Path:
     directory = (base if root else base / "sss-rt") / "quantized"
     key = f"{sha256_file(model)[:16]}.v{QUANTIZER_VERSION}"
     path = directory / f"{key}.int8.onnx"
-    if not path.is_file():
-        import fcntl
 
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / f"{key}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not path.is_file():
-                logging.getLogger("sss_rt").info("quantizing %s to int8 (once): %s", model, path)
-                quantize(model, path)
+    def make() -> None:
+        logging.getLogger("sss_rt").info("quantizing %s to int8 (once): %s", model, path)
+        quantize(model, path)
+
+    make_once(directory / f"{key}.lock", path.is_file, make)
     return path

@@ -101,6 +101,19 @@ class DeviceBand:
     def stride(self) -> int:
         return self.ld or self.shape[1] * self.shape[2]
 
+    def to_host(self, drv: Any, r0: int, r1: int, stream: Any) -> np.ndarray:
+        """Rows ``r0:r1`` of every channel, C×(r1−r0)×W in page-locked host memory (in the
+        band's dtype): one asynchronous copy per channel on ``stream``, then one wait."""
+        c, _, w = self.shape
+        item = np.dtype(self.dtype).itemsize
+        host = drv.pagelocked_empty((c, r1 - r0, w), self.dtype)
+        for ch in range(c):
+            drv.memcpy_dtoh_async(
+                host[ch], self.pointer + (ch * self.stride + r0 * w) * item, stream
+            )
+        stream.synchronize()
+        return host
+
 
 class DeviceArraySource(FeatureSource):
     """C×H×W features already in GPU memory (C-contiguous at ``pointer``, float32 or float16):
@@ -126,7 +139,7 @@ class DeviceArraySource(FeatureSource):
             raise ValueError(f"device features must be float32 or float16, got {self.dtype}")
         self.channels, self.height, self.width = (int(s) for s in shape)
         self.ready, self.owner = ready, owner
-        self._stream = runtime.drv.Stream()
+        self._stream: Any = None  # for host copies, made when first needed
 
     def _wait(self, stream: Any) -> None:
         if self.ready is not None:
@@ -139,15 +152,10 @@ class DeviceArraySource(FeatureSource):
         return DeviceBand(self.pointer + offset, shape, self.dtype, self, self.height * self.width)
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
-        drv, stream = self.runtime.drv, self._stream
-        self._wait(stream)
-        host = drv.pagelocked_empty((self.channels, y1 - y0, self.width), self.dtype)
-        plane = self.height * self.width * self.dtype.itemsize
-        first = self.pointer + y0 * self.width * self.dtype.itemsize
-        for c in range(self.channels):
-            drv.memcpy_dtoh_async(host[c], first + c * plane, stream)
-        stream.synchronize()  # one wait for all the band's copies
-        return np.asarray(host, np.float32)
+        if self._stream is None:
+            self._stream = self.runtime.drv.Stream()
+        band = self.device_band(y0, y1, self.runtime, self._stream)
+        return np.asarray(band.to_host(self.runtime.drv, 0, y1 - y0, self._stream), np.float32)
 
 
 class ArraySource(FeatureSource):

@@ -13,6 +13,8 @@ from sss_rt.errors import ModelError
 INPUT_NAME = "image"
 OUTPUT_NAME = "features"
 METADATA_PREFIX = "sss_rt."
+#: metadata key of a model made by ``sss-rt quantize`` (its recipe, as JSON)
+QUANTIZATION_KEY = METADATA_PREFIX + "quantization"
 FORMAT_VERSION = 1
 
 

@@ -121,3 +121,12 @@ def test_int8_held_out_pair_auc_within_0_005_of_fp32(int8_model):
         b = evaluate(int8, scenes, 12, seed=0).pair_auc
     assert a > 0.85  # the model separates the scenes at all
     assert abs(a - b) <= 0.005, (a, b)
+
+
+def test_int8_of_a_file_that_is_not_a_model_is_a_model_error(tmp_path):
+    from sss_rt.errors import ModelError
+
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="not a readable ONNX model"):
+        Extractor(bad, precision="int8")

@@ -18,7 +18,13 @@ from sss_rt.backends.onnx_graph import can_split, split_model
 from sss_rt.bands import ArraySource, DeviceArraySource, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.head import HeadSource
-from sss_rt.model_info import INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, ModelInfo
+from sss_rt.model_info import (
+    INPUT_NAME,
+    METADATA_PREFIX,
+    OUTPUT_NAME,
+    QUANTIZATION_KEY,
+    ModelInfo,
+)
 from sss_rt.precision import check_precision
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -66,11 +72,7 @@ class OnnxRuntimeBackend(Backend):
         path = os.fspath(model)
         if not os.path.isfile(path):
             raise ModelError(f"model file not found: {path}")
-        if check_precision(precision) == "int8" and not is_quantized(path):
-            from sss_rt.export.quantize import quantized_model
-
-            path = os.fspath(quantized_model(path))  # made once, then cached
-        self.precision = precision
+        self.precision = check_precision(precision)
         if execution not in EXECUTIONS:
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
         if graph_optimization not in GRAPH_OPT_LEVELS:
@@ -109,6 +111,11 @@ class OnnxRuntimeBackend(Backend):
         props = {p.key: p.value for p in graph.metadata_props}
         if not any(k.startswith(METADATA_PREFIX) for k in props):
             raise ModelError(f"{path} is an ONNX model but not an sss-rt feature model")
+        if precision == "int8" and QUANTIZATION_KEY not in props:
+            from sss_rt.export.quantize import quantized_model
+
+            path = os.fspath(quantized_model(path))  # made once, then cached
+            graph = onnx.load(path)
         self._info = ModelInfo.from_metadata(props)
         self._path, self._options, self._providers_asked = path, options, providers
         self.threads = threads
@@ -184,11 +191,3 @@ class OnnxRuntimeBackend(Backend):
     def close(self) -> None:
         self._whole = None
         self._trunk = None
-
-
-def is_quantized(path: str | os.PathLike[str]) -> bool:
-    """Whether an ONNX file is already an int8 model made by ``sss-rt quantize``."""
-    import onnx
-
-    model = onnx.load(os.fspath(path), load_external_data=False)
-    return any(p.key == "sss_rt.quantization" for p in model.metadata_props)

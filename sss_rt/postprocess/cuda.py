@@ -120,6 +120,26 @@ class _Guide:
     mean: Any
     inv: Any
     rows: tuple[int, int]
+    height: int  #: the image's
+
+
+class _FilterBuffers:
+    """The filter's two [chunk][4][n][W] float32 work buffers, reused while bands keep their
+    size (a buffer for more channels serves fewer: the kernels index by the band's n·W)."""
+
+    def __init__(self, gpuarray: Any, chunk: int):
+        self.gpuarray, self.chunk = gpuarray, chunk
+        self.pair: tuple[Any, Any] | None = None
+
+    def get(self, channels: int, n_rows: int, w: int) -> tuple[Any, Any]:
+        chunk = min(self.chunk, channels)
+        held = self.pair
+        if held is None or held[0].shape[0] < chunk or held[0].shape[2:] != (n_rows, w):
+            self.pair = held = None  # the old pair is freed before the new one is allocated
+            shape = (chunk, 4, n_rows, w)
+            held = (self.gpuarray.empty(shape, np.float32), self.gpuarray.empty(shape, np.float32))
+            self.pair = held
+        return held
 
 
 class CudaPostprocessor:
@@ -190,7 +210,7 @@ class CudaPostprocessor:
             np.float32(self.config.eps), i32(b0), i32(h),
             block=(256, 1, 1), grid=flat, stream=stream,
         )  # fmt: skip
-        return _Guide(planes, mean, inv, (b0, b1))
+        return _Guide(planes, mean, inv, (b0, b1), h)
 
     def _box(self, src: Any, tmp: Any, dst: Any, planes: int, n_rows: int, w: int, stream) -> None:
         """dst = box sums of ``planes`` planes of src (n_rows×w each), through tmp."""
@@ -208,7 +228,7 @@ class CudaPostprocessor:
     def _filter(self, band: DeviceBand, guide: _Guide, out: Any, scratch: tuple, stream) -> None:
         """out ([C][n][W] float32) = the guided filter of every channel of ``band``."""
         c_total, n_rows, w = band.shape
-        r, (b0, _), h = self.config.radius, guide.rows, self._height
+        r, (b0, _), h = self.config.radius, guide.rows, guide.height
         i32 = np.int32
         buf_a, buf_b = scratch
         suffix = "f16" if band.dtype == np.float16 else "f32"
@@ -280,7 +300,6 @@ class CudaPostprocessor:
         if k > MAX_COMPONENTS:
             raise ValueError(f"the GPU path keeps at most {MAX_COMPONENTS} components")
         stream = stream if stream is not None else drv.Stream()
-        self._height = h
         itemsize = 2 if getattr(source, "dtype", None) == np.float16 else 4
         rows = self._rows_per_band(c, h, w, itemsize, uploads=not source.on_device)
         plan = list(bands(h, rows, 2 * r))
@@ -291,7 +310,8 @@ class CudaPostprocessor:
         acc: MomentAccumulator | None = None
         shift_gpu = None
         partials: list[tuple[Any, Any, int]] = []
-        scratch = None
+        buffers = _FilterBuffers(g, self.chunk)
+        filtered = None
         guide = None
         for y0, y1, b0, b1 in plan:
             with timed(timings, "network"):
@@ -299,14 +319,10 @@ class CudaPostprocessor:
             with timed(timings, "guided_filter"):
                 guide = self._guide(image, b0, b1, stream)
                 n_rows = b1 - b0
-                if scratch is None or scratch[0].shape[2] != n_rows:
-                    chunk = min(self.chunk, c)
-                    scratch = (
-                        g.empty((chunk, 4, n_rows, w), np.float32),
-                        g.empty((chunk, 4, n_rows, w), np.float32),
-                    )
+                if filtered is None or filtered.shape[1] != n_rows:
+                    filtered = None
                     filtered = g.empty((c, n_rows, w), np.float32)
-                self._filter(band, guide, filtered, scratch, stream)
+                self._filter(band, guide, filtered, buffers.get(c, n_rows, w), stream)
             with timed(timings, "pca"):
                 inner, count = (y0 - b0) * w, (y1 - y0) * w
                 if acc is None:
@@ -333,8 +349,8 @@ class CudaPostprocessor:
                 )
                 partials.append((total, gram, count))
             if kept is not None:
-                self._copy_out(band, y0 - b0, y1 - b0, kept[:, y0:y1], stream)
-        del scratch, filtered
+                kept[:, y0:y1] = band.to_host(drv, y0 - b0, y1 - b0, stream)
+        del filtered
         assert acc is not None
         with timed(timings, "pca"):
             host = [
@@ -365,14 +381,9 @@ class CudaPostprocessor:
                     block=(256, 1, 1), grid=(_blocks(n_rows * w, 256, 1 << 16), 1),
                     stream=stream,
                 )  # fmt: skip
-                chunk = min(self.chunk, k)
-                pscratch = (
-                    g.empty((chunk, 4, n_rows, w), np.float32),
-                    g.empty((chunk, 4, n_rows, w), np.float32),
-                )
                 target = projected if single else g.empty((k, n_rows, w), np.float32)
                 proj_band = DeviceBand(int(proj.gpudata), (k, n_rows, w), np.dtype(np.float32))
-                self._filter(proj_band, guide, target, pscratch, stream)
+                self._filter(proj_band, guide, target, buffers.get(k, n_rows, w), stream)
                 if not single:
                     row_bytes = w * 4
                     for j in range(k):
@@ -418,13 +429,12 @@ class CudaPostprocessor:
         source = self._source(features)
         c, h, w = source.shape
         stream = stream if stream is not None else self.drv.Stream()
-        self._height = h
         band = self._check(source.device_band(0, h, self.runtime, stream), c, h, w)
         guide = self._guide(image, 0, h, stream)
-        chunk = min(self.chunk, c)
-        scratch = tuple(self.gpuarray.empty((chunk, 4, h, w), np.float32) for _ in range(2))
         out = self.gpuarray.empty((c, h, w), np.float32)
-        self._filter(band, guide, out, scratch, stream)
+        self._filter(
+            band, guide, out, _FilterBuffers(self.gpuarray, self.chunk).get(c, h, w), stream
+        )
         host = out.get_async(stream=stream)
         stream.synchronize()
         return host
@@ -458,17 +468,6 @@ class CudaPostprocessor:
         if np.dtype(band.dtype) not in (np.float32, np.float16):
             raise ValueError(f"device features must be float32 or float16, got {band.dtype}")
         return band
-
-    def _copy_out(self, band: DeviceBand, r0: int, r1: int, dest: np.ndarray, stream) -> None:
-        """Rows r0:r1 of a device band into ``dest`` (C×n×W float32 host view)."""
-        drv, w = self.drv, band.shape[2]
-        item = np.dtype(band.dtype).itemsize
-        staging = drv.pagelocked_empty((band.shape[0], r1 - r0, w), band.dtype)
-        for ch in range(band.shape[0]):
-            first = band.pointer + (ch * band.stride + r0 * w) * item
-            drv.memcpy_dtoh_async(staging[ch], first, stream)
-        stream.synchronize()
-        dest[...] = staging
 
 
 def _blocks(n: int, threads: int, cap: int = 65535) -> int:
