@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sss_rt.backends.base import EXECUTIONS, Backend, check_image
-from sss_rt.bands import ArraySource, DeviceBand, FeatureSource
+from sss_rt.bands import ArraySource, DeviceArraySource, DeviceBand, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.model_info import ModelInfo, initializers, read_model_info
 from sss_rt.precision import check_precision
@@ -410,23 +410,14 @@ class TorchHeadSource(FeatureSource):
         return torch.relu_(h)
 
 
-class TorchDeviceSource(FeatureSource):
+class TorchDeviceSource(DeviceArraySource):
     """A whole-graph output on a CUDA device, C×H×W float32 contiguous: device bands are
-    offsets into the tensor; host bands are copied out."""
-
-    on_device = True
+    offsets into the tensor (as for any device array); host bands are copied out by PyTorch,
+    which needs no pycuda."""
 
     def __init__(self, tensor: Any):
+        super().__init__(tensor.data_ptr(), tuple(tensor.shape), np.float32, None, owner=tensor)
         self.tensor = tensor
-        self.channels, self.height, self.width = (int(s) for s in tensor.shape)
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
         return self.tensor[:, y0:y1].cpu().numpy()
-
-    def device_band(self, y0: int, y1: int, runtime: Any, stream: Any) -> DeviceBand:
-        offset = y0 * self.width * 4
-        shape = (self.channels, y1 - y0, self.width)
-        pointer = self.tensor.data_ptr() + offset
-        return DeviceBand(
-            pointer, shape, np.dtype(np.float32), self.tensor, self.height * self.width
-        )
