@@ -11,7 +11,7 @@ setup(
         Extension(
             "sss_rt.kernels._cpu_guided_filter",
             sources=["kernels/cpu_guided_filter.c"],
-            depends=["kernels/cpu_guided_filter_impl.h"],
+            depends=["kernels/cpu_guided_filter_impl.h", "kernels/cpu_head_bf16.h"],
             extra_compile_args=CFLAGS,
             # without a C compiler the package still installs and uses the NumPy path
             optional=True,

@@ -1,13 +1,14 @@
-"""Network precision on this CPU: fp32 vs int8, side by side in one run (one process each case).
+"""Network precision on this CPU: fp32, bf16 and int8, side by side in one run.
 
     python benchmarks/precision.py [--size 1000] [--runs 5]
 
 Writes benchmarks/results/precision.json and benchmarks/RESULTS-precision.md: the network's
-time at 1 MP (the default split path: ONNX Runtime trunk + compiled head over all rows; and
-ONNX Runtime's whole graph), ``sss-rt extract``'s path end to end (Extractor.extract on a 1 MP
-photo), the network's operation count (convolution MACs from the graph's inferred shapes) and
-achieved GMAC/s, the int8 embedding's error against fp32 on the example photos, and the CPU's
-flags.
+time at 1 MP for every precision and engine (the split paths: trunk + compiled head over all
+rows; the whole graphs: what a CPU user would run instead), the head kernels alone,
+``sss-rt extract``'s path end to end (Extractor.extract on a 1 MP photo: fp32 vs auto vs int8),
+the network's operation count (convolution MACs from the graph's inferred shapes) and achieved
+GMAC/s next to this CPU's peak, the bf16 and int8 embeddings' error against fp32 on the example
+photos, and the CPU's flags.
 """
 
 from __future__ import annotations
@@ -57,11 +58,75 @@ def conv_macs(model_path: Path, h: int, w: int) -> float:
     return total
 
 
+#: MACs per cycle per core of each unit (AVX-512: two 16-lane FMA ports; AMX: one 16×16×32
+#: bf16 TDPBF16PS or 16×16×64 int8 TDPBUSD per 16 cycles)
+PEAK_MACS_PER_CYCLE = {"fp32 AVX-512": 32, "bf16 AMX": 512, "int8 AMX": 1024}
+
+
+def split_macs(h: int, w: int) -> float:
+    """MACs of the split path: the trunk's convolutions (from its graph) plus the head's
+    full-resolution work (input-tap projection 4→512 and last conv 512→128 per pixel, the
+    pool1 projection 124→512 at 1/16 of the pixels)."""
+    import onnx
+
+    from sss_rt.backends.onnx_graph import split_model
+    from sss_rt.extractor import default_model_path
+
+    trunk, wts = split_model(onnx.load(str(default_model_path())))
+    path = HERE / "results" / "trunk.onnx"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(trunk)
+    try:
+        trunk_macs = conv_macs(path, h, w)
+    finally:
+        path.unlink()
+    mid, cin = wts.fuse_input.shape
+    per_pixel = mid * cin + wts.head.size + wts.fuse_pool1.size / 16
+    return trunk_macs + per_pixel * h * w
+
+
+def cpu_peak_gmacs(cores: int) -> dict[str, float | None]:
+    """Peak GMAC/s of each unit this CPU has, at the clock /proc/cpuinfo reports."""
+    from sss_rt.precision import cpu_flags
+
+    flags = cpu_flags()
+    mhz = 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                mhz = float(line.split(":", 1)[1])
+                break
+    except OSError:
+        pass
+    has = {
+        "fp32 AVX-512": "avx512f" in flags,
+        "bf16 AMX": "amx_bf16" in flags,
+        "int8 AMX": "amx_int8" in flags,
+    }
+    return {
+        unit: (PEAK_MACS_PER_CYCLE[unit] * cores * mhz / 1e3 if has[unit] and mhz else None)
+        for unit in PEAK_MACS_PER_CYCLE
+    }
+
+
+CASES = (
+    ("fp32 split, ONNX Runtime (default)", "onnxruntime", {"precision": "fp32"}),
+    ("bf16 split, OpenVINO + AMX head", "openvino", {"precision": "bf16"}),
+    ("int8 split, OpenVINO + AMX head", "openvino", {"precision": "int8"}),
+    ("int8 split, ONNX Runtime", "onnxruntime", {"precision": "int8"}),
+    ("OpenVINO bf16 whole graph (peer)", "openvino", {"precision": "bf16", "execution": "whole"}),
+    ("OpenVINO fp32 whole graph", "openvino", {"precision": "fp32", "execution": "whole"}),
+    ("ONNX Runtime fp32 whole graph", "onnxruntime", {"precision": "fp32", "execution": "whole"}),
+)
+
+
 def main() -> None:
-    from sss_rt import Extractor
+    from sss_rt import Extractor, native
     from sss_rt.backends import create_backend
     from sss_rt.extractor import default_model_path, examples_dir
+    from sss_rt.head import HeadSource
     from sss_rt.io.images import load_image
+    from sss_rt.precision import bf16_unit, resolve_precision
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=1000)
@@ -72,70 +137,131 @@ def main() -> None:
     image = cv2.resize(load_image(photos[0]), (n, n), interpolation=cv2.INTER_AREA)
     model = default_model_path()
     macs = conv_macs(model, n, n)
-    result: dict = {"machine": machine(), "size": [n, n], "network_gmac": macs / 1e9, "cases": {}}
-    for name, opts in (
-        ("fp32 split (default)", {"precision": "fp32"}),
-        ("int8 split", {"precision": "int8"}),
-        ("fp32 whole graph", {"precision": "fp32", "execution": "whole"}),
-        ("int8 whole graph", {"precision": "int8", "execution": "whole"}),
-    ):
-        be = create_backend("onnxruntime", model, device="cpu", threads=2, **opts)
+    smacs = split_macs(n, n)
+    m = machine()
+    result: dict = {
+        "machine": m,
+        "size": [n, n],
+        "network_gmac_whole_graph": macs / 1e9,
+        "network_gmac_split": smacs / 1e9,
+        "cpu_peak_gmac_per_s": cpu_peak_gmacs(m["cores"]),
+        "auto_picks": resolve_precision("auto"),
+        "cases": {},
+    }
+    bf16_ok = bf16_unit() is not None
+    for name, backend, opts in CASES:
+        if opts["precision"] == "bf16" and not bf16_ok:
+            continue
+        be = create_backend(backend, model, device="cpu", threads=2, **opts)
         stats = time_it(lambda be=be: be.features(image, whole=False).materialize(), args.runs)
-        stats["gmac_per_s"] = macs / 1e9 / stats["median_s"]
+        work = macs if opts.get("execution") == "whole" else smacs
+        stats["gmac_per_s"] = work / 1e9 / stats["median_s"]
+        stats["describe"] = be.describe()
         result["cases"][name] = stats
         be.close()
-    base = result["cases"]["fp32 split (default)"]["median_s"]
+    base = result["cases"]["fp32 split, ONNX Runtime (default)"]["median_s"]
     for stats in result["cases"].values():
         stats["speedup_vs_default"] = base / stats["median_s"]
+    # the head alone, over all rows, from one trunk run
+    be = create_backend("onnxruntime", model, device="cpu", threads=2)
+    src = be.features(image)
+    heads = {"fp32 (fused hidden kernel + BLAS GEMM)": None}
+    heads.update({f"bf16 {v}": v for v in native.head_variants()})
+    result["head_1mp"] = {}
+    for name, variant in heads.items():
+        hs = HeadSource(src.w, src.t_in, src.t_p1, src.deep, threads=2, bf16=variant)
+        stats = time_it(lambda hs=hs: hs.rows(0, n), args.runs)
+        stats["gmac_per_s"] = src.w.head.size * n * n / 1e9 / stats["median_s"]
+        result["head_1mp"][name] = stats
+    be.close()
     ends = {}
-    for precision in ("fp32", "int8"):
+    for precision in ("fp32", "auto", "int8"):
         with Extractor(device="cpu", threads=2, precision=precision) as ex:
             ends[precision] = time_it(lambda ex=ex: ex.extract(image), args.runs)
-    ends["int8_speedup"] = ends["fp32"]["median_s"] / ends["int8"]["median_s"]
+            ends[precision]["backend"] = ex.backend.describe()
+    for precision in ("auto", "int8"):
+        ends[f"{precision}_speedup"] = ends["fp32"]["median_s"] / ends[precision]["median_s"]
     result["extract_1mp"] = ends
-    errors = []
-    with Extractor(device="cpu") as fp32, Extractor(device="cpu", precision="int8") as int8:
-        for p in photos:
-            photo = cv2.resize(load_image(p), (640, 480), interpolation=cv2.INTER_AREA)
-            d = np.abs(int8.extract(photo).embedding - fp32.extract(photo).embedding)
-            errors.append({
-                "photo": p.name, "mean": float(d.mean()), "p99": float(np.percentile(d, 99)),
-                "max": float(d.max()),
-            })  # fmt: skip
-    result["int8_vs_fp32_embedding_640x480"] = errors
+    errors: dict[str, list] = {}
+    with Extractor(device="cpu") as fp32:
+        refs = [
+            (p.name, cv2.resize(load_image(p), (640, 480), interpolation=cv2.INTER_AREA))
+            for p in photos
+        ]
+        refs = [(name, photo, fp32.extract(photo).embedding) for name, photo in refs]
+    for precision in ("bf16", "int8") if bf16_ok else ("int8",):
+        with Extractor(device="cpu", precision=precision) as ex:
+            errors[precision] = []
+            for name, photo, ref in refs:
+                d = np.abs(ex.extract(photo).embedding - ref)
+                errors[precision].append({
+                    "photo": name, "mean": float(d.mean()), "p99": float(np.percentile(d, 99)),
+                    "max": float(d.max()),
+                })  # fmt: skip
+    result["embedding_vs_fp32_640x480"] = errors
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "precision.json").write_text(json.dumps(result, indent=2))
-    m = result["machine"]
+    (HERE / "results" / "precision.json").write_text(json.dumps(result, indent=2, default=str))
+    peak = result["cpu_peak_gmac_per_s"]
+    peaks = ", ".join(
+        f"{unit} {v:.0f}" if v else f"{unit}: not on this CPU (no figure claimed)"
+        for unit, v in peak.items()
+    )
     lines = [
         "# Network precision on the CPU",
         "",
-        f"`python benchmarks/precision.py --size {n} --runs {args.runs}`, 2 threads. CPU: "
-        f"{m['cpu']}, {m['cores']} cores; flags: {' '.join(m['cpu_flags'])}.",
+        f"`python benchmarks/precision.py --size {n} --runs {args.runs}`, 2 threads, medians. "
+        f"CPU: {m['cpu']}, {m['cores']} cores; flags: {' '.join(m['cpu_flags'])}. "
+        f"`--precision auto` picks **{result['auto_picks']}** here.",
         "",
-        f"Network at {n}×{n}: {macs / 1e9:.1f} GMAC of convolutions, counted on the whole graph "
-        "(from its inferred shapes); the split path computes the same features with fewer (the "
-        "head's projections run before upsampling), so its GMAC/s is an effective rate.",
+        f"Network at {n}×{n}: {macs / 1e9:.1f} GMAC of convolutions on the whole graph (from its "
+        f"inferred shapes); the split path computes the same features with {smacs / 1e9:.1f} "
+        "GMAC (the head's projections run before upsampling). GMAC/s is each path's own count "
+        f"over its time. This CPU's peak (GMAC/s, {m['cores']} cores at the clock "
+        f"/proc/cpuinfo reports): {peaks}.",
         "",
         "| case | network median | vs default | GMAC/s |",
         "| --- | --- | --- | --- |",
     ]
     for name, s in result["cases"].items():
         lines.append(
-            f"| {name} | {s['median_s']:.2f} s | {s['speedup_vs_default']:.2f}× | "
+            f"| {name} | {s['median_s']:.3f} s | {s['speedup_vs_default']:.2f}× | "
             f"{s['gmac_per_s']:.0f} |"
         )
+    peer = result["cases"].get("OpenVINO bf16 whole graph (peer)")
+    if peer:
+        for name in ("bf16 split, OpenVINO + AMX head", "int8 split, OpenVINO + AMX head"):
+            if name in result["cases"]:
+                r = peer["median_s"] / result["cases"][name]["median_s"]
+                lines.append(f"\n{name} vs the OpenVINO bf16 whole graph: {r:.2f}×.")
     lines += [
         "",
+        f"The head alone over all {n} rows (from one fp32 trunk run; last conv "
+        f"{src.w.head.size * n * n / 1e9:.1f} GMAC):",
+        "",
+        "| head kernel | median | last-conv GMAC/s |",
+        "| --- | --- | --- |",
+        *[
+            f"| {k} | {v['median_s']:.3f} s | {v['gmac_per_s']:.0f} |"
+            for k, v in result["head_1mp"].items()
+        ],
+        "",
         f"`Extractor.extract` at {n}×{n} (the `sss-rt extract` path): fp32 "
-        f"{ends['fp32']['median_s']:.2f} s, int8 {ends['int8']['median_s']:.2f} s "
-        f"({ends['int8_speedup']:.2f}×).",
-        "",
-        "int8 vs fp32 embedding (exact post-processing, 640×480):",
-        "",
-        "| photo | mean abs | p99 | max |",
-        "| --- | --- | --- | --- |",
-        *[f"| {e['photo']} | {e['mean']:.4f} | {e['p99']:.4f} | {e['max']:.3f} |" for e in errors],
+        f"{ends['fp32']['median_s']:.2f} s, auto ({ends['auto']['backend']['precision']}) "
+        f"{ends['auto']['median_s']:.2f} s ({ends['auto_speedup']:.2f}×), int8 "
+        f"{ends['int8']['median_s']:.2f} s ({ends['int8_speedup']:.2f}×).",
     ]
+    for precision, rows in errors.items():
+        lines += [
+            "",
+            f"{precision} vs fp32 embedding (exact post-processing, 640×480):",
+            "",
+            "| photo | mean abs | p99 | max |",
+            "| --- | --- | --- | --- |",
+            *[
+                f"| {e['photo']} | {e['mean']:.4f} | {e['p99']:.4f} | {e['max']:.3f} |"
+                for e in rows
+            ],
+        ]
     (HERE / "RESULTS-precision.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -42,6 +42,11 @@
  *   ReLU(fuse_input·t_in + up(P1) + up(D) + bias), with ONNX Resize's bilinear rule given as
  *   per-row and per-column taps (sss_rt/head.py prepares them).
  *
+ * head_rows_bf16(tin, fin, bias, wpack, hbias, out, up_p1, up_deep, cin, W, H_in, y0, n, K, M,
+ *                r0, r1, variant): the head's output rows r0 .. r1-1 of a chunk of n rows
+ *   (image rows y0 ..) into rows row0 .. of an out of nout rows, hidden layer and last conv fused in bf16 with fp32 accumulation on AMX
+ *   or AVX512-BF16 (layouts in cpu_head_bf16.h; head_variants() lists what runs here).
+ *
  * moments_rows(src, shift, gram, sum, C, N, x0, x1[, variant]): float64 moments (Σd and Σddᵀ,
  *   d = src[:, x] − shift) of float32 [C][N] features over pixels [x0, x1), for the PCA.
  *
@@ -732,6 +737,45 @@ static void hidden_range(const float *tin, int cin, size_t plane_in, const float
     }
 }
 
+/* The two (block, yi0, yi1, yw, xi0, xi1, xw, rows, w) tuples of the head entry points: buffers
+ * acquired into views (7 each; *got counts them), taps checked against their blocks. Returns the
+ * total number of block rows, or -1 with an exception set. */
+static long parse_ups(PyObject *const ups_o[2], Py_buffer *views, int *got, Upsample up[2],
+                      int channels, int n, int W)
+{
+    long wide_rows = 0;
+    for (int u = 0; u < 2; ++u) {
+        int rows, w, ok = 1;
+        PyObject *parts[7];
+        if (!PyArg_ParseTuple(ups_o[u], "OOOOOOOii", &parts[0], &parts[1], &parts[2], &parts[3],
+                              &parts[4], &parts[5], &parts[6], &rows, &w))
+            return -1;
+        if (rows < 1 || w < 1) {
+            PyErr_SetString(PyExc_ValueError, "head: empty low-resolution block");
+            return -1;
+        }
+        const BufferArg pspecs[7] = {
+            {"block", (Py_ssize_t)channels * rows * w, 4, 0}, {"yi0", n, 4, 0}, {"yi1", n, 4, 0},
+            {"yw", n, 4, 0}, {"xi0", W, 4, 0}, {"xi1", W, 4, 0}, {"xw", W, 4, 0}};
+        if (get_buffers(parts, views + *got, pspecs, 7) < 0)
+            return -1;
+        *got += 7;
+        Py_buffer *v = views + *got - 7;
+        up[u] = (Upsample){v[0].buf, rows, w, v[1].buf, v[2].buf, v[3].buf,
+                           v[4].buf, v[5].buf, v[6].buf};
+        for (int i = 0; i < n; ++i)
+            ok &= up[u].yi0[i] >= 0 && up[u].yi1[i] >= 0 && up[u].yi0[i] < rows && up[u].yi1[i] < rows;
+        for (int i = 0; i < W; ++i)
+            ok &= up[u].xi0[i] >= 0 && up[u].xi1[i] >= 0 && up[u].xi0[i] < w && up[u].xi1[i] < w;
+        if (!ok) {
+            PyErr_SetString(PyExc_ValueError, "head: a tap index is out of its block");
+            return -1;
+        }
+        wide_rows += rows;
+    }
+    return wide_rows;
+}
+
 /* hidden_rows(tin, fin, bias, out, up_p1, up_deep, cin, W, H_in, y0, n, c0, c1) with each up
  * a tuple (block, yi0, yi1, yw, xi0, xi1, xw, rows, w). */
 static PyObject *hidden_rows(PyObject *self, PyObject *args)
@@ -748,50 +792,19 @@ static PyObject *hidden_rows(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_buffer views[4 + 2 * 7];
-    int got = 0, ok = 1;
+    int got = 0;
     Upsample up[2];
-    size_t wide_rows = 0;
     const Py_ssize_t plane = (Py_ssize_t)H * W;
     PyObject *const objs[4] = {tin_o, fin_o, bias_o, out_o};
     const BufferArg specs[4] = {{"tin", cin * plane, 4, 0},
                                 {"fin", (Py_ssize_t)c1 * cin, 4, 0},
                                 {"bias", c1, 4, 0},
                                 {"out", (Py_ssize_t)c1 * n * W, 4, 1}};
-    ok = get_buffers(objs, views, specs, 4) == 0;
+    int ok = get_buffers(objs, views, specs, 4) == 0;
     got = ok ? 4 : 0;
-    for (int u = 0; ok && u < 2; ++u) {
-        int rows, w;
-        PyObject *parts[7];
-        if (!PyArg_ParseTuple(ups_o[u], "OOOOOOOii", &parts[0], &parts[1], &parts[2], &parts[3],
-                              &parts[4], &parts[5], &parts[6], &rows, &w)) {
-            ok = 0;
-            break;
-        }
-        if (rows < 1 || w < 1) {
-            PyErr_SetString(PyExc_ValueError, "hidden_rows: empty low-resolution block");
-            ok = 0;
-            break;
-        }
-        const BufferArg pspecs[7] = {
-            {"block", (Py_ssize_t)c1 * rows * w, 4, 0}, {"yi0", n, 4, 0}, {"yi1", n, 4, 0},
-            {"yw", n, 4, 0}, {"xi0", W, 4, 0}, {"xi1", W, 4, 0}, {"xw", W, 4, 0}};
-        if (get_buffers(parts, views + got, pspecs, 7) < 0) {
-            ok = 0;
-            break;
-        }
-        got += 7;
-        Py_buffer *v = views + got - 7;
-        up[u] = (Upsample){v[0].buf, rows, w, v[1].buf, v[2].buf, v[3].buf,
-                           v[4].buf, v[5].buf, v[6].buf};
-        for (int i = 0; i < n; ++i)
-            ok &= up[u].yi0[i] >= 0 && up[u].yi1[i] >= 0 && up[u].yi0[i] < rows && up[u].yi1[i] < rows;
-        for (int i = 0; i < W; ++i)
-            ok &= up[u].xi0[i] >= 0 && up[u].xi1[i] >= 0 && up[u].xi0[i] < w && up[u].xi1[i] < w;
-        if (!ok)
-            PyErr_SetString(PyExc_ValueError, "hidden_rows: a tap index is out of its block");
-        wide_rows += (size_t)rows;
-    }
-    float *row = ok ? malloc(sizeof(float) * wide_rows * (size_t)W) : NULL;
+    const long wide_rows = ok ? parse_ups(ups_o, views, &got, up, c1, n, W) : -1;
+    ok = wide_rows >= 0;
+    float *row = ok ? malloc(sizeof(float) * (size_t)wide_rows * (size_t)W) : NULL;
     if (ok && row) {
         Py_BEGIN_ALLOW_THREADS
         hidden_range(views[0].buf, cin, (size_t)plane, views[1].buf, up, views[2].buf, W, n, y0,
@@ -805,6 +818,83 @@ static PyObject *hidden_rows(PyObject *self, PyObject *args)
     if (!row)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+
+#include "cpu_head_bf16.h"
+
+/* head_variants(): the bf16 head variants this CPU (and OS) runs, fastest first. */
+static PyObject *head_variants(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    PyObject *list = PyList_New(0);
+#ifdef HAVE_HEAD_BF16
+    if (list && amx_supported() && PyList_Append(list, PyUnicode_FromString("amx-bf16")) < 0)
+        Py_CLEAR(list);
+    if (list && avx512bf16_supported() &&
+        PyList_Append(list, PyUnicode_FromString("avx512-bf16")) < 0)
+        Py_CLEAR(list);
+#endif
+    return list;
+}
+
+/* head_rows_bf16(tin, fin, bias, wpack, hbias, out, up_p1, up_deep, cin, W, H_in, y0, n, K, M,
+ *                r0, r1, variant, nout, row0) */
+static PyObject *head_rows_bf16(PyObject *self, PyObject *args)
+{
+    PyObject *objs[6], *ups_o[2];
+    int cin, W, H, y0, n, K, M, r0, r1, nout, row0;
+    const char *variant;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOO!O!iiiiiiiiisii", &objs[0], &objs[1], &objs[2],
+                          &objs[3], &objs[4], &objs[5], &PyTuple_Type, &ups_o[0], &PyTuple_Type,
+                          &ups_o[1], &cin, &W, &H, &y0, &n, &K, &M, &r0, &r1, &variant, &nout,
+                          &row0))
+        return NULL;
+#ifndef HAVE_HEAD_BF16
+    PyErr_SetString(PyExc_RuntimeError, "head_rows_bf16: built without the bf16 head");
+    return NULL;
+#else
+    int v = strcmp(variant, "amx-bf16") == 0 ? 0 : strcmp(variant, "avx512-bf16") == 0 ? 1 : -1;
+    if (v < 0 || (v == 0 && !amx_supported()) || (v == 1 && !avx512bf16_supported())) {
+        PyErr_Format(PyExc_ValueError, "head variant %s is unknown or not supported here", variant);
+        return NULL;
+    }
+    if (cin < 1 || cin > 8 || W < 1 || H < 1 || n < 1 || y0 < 0 || y0 + n > H || K < 32 ||
+        K % 32 || M < 1 || r0 < 0 || r1 > n || r0 >= r1 || row0 < 0 || row0 + n > nout) {
+        PyErr_SetString(PyExc_ValueError, "head_rows_bf16: inconsistent sizes or ranges");
+        return NULL;
+    }
+    const int Mt = (M + 31) / 32 * 2;
+    const Py_ssize_t plane = (Py_ssize_t)H * W;
+    const BufferArg specs[6] = {{"tin", cin * plane, 4, 0},
+                                {"fin", (Py_ssize_t)K * cin, 4, 0},
+                                {"bias", K, 4, 0},
+                                {"wpack", (Py_ssize_t)Mt * 16 * K, 2, 0},
+                                {"hbias", (Py_ssize_t)Mt * 16, 4, 0},
+                                {"out", (Py_ssize_t)M * nout * W, 4, 1}};
+    Py_buffer views[6 + 2 * 7];
+    Upsample up[2];
+    int got = 0;
+    int ok = get_buffers(objs, views, specs, 6) == 0;
+    got = ok ? 6 : 0;
+    ok = ok && parse_ups(ups_o, views, &got, up, K, n, W) >= 0;
+    int status = 0;
+    if (ok) {
+        const HeadArgs a = {views[0].buf, cin, (size_t)plane, y0, views[1].buf, views[2].buf, up,
+                            views[3].buf, views[4].buf, K, M, Mt, W, n, views[5].buf, nout,
+                            row0};
+        Py_BEGIN_ALLOW_THREADS
+        status = head_range_bf16(&a, r0, r1, v);
+        Py_END_ALLOW_THREADS
+    }
+    release_buffers(views, got);
+    if (!ok)
+        return NULL;
+    if (status < 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+#endif
 }
 
 static PyObject *variants(PyObject *self, PyObject *unused)
@@ -841,6 +931,10 @@ static PyMethodDef methods[] = {
      "Window means, (Σ + εU)⁻¹ and 1/N of a planar [3][H][W] guide (truncated windows)."},
     {"hidden_rows", hidden_rows, METH_VARARGS,
      "ReLU(fuse) rows of the network's full-resolution head (see sss_rt/head.py)."},
+    {"head_variants", head_variants, METH_NOARGS,
+     "The bf16 head variants this CPU and OS run, fastest first."},
+    {"head_rows_bf16", head_rows_bf16, METH_VARARGS,
+     "The head's full-resolution rows in bf16, fused (see kernels/cpu_head_bf16.h)."},
     {"variants", variants, METH_NOARGS,
      "The kernel variants this CPU runs, widest first, as (name, lanes) pairs."},
     {NULL, NULL, 0, NULL}};

@@ -74,9 +74,10 @@ class Extractor:
     ``WHOLE_GRAPH_MAX_MEGAPIXELS`` on the CPU). ``max_megapixels``: larger images are
     downscaled to fit before the network (the embedding is resized back to the input's size,
     and a warning is logged) or, with ``large="refuse"``, rejected with ``ImageError``;
-    ``None`` lifts the limit. ``precision``: ``"fp32"`` (reference) or ``"int8"`` (ONNX Runtime
-    backend: the network's convolutions on the CPU's int8 units, from a quantized model made and
-    cached on first use; see :mod:`sss_rt.precision`).
+    ``None`` lifts the limit. ``precision``: ``"fp32"`` (reference), ``"bf16"`` (the CPU's
+    AMX-BF16 / AVX512-BF16 units), ``"int8"`` (AMX-INT8 / VNNI, from a quantized model made and
+    cached on first use) or ``"auto"`` (bf16 where the CPU has a bf16 unit, else fp32); bf16 and
+    int8 run on OpenVINO where installed (see :mod:`sss_rt.precision`).
     """
 
     def __init__(

@@ -8,13 +8,17 @@ The exported graph's trunk ends where its tensors are still small: the input tap
     features = head · ReLU(fuse_input · t_in + up(fuse_pool1 · t_p1) + up(deep) + bias) + b
 
 with the project's bilinear rule (``sss_rt.resample``). Nothing but the rounding order differs
-from the whole graph. The compiled kernel (``native.hidden_rows``) does the upsampling, fuse and
-ReLU in one pass and a BLAS GEMM the 512→128 conv; without it, NumPy does the same.
+from the whole graph. In fp32 the compiled kernel (``native.hidden_rows``) does the upsampling,
+fuse and ReLU in one pass and a BLAS GEMM the 512→128 conv; without it, NumPy does the same.
+In bf16 (``bf16=`` a kernel variant, :func:`sss_rt.precision.head_bf16_variant`) one fused
+kernel does all of it per tile of pixels on AMX or AVX512-BF16, the 512-channel layer rounded to
+bf16 and never written to memory (``native.head_rows_bf16``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -33,13 +37,19 @@ class HeadWeights:
     head: np.ndarray  # (128, 512)
     head_bias: np.ndarray  # (128,)
 
+    @cached_property
+    def packed_head(self) -> native.PackedHead:
+        """The last conv in the bf16 kernel's tile layout (packed once)."""
+        return native.PackedHead.pack(self.head, self.head_bias)
+
 
 class HeadSource(FeatureSource):
     """Features of one image from its trunk outputs, computed for any band on demand.
 
     ``t_in`` is 4×H×W, ``t_p1`` 124×(H/4)×(W/4), ``deep`` 512×(H/8)×(W/8) (float32; the
     low-resolution sizes are whatever the trunk produced). ``compiled``: use the compiled
-    kernel (default: when it is built).
+    kernel (default: when it is built). ``bf16``: the bf16 kernel variant to run the head in
+    (None: fp32).
     """
 
     #: the 512-channel intermediate is computed this many MB at a time
@@ -53,6 +63,7 @@ class HeadSource(FeatureSource):
         deep: np.ndarray,
         threads: int | None = None,
         compiled: bool | None = None,
+        bf16: str | None = None,
     ):
         self.w = weights
         self.t_in = np.ascontiguousarray(t_in, dtype=np.float32)
@@ -60,6 +71,7 @@ class HeadSource(FeatureSource):
         self.deep = np.asarray(deep, np.float32)
         self.threads = threads
         self.compiled = native.available() and compiled is not False
+        self.bf16 = bf16 if self.compiled else None
         _, self.height, self.width = self.t_in.shape
         self.channels = weights.head.shape[0]
         self._y_p1 = linear_taps(self.height, self.t_p1.shape[1])
@@ -88,6 +100,8 @@ class HeadSource(FeatureSource):
         self, y0: int, y1: int, x0: int, x1: int, project: tuple[np.ndarray, np.ndarray] | None
     ) -> np.ndarray:
         w = self.w
+        if self.bf16 is not None:
+            return self._compute_bf16(y0, y1, x0, x1, project)
         width = x1 - x0
         mid = w.head.shape[1]
         if project is not None:
@@ -113,6 +127,36 @@ class HeadSource(FeatureSource):
                 res = head @ hidden.reshape(mid, -1)
             res += bias[:, None].astype(res.dtype)
             out[:, a - y0 : b - y0] = res.reshape(-1, b - a, width)
+        return out
+
+    def _compute_bf16(
+        self, y0: int, y1: int, x0: int, x1: int, project: tuple[np.ndarray, np.ndarray] | None
+    ) -> np.ndarray:
+        w = self.w
+        if project is not None:
+            v, shift = project
+            head = native.PackedHead.pack(
+                (v @ w.head.astype(np.float64)).astype(np.float32),
+                (v @ (w.head_bias.astype(np.float64) - shift)).astype(np.float32),
+            )
+        else:
+            head = w.packed_head
+        out = np.empty((head.channels, y1 - y0, x1 - x0), np.float32)
+        # the 512-channel layer stays in the kernel; bands of rows bound only the projected
+        # pool1 block (512 channels at 1/4 × 1/4 resolution: 1/16 of a full-resolution band)
+        step = max(1, (self.CHUNK_MB << 24) // (w.fuse_pool1.shape[0] * (x1 - x0) * 4))
+        full = x0 == 0 and x1 == self.width
+        for a in range(y0, y1, step):
+            b = min(y1, a + step)
+            ups = (
+                self._block(self.t_p1, self._y_p1, self._x_p1, a, b, x0, x1, w.fuse_pool1),
+                self._block(self.deep, self._y_deep, self._x_deep, a, b, x0, x1),
+            )
+            t_in = self.t_in if full else np.ascontiguousarray(self.t_in[:, a:b, x0:x1])
+            native.head_rows_bf16(
+                t_in, w.fuse_input, w.fuse_bias, head, ups, a if full else 0, b - a,
+                self.threads, out, self.bf16, out_row=a - y0,
+            )  # fmt: skip
         return out
 
     def _block(self, low, ys, xs, y0, y1, x0, x1, project=None) -> tuple:

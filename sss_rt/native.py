@@ -248,6 +248,86 @@ def hidden_rows(
     return out
 
 
+def head_variants() -> list[str]:
+    """The bf16 head kernels this CPU and OS run, fastest first (``amx-bf16``: AMX tiles, the
+    tile state granted by Linux; ``avx512-bf16``: VDPBF16PS); empty without either."""
+    return [] if _ext is None else list(_ext.head_variants())
+
+
+def to_bf16(a: np.ndarray) -> np.ndarray:
+    """float32 → bf16 bit patterns (uint16), rounded to nearest even, as the kernels round."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_bf16(b: np.ndarray) -> np.ndarray:
+    """bf16 bit patterns (uint16) → float32."""
+    return (np.asarray(b, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+@dataclass(frozen=True)
+class PackedHead:
+    """A head conv (M×K) and bias in the kernels' layout: bf16 A tiles [Mt][K/32][16][32]
+    (output channels padded to a multiple of 32 with zeros) and a padded float32 bias."""
+
+    tiles: np.ndarray  # uint16
+    bias: np.ndarray  # float32 (Mt·16,)
+    channels: int  # M
+    inputs: int  # K
+
+    @classmethod
+    def pack(cls, weight: np.ndarray, bias: np.ndarray) -> PackedHead:
+        m, k = weight.shape
+        if k % 32:
+            raise ValueError(f"the head's input channels must be a multiple of 32, got {k}")
+        mp = -(-m // 32) * 32
+        w = np.zeros((mp, k), np.float32)
+        w[:m] = weight
+        tiles = to_bf16(w).reshape(mp // 16, 16, k // 32, 32).transpose(0, 2, 1, 3)
+        b = np.zeros(mp, np.float32)
+        b[:m] = bias
+        return cls(np.ascontiguousarray(tiles), b, m, k)
+
+
+def head_rows_bf16(
+    t_in: np.ndarray,
+    fuse_input: np.ndarray,
+    fuse_bias: np.ndarray,
+    head: PackedHead,
+    ups: tuple[tuple, tuple],
+    y0: int,
+    n: int,
+    threads: int | None = None,
+    out: np.ndarray | None = None,
+    variant: str | None = None,
+    out_row: int = 0,
+) -> np.ndarray:
+    """Rows ``y0:y0+n`` of head · ReLU(fuse_input·t_in + up₁ + up₂ + fuse_bias) + bias, the
+    hidden layer rounded to bf16 and multiplied in bf16 with fp32 sums (fused, see
+    ``kernels/cpu_head_bf16.h``); arguments as :func:`hidden_rows`, split over ``threads`` by
+    rows. ``out``: C-contiguous float32 M×rows×W, written at rows ``out_row:out_row+n``
+    (default: a new M×n×W array). ``variant``: one of :func:`head_variants` (default: the
+    first)."""
+    found = head_variants()
+    if not found:
+        raise RuntimeError("this CPU has no bf16 unit the compiled head can use")
+    variant = variant or found[0]
+    cin, h, w = t_in.shape
+    if out is None:
+        out = np.empty((head.channels, n, w), np.float32)
+    ok = out.ndim == 3 and out.shape[0] == head.channels and out.shape[2] == w
+    if not (ok and out.dtype == np.float32 and out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous float32 {head.channels}×rows×{w} array")
+    if not 0 <= out_row <= out.shape[1] - n:
+        raise ValueError("out has too few rows")
+    args = [(*tuple(up), up[0].shape[1], up[0].shape[2]) for up in ups]
+    split(n, threads or default_threads(),
+          lambda r0, r1: _ext.head_rows_bf16(
+              t_in, fuse_input, fuse_bias, head.tiles, head.bias, out, *args, cin, w, h, y0, n,
+              head.inputs, head.channels, r0, r1, variant, out.shape[1], out_row))  # fmt: skip
+    return out
+
+
 class RowFilter:
     """Guided-filters bands of rows of C×H×W float32 channels over threads.
 

@@ -1,9 +1,12 @@
 """Numeric precision of the network on the CPU, and the CPU's matrix and vector units.
 
-``fp32`` is the reference; ``int8`` runs the network's convolutions on ONNX Runtime's int8
-kernels (AVX-512 VNNI / AMX-INT8 where the CPU has them) from a model quantized with
-:mod:`sss_rt.export.quantize` (made and cached on first use). ``cpu_flags()`` reads
-``/proc/cpuinfo``; ``SSS_RT_CPU_FLAGS`` (space-separated) replaces it, to simulate another CPU.
+``fp32`` is the reference. ``bf16`` runs the trunk on OpenVINO in bf16 (AMX-BF16 or
+AVX512-BF16) and the full-resolution head in the compiled bf16 kernel (``kernels/
+cpu_head_bf16.h``); ``int8`` runs the trunk's convolutions in int8 (AMX-INT8 / AVX-512 VNNI)
+from a model quantized with :mod:`sss_rt.export.quantize` (made and cached on first use), and
+the head in bf16 where the CPU has a bf16 unit (fp32 elsewhere). ``auto`` is bf16 where the CPU
+has AMX-BF16 or AVX512-BF16, else fp32. ``cpu_flags()`` reads ``/proc/cpuinfo``;
+``SSS_RT_CPU_FLAGS`` (space-separated) replaces it, to simulate another CPU.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 import os
 from functools import cache
 
-PRECISIONS = ("fp32", "int8")
+#: what the network runs in
+PRECISIONS = ("fp32", "bf16", "int8")
+#: what ``--precision`` accepts: a precision, or ``auto`` (:func:`resolve_precision`)
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 #: the flags that matter for the network's speed, in the order reported
 UNITS = (
     "avx2",
@@ -58,7 +64,51 @@ def int8_unit() -> str:
     return "no int8 dot-product unit (int8 may be slower than fp32)"
 
 
+def bf16_unit() -> str | None:
+    """What runs bf16 here: ``"AMX-BF16"``, ``"AVX512-BF16"``, or None."""
+    flags = cpu_flags()
+    if "amx_bf16" in flags and "amx_tile" in flags:
+        return "AMX-BF16"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    return None
+
+
+#: the bf16 head kernels chosen without being asked for: AMX only — measured on a Xeon with
+#: both, the AVX512-BF16 kernel is no faster than the fp32 head (one VDPBF16PS per cycle does
+#: the MACs of two fp32 FMAs); ``SSS_RT_HEAD_VARIANT`` names one to run it anyway
+AUTO_HEAD_VARIANTS = ("amx-bf16",)
+_HEAD_UNITS = {"amx-bf16": {"amx_bf16", "amx_tile"}, "avx512-bf16": {"avx512_bf16"}}
+
+
+def head_bf16_variant() -> str | None:
+    """The compiled bf16 head kernel to use: the fastest of ``AUTO_HEAD_VARIANTS`` (or
+    ``$SSS_RT_HEAD_VARIANT``) that this CPU — as ``cpu_flags`` reports it, so simulated flags
+    count — and the build both run; None: the fp32 head."""
+    from sss_rt import native
+
+    wanted = os.environ.get("SSS_RT_HEAD_VARIANT")
+    flags = cpu_flags()
+    for variant in native.head_variants():
+        if (
+            variant in ((wanted,) if wanted else AUTO_HEAD_VARIANTS)
+            and _HEAD_UNITS[variant] <= flags
+        ):
+            return variant
+    return None
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` → ``bf16`` where the CPU has AMX-BF16 or AVX512-BF16, else ``fp32``; any other
+    precision is checked and returned."""
+    if precision == "auto":
+        return "bf16" if bf16_unit() is not None else "fp32"
+    return check_precision(precision)
+
+
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ValueError(
+            f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}"
+        )
     return precision

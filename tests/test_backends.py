@@ -78,4 +78,4 @@ def test_unknown_backend_and_availability(onnx_path):
         create_backend("magic", onnx_path)
     avail = available_backends()
     assert avail["onnxruntime"] is True
-    assert set(avail) == {"onnxruntime", "torch", "tensorrt"}
+    assert set(avail) == {"onnxruntime", "openvino", "torch", "tensorrt"}

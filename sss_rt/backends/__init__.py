@@ -7,10 +7,12 @@ import os
 
 from sss_rt.backends.base import Backend
 from sss_rt.errors import BackendUnavailableError
+from sss_rt.precision import check_precision, resolve_precision
 
 #: backend name → the packages it needs (the one list of backends)
 BACKENDS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnxruntime",),
+    "openvino": ("openvino",),
     "torch": ("torch",),
     "tensorrt": ("tensorrt", "pycuda"),
 }
@@ -31,20 +33,42 @@ def create_backend(
     model: str | os.PathLike[str],
     device: str = "auto",
     threads: int | None = None,
+    precision: str = "fp32",
     **options: object,
 ) -> Backend:
-    """Build a backend by name (the one place that chooses); ``"auto"``: ONNX Runtime for
-    ``.onnx``, torch for ``.pt``. ``options`` go to the backend (e.g. ``execution="whole"``)."""
+    """Build a backend by name (the one place that chooses); ``"auto"``: torch for ``.pt``,
+    else OpenVINO for bf16 and int8 on the CPU (where installed) and ONNX Runtime otherwise.
+    ``precision="auto"``: bf16 where the CPU has a bf16 unit and an ONNX model runs on the CPU,
+    else fp32 (:func:`sss_rt.precision.resolve_precision`). ``options`` go to the backend
+    (e.g. ``execution="whole"``)."""
+    torch_model = os.fspath(model).endswith((".pt", ".pth"))
+    on_cpu = device == "cpu" or (device == "auto" and not _gpu_backend_present())
+    if precision == "auto":
+        automatic = name in ("auto", "openvino") and not torch_model and on_cpu
+        precision = resolve_precision("auto") if automatic else "fp32"
+        if name == "auto" and precision == "bf16" and not available_backends()["openvino"]:
+            precision = "fp32"
+    check_precision(precision)
     if name == "auto":
-        name = "torch" if os.fspath(model).endswith((".pt", ".pth")) else "onnxruntime"
+        if torch_model:
+            name = "torch"
+        elif precision in ("bf16", "int8") and on_cpu and available_backends()["openvino"]:
+            name = "openvino"
+        else:
+            name = "onnxruntime"
+    kwargs = {"device": device, "threads": threads, "precision": precision, **options}
     if name == "onnxruntime":
         from sss_rt.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(model, device=device, threads=threads, **options)  # type: ignore[arg-type]
+        return OnnxRuntimeBackend(model, **kwargs)  # type: ignore[arg-type]
+    if name == "openvino":
+        from sss_rt.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(model, **kwargs)  # type: ignore[arg-type]
     if name == "torch":
         from sss_rt.backends.torch import TorchBackend
 
-        return TorchBackend(model, device=device, threads=threads, **options)  # type: ignore[arg-type]
+        return TorchBackend(model, **kwargs)  # type: ignore[arg-type]
     if name == "tensorrt":
         if not available_backends()["tensorrt"]:
             raise BackendUnavailableError(
@@ -53,8 +77,17 @@ def create_backend(
             )
         from sss_rt.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(model, device=device, threads=threads, **options)  # type: ignore[arg-type]
+        return TensorRTBackend(model, **kwargs)  # type: ignore[arg-type]
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_CHOICES)}")
+
+
+def _gpu_backend_present() -> bool:
+    """Whether ``device="auto"`` may land on a GPU: onnxruntime-gpu's providers are there."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False
+    from sss_rt.backends.onnxruntime import gpu_providers
+
+    return bool(gpu_providers())
 
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "available_backends", "create_backend"]

@@ -23,6 +23,30 @@ DEEP = "/fuse_deep/Conv"  # its output: the deep taps' projection (1/8 resolutio
 HEAD = "/head/Conv"
 
 
+def load_feature_model(path: str, precision: str) -> tuple[Any, str, dict[str, str]]:
+    """A checked sss-rt ONNX model: (loaded graph, its path, its metadata). For ``int8`` an
+    unquantized model is replaced by its quantized form (made once, then cached)."""
+    import onnx
+
+    from sss_rt.model_info import METADATA_PREFIX, QUANTIZATION_KEY
+
+    if not os.path.isfile(path):
+        raise ModelError(f"model file not found: {path}")
+    try:
+        graph = onnx.load(path)
+    except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
+        raise ModelError(f"not a readable ONNX model: {path} ({type(exc).__name__})") from None
+    props = {p.key: p.value for p in graph.metadata_props}
+    if not any(k.startswith(METADATA_PREFIX) for k in props):
+        raise ModelError(f"{path} is an ONNX model but not an sss-rt feature model")
+    if precision == "int8" and QUANTIZATION_KEY not in props:
+        from sss_rt.export.quantize import quantized_model
+
+        path = os.fspath(quantized_model(path))  # made once, then cached
+        graph = onnx.load(path)
+    return graph, path, props
+
+
 def can_split(model: Any) -> bool:
     """Whether a loaded ONNX model is an sss-rt inference-form graph that can be cut."""
     names = {n.name for n in model.graph.node}

@@ -14,18 +14,12 @@ from typing import Any
 import numpy as np
 
 from sss_rt.backends.base import EXECUTIONS, Backend, check_image
-from sss_rt.backends.onnx_graph import can_split, split_model
+from sss_rt.backends.onnx_graph import can_split, load_feature_model, split_model
 from sss_rt.bands import ArraySource, DeviceArraySource, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.head import HeadSource
-from sss_rt.model_info import (
-    INPUT_NAME,
-    METADATA_PREFIX,
-    OUTPUT_NAME,
-    QUANTIZATION_KEY,
-    ModelInfo,
-)
-from sss_rt.precision import check_precision
+from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from sss_rt.precision import check_precision, head_bf16_variant
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -66,17 +60,18 @@ class OnnxRuntimeBackend(Backend):
         execution: str = "split",
         precision: str = "fp32",
     ):
-        import onnx
         import onnxruntime as ort
 
-        path = os.fspath(model)
-        if not os.path.isfile(path):
-            raise ModelError(f"model file not found: {path}")
         self.precision = check_precision(precision)
+        if precision == "bf16":
+            raise BackendUnavailableError(
+                "ONNX Runtime runs fp32 and int8 on the CPU; bf16 runs on --backend openvino"
+            )
         if execution not in EXECUTIONS:
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
         if graph_optimization not in GRAPH_OPT_LEVELS:
             raise ValueError(f"graph_optimization must be one of {GRAPH_OPT_LEVELS}")
+        graph, path, props = load_feature_model(os.fspath(model), precision)
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
@@ -104,18 +99,6 @@ class OnnxRuntimeBackend(Backend):
             providers = gpus + providers
         elif device not in ("auto", "cpu"):
             raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda[:N])")
-        try:
-            graph = onnx.load(path)
-        except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
-            raise ModelError(f"not a readable ONNX model: {path} ({type(exc).__name__})") from None
-        props = {p.key: p.value for p in graph.metadata_props}
-        if not any(k.startswith(METADATA_PREFIX) for k in props):
-            raise ModelError(f"{path} is an ONNX model but not an sss-rt feature model")
-        if precision == "int8" and QUANTIZATION_KEY not in props:
-            from sss_rt.export.quantize import quantized_model
-
-            path = os.fspath(quantized_model(path))  # made once, then cached
-            graph = onnx.load(path)
         self._info = ModelInfo.from_metadata(props)
         self._path, self._options, self._providers_asked = path, options, providers
         self.threads = threads
@@ -164,7 +147,9 @@ class OnnxRuntimeBackend(Backend):
             return ArraySource(self._whole_session().run(None, {INPUT_NAME: batch})[0][0])
         t_in, t_p1, deep = self._trunk.run(None, {INPUT_NAME: batch})
         _release_freed_memory()  # the trunk's freed activations, back to the system
-        return HeadSource(self._weights, t_in[0], t_p1[0], deep[0], self.threads)
+        # int8: the head in bf16 where the CPU has AMX (fp32 elsewhere)
+        bf16 = head_bf16_variant() if self.precision == "int8" else None
+        return HeadSource(self._weights, t_in[0], t_p1[0], deep[0], self.threads, bf16=bf16)
 
     def _device_features(self, batch: np.ndarray) -> FeatureSource:
         """The whole graph on a GPU execution provider, its output bound in GPU memory (I/O

@@ -13,7 +13,7 @@ from sss_rt.backends import BACKEND_CHOICES
 from sss_rt.errors import OutputError, SssRtError
 from sss_rt.io.writers import FORMATS
 from sss_rt.postprocess.config import MODES
-from sss_rt.precision import PRECISIONS
+from sss_rt.precision import PRECISION_CHOICES
 
 EXIT_SOME_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -59,11 +59,12 @@ EXIT_TERMINATED = 143
 @click.option("-d", "--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]")
 @click.option(
     "--precision",
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(PRECISION_CHOICES),
     default="fp32",
     show_default=True,
-    help="Network precision: int8 runs the ONNX Runtime backend on the CPU's int8 units "
-    "(a quantized model is made and cached on first use).",
+    help="Network precision on the CPU: bf16 (AMX / AVX512-BF16) and int8 (AMX / VNNI; a "
+    "quantized model is made and cached on first use) run on OpenVINO; auto picks bf16 where "
+    "the CPU has a bf16 unit, else fp32 (sss-rt info shows which).",
 )
 @click.option(
     "--radius", type=click.IntRange(min=0), default=None, help="Guided filter radius (default 5)."

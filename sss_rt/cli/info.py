@@ -48,10 +48,19 @@ def environment() -> dict:
         env["onnxruntime_providers"] = ort.get_available_providers()
     except ImportError:
         env["onnxruntime_providers"] = []
-    from sss_rt.precision import cpu_units, int8_unit
+    from sss_rt.precision import (
+        bf16_unit,
+        cpu_units,
+        head_bf16_variant,
+        int8_unit,
+        resolve_precision,
+    )
 
     env["cpu_units"] = cpu_units()
     env["int8_runs_on"] = int8_unit()
+    env["bf16_runs_on"] = bf16_unit() or "no bf16 unit"
+    env["precision_auto_picks"] = resolve_precision("auto")
+    env["head_kernel"] = head_bf16_variant() or "fp32"
     env["gpus"] = _gpus()
     env["gpu_parts"] = gpu_parts()
     return env

@@ -1,0 +1,139 @@
+"""OpenVINO backend: the trunk on OpenVINO's CPU plugin (oneDNN: AMX and AVX-512 bf16/int8), the
+head per band in the compiled kernels.
+
+The engine for ``bf16`` and ``int8`` on the CPU, chosen by measurement (``benchmarks/
+RESULTS-precision.md``): at 1 MP on a Xeon with AMX its bf16 trunk takes 0.23 s against ONNX
+Runtime's 1.49 s fp32 and its int8 trunk (the same quantized graph) 0.18 s against ONNX
+Runtime's 0.60 s. ``bf16`` sets OpenVINO's inference precision to bf16 and runs the head in the
+bf16 kernel; ``int8`` runs the quantized graph (its float layers in fp32) with the same head;
+``fp32`` runs everything in fp32. Split execution as in the ONNX Runtime backend; ``whole``
+runs the whole graph in OpenVINO (the peer the split path is measured against).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from sss_rt.backends.base import EXECUTIONS, Backend, check_image
+from sss_rt.backends.onnx_graph import can_split, cut, load_feature_model, split_model
+from sss_rt.bands import ArraySource, FeatureSource
+from sss_rt.errors import BackendUnavailableError, ModelError
+from sss_rt.head import HeadSource
+from sss_rt.model_info import ModelInfo
+from sss_rt.precision import bf16_unit, check_precision, head_bf16_variant
+
+#: OpenVINO's inference precision for each of ours (int8 layers come from the graph itself)
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+def import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise BackendUnavailableError(
+            "the openvino backend (bf16 and int8 on the CPU) needs OpenVINO: pip install openvino"
+        ) from None
+    return openvino
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        device: str = "auto",
+        threads: int | None = None,
+        execution: str = "split",
+        precision: str = "bf16",
+    ):
+        ov = import_openvino()
+        self.precision = check_precision(precision)
+        if execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+        if device not in ("auto", "cpu"):
+            raise BackendUnavailableError(
+                f"the openvino backend runs on the CPU; for {device!r} use --backend tensorrt "
+                "or onnxruntime"
+            )
+        if precision == "bf16" and bf16_unit() is None:
+            raise BackendUnavailableError(
+                "bf16 needs a CPU with AMX-BF16 or AVX512-BF16 and this one has neither; "
+                "use --precision auto or fp32"
+            )
+        graph, path, props = load_feature_model(os.fspath(model), precision)
+        self._info = ModelInfo.from_metadata(props)
+        self._device = "cpu"
+        self._path = path
+        self.threads = threads
+        self._core = ov.Core()
+        self._config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": HINTS[precision],
+        }
+        if threads is not None:
+            self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._weights = None
+        self._whole: Any = None
+        self._trunk: Any = None
+        self._input_tap: Any = None
+        if execution == "split" and can_split(graph):
+            trunk, self._weights = split_model(graph, path)
+            if precision == "bf16":
+                # the input tap (a 3×3 conv of the image, 4 channels) in fp32: in bf16 it alone
+                # doubles the embedding's error (measured: mean 0.0025 → see RESULTS-precision)
+                import onnx
+
+                parts = onnx.load_from_string(trunk)
+                names = [o.name for o in parts.graph.output]
+                self._input_tap = self._compile(
+                    cut(parts, names[:1]).SerializeToString(), {"INFERENCE_PRECISION_HINT": "f32"}
+                )
+                trunk = cut(parts, names[1:]).SerializeToString()
+            self._trunk = self._compile(trunk)
+        self._head = head_bf16_variant() if precision in ("bf16", "int8") else None
+
+    def _compile(self, model: str | bytes, config: dict[str, Any] | None = None) -> Any:
+        try:
+            if isinstance(model, bytes):
+                read = self._core.read_model(model=model, weights=b"")
+            else:
+                read = self._core.read_model(model)
+            config = {**self._config, **(config or {})}
+            return self._core.compile_model(read, "CPU", config).create_infer_request()
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"OpenVINO cannot load {self._path}: {first}") from None
+
+    @property
+    def splits(self) -> bool:
+        return self._trunk is not None
+
+    def features(self, image: np.ndarray, *, whole: bool = False) -> FeatureSource:
+        batch = check_image(image)[None]
+        if self._trunk is None or whole:
+            if self._whole is None:
+                self._whole = self._compile(self._path)
+            self._whole.infer({0: batch})
+            return ArraySource(np.array(self._whole.get_output_tensor(0).data[0]))
+        self._trunk.infer({0: batch})
+        outs = [
+            np.array(self._trunk.get_output_tensor(i).data[0])
+            for i in range(len(self._trunk.model_outputs))
+        ]
+        if self._input_tap is not None:
+            self._input_tap.infer({0: batch})
+            outs.insert(0, np.array(self._input_tap.get_output_tensor(0).data[0]))
+        t_in, t_p1, deep = outs
+        return HeadSource(self._weights, t_in, t_p1, deep, self.threads, bf16=self._head)
+
+    def describe(self) -> dict[str, Any]:
+        head = self._head or "fp32"
+        return {**super().describe(), "precision": self.precision, "head": head}
+
+    def close(self) -> None:
+        self._whole = None
+        self._trunk = None
