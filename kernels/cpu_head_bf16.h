@@ -154,22 +154,36 @@ static inline __m512i pack_pair(__m512 a, __m512 b)
     return _mm512_permutexvar_epi16(idx, ab);
 }
 
-/* One block's upsampled values of channel row `row` (a vrow) at 16-pixel group g. */
-static inline __m512 up_group(const HeadScratch *s, int u, const float *row, int g)
+/* The column taps of one block at one 16-pixel group, loaded once per tile. */
+typedef struct {
+    __m512i i0, i1;
+    __m512 w;
+    int base; /* first column of the 16-float window, -1: gather */
+} GroupTaps;
+
+static inline GroupTaps group_taps(const HeadScratch *s, int u, int g)
 {
-    const __m512i i0 = _mm512_load_si512((const void *)(s->i0[u] + g * 16));
-    const __m512i i1 = _mm512_load_si512((const void *)(s->i1[u] + g * 16));
-    const __m512 w = _mm512_load_ps(s->wx[u] + g * 16);
+    GroupTaps t;
+    t.i0 = _mm512_load_si512((const void *)(s->i0[u] + g * 16));
+    t.i1 = _mm512_load_si512((const void *)(s->i1[u] + g * 16));
+    t.w = _mm512_load_ps(s->wx[u] + g * 16);
+    t.base = s->base[u][g];
+    return t;
+}
+
+/* One block's upsampled values of a channel's blended row (a vrow) at a group. */
+static inline __m512 up_group(const GroupTaps *t, const float *row)
+{
     __m512 left, right;
-    if (s->base[u][g] >= 0) {
-        const __m512 win = _mm512_loadu_ps(row + s->base[u][g]);
-        left = _mm512_permutexvar_ps(i0, win);
-        right = _mm512_permutexvar_ps(i1, win);
+    if (t->base >= 0) {
+        const __m512 win = _mm512_loadu_ps(row + t->base);
+        left = _mm512_permutexvar_ps(t->i0, win);
+        right = _mm512_permutexvar_ps(t->i1, win);
     } else {
-        left = _mm512_i32gather_ps(i0, row, 4);
-        right = _mm512_i32gather_ps(i1, row, 4);
+        left = _mm512_i32gather_ps(t->i0, row, 4);
+        right = _mm512_i32gather_ps(t->i1, row, 4);
     }
-    return _mm512_fmadd_ps(_mm512_sub_ps(right, left), w, left);
+    return _mm512_fmadd_ps(_mm512_sub_ps(right, left), t->w, left);
 }
 
 /* The hidden layer of pixels x0 .. x0+TILE-1 of chunk row r into s->b. */
@@ -178,12 +192,15 @@ static void hidden_tile(const HeadArgs *a, HeadScratch *s, int r, int x0)
     const __m512 zero = _mm512_setzero_ps();
     const int cin = a->cin, g0 = x0 / 16;
     __m512 t[2][8];
+    GroupTaps taps[2][2]; /* [block][half] */
     for (int h = 0; h < 2; ++h) {
         const int x = x0 + 16 * h, left = a->W - x;
         const __mmask16 m = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
         for (int j = 0; j < cin && j < 8; ++j)
             t[h][j] = _mm512_maskz_loadu_ps(
                 m, a->tin + (size_t)j * a->plane_in + (size_t)(a->first + r) * a->W + x);
+        for (int u = 0; u < 2; ++u)
+            taps[u][h] = group_taps(s, u, g0 + h);
     }
     for (int c = 0; c < a->K; c += 2) {
         __m512 v[2][2];
@@ -191,9 +208,10 @@ static void hidden_tile(const HeadArgs *a, HeadScratch *s, int r, int x0)
             const float *f = a->fin + (size_t)(c + q) * cin;
             const float *p = s->vrow[0] + (size_t)(c + q) * s->vstride[0];
             const float *d = s->vrow[1] + (size_t)(c + q) * s->vstride[1];
+            const __m512 b = _mm512_set1_ps(a->bias[c + q]);
             for (int h = 0; h < 2; ++h) {
-                __m512 acc = _mm512_add_ps(up_group(s, 0, p, g0 + h), up_group(s, 1, d, g0 + h));
-                acc = _mm512_add_ps(acc, _mm512_set1_ps(a->bias[c + q]));
+                __m512 acc = _mm512_add_ps(up_group(&taps[0][h], p), up_group(&taps[1][h], d));
+                acc = _mm512_add_ps(acc, b);
                 for (int j = 0; j < cin && j < 8; ++j)
                     acc = _mm512_fmadd_ps(_mm512_set1_ps(f[j]), t[h][j], acc);
                 v[q][h] = _mm512_max_ps(acc, zero);

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sss_rt.errors import OutputError, SssRtError
 from sss_rt.extractor import Extractor
@@ -43,44 +44,26 @@ class BatchSummary:
             self.failed.append(outcome)
 
 
-def extract_to(
-    extractor: Extractor,
+def process_tasks(
     tasks: Sequence[ImageTask],
     out_dir: Path,
-    formats: Sequence[str],
+    paths_for: Callable[[ImageTask], dict[str, Path]],
+    produce: Callable[[ImageTask, dict[str, Path]], None],
     *,
     overwrite: bool = False,
-    float16: bool = False,
-    features: bool = False,
 ) -> Iterator[FileOutcome]:
-    """Extract each task's image and write every format; yields one outcome per task.
-
-    A task whose outputs all exist is skipped unless ``overwrite``. A failure on one file (bad
-    image, a write error of its own) is reported in its outcome and the run goes on; an output
-    folder that cannot take any file (disk full, read-only, forbidden) raises ``OutputError``.
-    ``features``: also store the raw features in the npz.
-    """
-    need_features = any(FORMATS[f].needs_features for f in formats) or (
-        features and "npz" in formats
-    )
+    """The batch rules, for any job: a task whose outputs all exist is skipped unless
+    ``overwrite``; ``produce(task, paths)`` writes the outputs still missing (each atomically);
+    a failure on one file (bad input, a write error of its own) is its outcome and the run goes
+    on; an output folder that cannot take any file (disk full, read-only, forbidden) raises
+    ``OutputError``."""
     for task in tasks:
-        paths = output_paths(task, out_dir, formats)
+        paths = paths_for(task)
         if not overwrite and all(p.exists() for p in paths.values()):
             yield FileOutcome(task, "skipped")
             continue
         try:
-            result = extractor.extract(task.source, return_features=need_features)
-            for fmt, path in paths.items():
-                if path.exists() and not overwrite:
-                    continue
-                write_output(
-                    fmt,
-                    path,
-                    image=result.image,
-                    embedding=result.embedding,
-                    features=result.features,
-                    float16=float16,
-                )
+            produce(task, {k: p for k, p in paths.items() if overwrite or not p.exists()})
         except OSError as exc:
             if exc.errno in FATAL_ERRNOS:
                 raise OutputError(
@@ -92,3 +75,101 @@ def extract_to(
             yield FileOutcome(task, "failed", str(exc) or type(exc).__name__)
             continue
         yield FileOutcome(task, "done")
+
+
+def extract_to(
+    extractor: Extractor,
+    tasks: Sequence[ImageTask],
+    out_dir: Path,
+    formats: Sequence[str],
+    *,
+    overwrite: bool = False,
+    float16: bool = False,
+    features: bool = False,
+) -> Iterator[FileOutcome]:
+    """Extract each task's image and write every format; yields one outcome per task (the
+    rules of :func:`process_tasks`). ``features``: also store the raw features in the npz."""
+    need_features = any(FORMATS[f].needs_features for f in formats) or (
+        features and "npz" in formats
+    )
+
+    def produce(task: ImageTask, paths: dict[str, Path]) -> None:
+        result = extractor.extract(task.source, return_features=need_features)
+        for fmt, path in paths.items():
+            write_output(
+                fmt, path, image=result.image, embedding=result.embedding,
+                features=result.features, float16=float16,
+            )  # fmt: skip
+
+    return process_tasks(
+        tasks, out_dir, lambda t: output_paths(t, out_dir, formats), produce, overwrite=overwrite
+    )
+
+
+def layer_paths(task: ImageTask, out_dir: Path, layers: int, pngs: bool) -> dict[str, Path]:
+    """Where ``segment`` writes a task's layers (``x.layers.npz``, ``x.layers.png`` and, with
+    ``pngs``, ``x.layer-K.png`` for K < layers)."""
+    from sss_rt.io import layers as io_layers
+
+    base = out_dir / task.relative_stem
+    paths = {
+        "npz": base.with_name(base.name + io_layers.NPZ_SUFFIX),
+        "overview": base.with_name(base.name + io_layers.OVERVIEW_SUFFIX),
+    }
+    if pngs:
+        for k in range(layers):
+            paths[f"layer-{k}"] = base.with_name(base.name + io_layers.layer_suffix(k))
+    return paths
+
+
+def segment_to(
+    segmenter: Any,
+    tasks: Sequence[ImageTask],
+    out_dir: Path,
+    *,
+    layer_pngs: bool = False,
+    photos: Path | None = None,
+    overwrite: bool = False,
+) -> Iterator[FileOutcome]:
+    """Soft layers of each task (a photo, or extracted features: ``.sss.png`` / ``.npz``), the
+    rules of :func:`process_tasks`. ``photos``: where the photos of ``.npz`` inputs are (the
+    inputs' tree mirrored; default: beside each file)."""
+    from sss_rt.io import layers as io_layers
+
+    count = segmenter.config.layers
+
+    def produce(task: ImageTask, paths: dict[str, Path]) -> None:
+        if io_layers.is_feature_file(task.source):
+            photo = None
+            if photos is not None and task.source.name.lower().endswith(".npz"):
+                photo = _photo_in(photos, task.relative_stem)
+            image, embedding = io_layers.read_features(task.source, photo)
+            result = segmenter.segment(image, embedding, source=task.source)
+        else:
+            result = segmenter.segment(task.source)
+        alphas = result.alphas
+        for name, path in paths.items():
+            if name == "npz":
+                io_layers.write_npz(path, alphas, result.embedding)
+            elif name == "overview":
+                io_layers.write_overview(path, result.image, alphas)
+            else:
+                k = int(name.split("-")[1])
+                if k < alphas.shape[2]:
+                    io_layers.write_layer(path, result.image, alphas[..., k])
+
+    def paths_for(task: ImageTask) -> dict[str, Path]:
+        return layer_paths(task, out_dir, count, layer_pngs)
+
+    return process_tasks(tasks, out_dir, paths_for, produce, overwrite=overwrite)
+
+
+def _photo_in(folder: Path, stem: Path) -> Path:
+    from sss_rt.errors import ImageError
+    from sss_rt.io.images import is_image_path
+
+    base = folder / stem
+    for path in sorted(base.parent.glob(base.name + ".*")):
+        if path.stem == base.name and is_image_path(path):
+            return path
+    raise ImageError(f"no photo {base}.* for its features (looked in --photos {folder})")

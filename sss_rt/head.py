@@ -165,8 +165,7 @@ class HeadSource(FeatureSource):
         lo, hi = int(i0.min()), int(i1.max()) + 1
         block = low[:, lo:hi]
         if project is not None:
-            c, bh, bw = block.shape
-            block = (project @ block.reshape(c, bh * bw)).reshape(-1, bh, bw)
+            block = _project(project, block, self.threads)
         block = np.ascontiguousarray(block, dtype=np.float32)
         xi0, xi1, xw = (a[x0:x1] for a in xs)
         return (block, *int32_taps((i0 - lo, i1 - lo, wy)), *int32_taps((xi0, xi1, xw)))
@@ -188,6 +187,20 @@ class HeadSource(FeatureSource):
                 t_in, w.fuse_input, w.fuse_bias, ups, first, y1 - y0, self.threads, out
             )
         return _hidden_numpy(t_in[:, first : first + y1 - y0], w, ups, out)
+
+
+def _project(weights: np.ndarray, block: np.ndarray, threads: int | None) -> np.ndarray:
+    """weights (out×c) applied to a c×rows×w block, its columns split over threads (NumPy's
+    matmul releases the GIL; on one thread it ran at half a core's rate)."""
+    c, bh, bw = block.shape
+    flat = np.ascontiguousarray(block, dtype=np.float32).reshape(c, bh * bw)
+    out = np.empty((weights.shape[0], bh * bw), np.float32)
+
+    def part(a: int, b: int) -> None:
+        np.matmul(weights, flat[:, a:b], out=out[:, a:b])
+
+    native.split(bh * bw, threads or native.default_threads(), part)
+    return out.reshape(-1, bh, bw)
 
 
 def _upsample(block, yi0, yi1, yw, xi0, xi1, xw) -> np.ndarray:

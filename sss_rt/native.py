@@ -321,10 +321,25 @@ def head_rows_bf16(
     if not 0 <= out_row <= out.shape[1] - n:
         raise ValueError("out has too few rows")
     args = [(*tuple(up), up[0].shape[1], up[0].shape[2]) for up in ups]
-    split(n, threads or default_threads(),
-          lambda r0, r1: _ext.head_rows_bf16(
-              t_in, fuse_input, fuse_bias, head.tiles, head.bias, out, *args, cin, w, h, y0, n,
-              head.inputs, head.channels, r0, r1, variant, out.shape[1], out_row))  # fmt: skip
+    threads = max(1, min(threads or default_threads(), n))
+    # bands of rows handed out as threads free up: a thread slowed by the other load on its core
+    # takes fewer (measured at 1 MP: 10% of the time was one thread waiting for the other)
+    bounds = [int(b) for b in np.linspace(0, n, min(n, 4 * threads) + 1)]
+    bands = iter(list(itertools.pairwise(bounds)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                band = next(bands, None)
+            if band is None:
+                return
+            _ext.head_rows_bf16(
+                t_in, fuse_input, fuse_bias, head.tiles, head.bias, out, *args, cin, w, h, y0,
+                n, head.inputs, head.channels, band[0], band[1], variant, out.shape[1], out_row,
+            )  # fmt: skip
+
+    parallel(work, [()] * threads)
     return out
 
 

@@ -104,3 +104,24 @@ def matlab_preprocess_reference(features_chw: np.ndarray, image: np.ndarray, k: 
     _, y = pca_reference(filtered.reshape(-1, c), k)
     y = (y - y.min(0)) / (y.max(0) - y.min(0))
     return y.reshape(h, w, k), filtered
+
+
+def matting_laplacian_reference(image: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Levin et al.'s matting Laplacian, dense, built window by window (3×3 windows inside
+    the image): L_ij = Σ_k [δ_ij − (1 + (I_i − μ_k)ᵀ (Σ_k + ε/9·I)⁻¹ (I_j − μ_k)) / 9]."""
+    img = np.asarray(image, np.float64)
+    h, w, c = img.shape
+    n = h * w
+    lap = np.zeros((n, n))
+    for y in range(1, h - 1):
+        for x in range(1, w - 1):
+            idx = [(y + dy) * w + (x + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            win = img.reshape(n, c)[idx]
+            mu = win.mean(axis=0)
+            cov = (win - mu).T @ (win - mu) / 9.0
+            inv = np.linalg.inv(cov + eps / 9.0 * np.eye(c))
+            for a, i in enumerate(idx):
+                for b, j in enumerate(idx):
+                    aff = (1.0 + (win[a] - mu) @ inv @ (win[b] - mu)) / 9.0
+                    lap[i, j] += (1.0 if i == j else 0.0) - aff
+    return lap

@@ -15,6 +15,7 @@ from sss_rt.cli.export import export
 from sss_rt.cli.extract import extract
 from sss_rt.cli.info import info
 from sss_rt.cli.quantize import quantize
+from sss_rt.cli.segment import segment
 from sss_rt.cli.train import train
 from sss_rt.errors import SssRtError
 
@@ -25,7 +26,18 @@ def cli() -> None:
     """Semantic feature descriptors for Semantic Soft Segmentation."""
 
 
-for command in (extract, export, quantize, info, build_engine, compare, train, evaluate, bench):
+for command in (
+    extract,
+    segment,
+    export,
+    quantize,
+    info,
+    build_engine,
+    compare,
+    train,
+    evaluate,
+    bench,
+):
     cli.add_command(command)
 
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import click
+
+from sss_rt.backends import BACKEND_CHOICES
+from sss_rt.postprocess.config import MODES
+from sss_rt.precision import PRECISION_CHOICES
 
 
 def parse_hw(text: str) -> tuple[int, int]:
@@ -23,3 +29,103 @@ def hw_callback(ctx: click.Context, param: click.Parameter, value):
         return parse_hw(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+_EXTRACTOR_OPTIONS = [
+    click.option(
+        "-m",
+        "--model",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="ONNX model or checkpoint (default: the bundled model).",
+    ),
+    click.option(
+        "-b",
+        "--backend",
+        default="auto",
+        show_default=True,
+        type=click.Choice(BACKEND_CHOICES),
+    ),
+    click.option("-d", "--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]"),
+    click.option(
+        "--precision",
+        type=click.Choice(PRECISION_CHOICES),
+        default="fp32",
+        show_default=True,
+        help="Network precision on the CPU: bf16 (AMX / AVX512-BF16) and int8 (AMX / VNNI; a "
+        "quantized model is made and cached on first use) run on OpenVINO; auto picks bf16 where "
+        "the CPU has a bf16 unit, else fp32 (sss-rt info shows which).",
+    ),
+    click.option(
+        "--radius",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Guided filter radius (default 5).",
+    ),
+    click.option(
+        "--eps",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Guided filter epsilon for a [0,1] guide (default 0.01).",
+    ),
+    click.option(
+        "--preprocess",
+        type=click.Choice(MODES),
+        default="exact",
+        show_default=True,
+        help="Post-processing: exact guided filter + PCA; fast (subsampled guided filter, "
+        "approximate); matlab (the authors' MATLAB rules).",
+    ),
+    click.option(
+        "--max-megapixels",
+        type=click.FloatRange(min=0, min_open=True),
+        default=64.0,
+        show_default=True,
+        help="Size limit; larger images are downscaled (embedding resized back) or refused. "
+        "At most 2 MP for whole-graph execution on the CPU (--no-tiling).",
+    ),
+    click.option(
+        "--tile-megapixels",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        show_default=True,
+        help="Images above this size run split (the network's trunk once, its head per band of "
+        "rows, in bounded memory; every mode, the ONNX Runtime and torch backends); the default "
+        "splits all, as it is also the faster path.",
+    ),
+    click.option(
+        "--no-tiling", is_flag=True, help="Run the whole graph at once (much more memory)."
+    ),
+    click.option(
+        "--large",
+        type=click.Choice(["downscale", "refuse"]),
+        default="downscale",
+        show_default=True,
+        help="What to do with images above --max-megapixels.",
+    ),
+    click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads."),
+]
+
+
+def extractor_options(command):
+    """The options that configure the :class:`~sss_rt.Extractor` (extract, segment)."""
+    for option in reversed(_EXTRACTOR_OPTIONS):
+        command = option(command)
+    return command
+
+
+def extractor_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
+    """Extractor keyword arguments from the values of :func:`extractor_options`."""
+    return {
+        "model": opts["model"],
+        "backend": opts["backend"],
+        "device": opts["device"],
+        "precision": opts["precision"],
+        "radius": opts["radius"],
+        "eps": opts["eps"],
+        "preprocess": opts["preprocess"],
+        "threads": opts["threads"],
+        "max_megapixels": opts["max_megapixels"],
+        "large": opts["large"],
+        "tile_megapixels": None if opts["no_tiling"] else opts["tile_megapixels"],
+    }

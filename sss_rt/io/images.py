@@ -6,7 +6,7 @@ import io
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +179,7 @@ def find_images(
     inputs: Iterable[str | os.PathLike[str]],
     recursive: bool = True,
     exclude: str | os.PathLike[str] | None = None,
+    accept: Callable[[Path], bool] | None = None,
 ) -> tuple[list[ImageTask], int]:
     """Expand files and folders into image tasks whose output paths mirror the input tree.
 
@@ -188,7 +189,9 @@ def find_images(
     reached again through a link is not walked again (so link loops end), and nothing inside
     ``exclude`` (the output folder), however reached, is an input. When two inputs would map to
     the same output stem (``a.jpg`` and ``a.png``), both keep their extension in the stem.
+    ``accept``: which files in folders are inputs (default: image files).
     """
+    accept = accept or is_image_path
     tasks: list[ImageTask] = []
     skipped = 0
     seen: set[str] = set()
@@ -208,7 +211,7 @@ def find_images(
         root = Path(raw)
         if root.is_dir():
             for path in _walk(root, recursive, walked, excluded):
-                if is_image_path(path):
+                if accept(path):
                     add(path, path.relative_to(root).with_suffix(""))
                 else:
                     skipped += 1

@@ -1,0 +1,88 @@
+"""Running a batch from the command line: progress bar, per-file failures, the summary line and
+the exit codes — the same for every command that writes one set of outputs per input."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+import click
+
+from sss_rt.batch import BatchSummary, FileOutcome
+from sss_rt.errors import OutputError
+
+EXIT_SOME_FAILED = 1
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the batch is (its file in progress is cleaned up on the way)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def run_batch(
+    total: int,
+    worker: Callable[[], AbstractContextManager],
+    outcomes: Callable[[object], Iterator[FileOutcome]],
+    *,
+    quiet: bool,
+    done_word: str,
+    ignored: int = 0,
+) -> None:
+    """Open ``worker()`` (e.g. an Extractor), run ``outcomes(worker)`` with a progress bar, print
+    the summary and exit with the batch's code: 1 if any file failed, 130 / 143 on Ctrl-C /
+    SIGTERM (after the file in progress is cleaned up), 6 if the output folder refuses writes."""
+    from tqdm import tqdm
+
+    summary = BatchSummary()
+    stop: BaseException | None = None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        with worker() as opened:
+            bar = tqdm(total=total, unit="img", disable=quiet or not sys.stderr.isatty())
+            try:
+                for outcome in outcomes(opened):
+                    summary.add(outcome)
+                    if outcome.status == "failed":
+                        message = outcome.message
+                        if not message.startswith(str(outcome.task.source)):
+                            message = f"{outcome.task.source}: {message}"
+                        bar.write(f"failed: {message}", file=sys.stderr)
+                    bar.update(1)
+            except (KeyboardInterrupt, Terminated, OutputError) as exc:
+                stop = exc
+            finally:
+                bar.close()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if not quiet or stop is not None:
+        parts = [
+            f"{summary.done} {done_word}",
+            f"{summary.skipped} skipped (already done)",
+            f"{len(summary.failed)} failed",
+        ]
+        if ignored:
+            parts.append(f"{ignored} non-image files ignored")
+        if stop is not None:
+            parts.append(f"{total - summary.done - summary.skipped - len(summary.failed)} "
+                         "left to do (a re-run resumes)")  # fmt: skip
+        click.echo(", ".join(parts), err=True)
+    if isinstance(stop, OutputError):
+        raise stop
+    if isinstance(stop, Terminated):
+        click.echo("terminated", err=True)
+        sys.exit(EXIT_TERMINATED)
+    if isinstance(stop, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if summary.failed:
+        sys.exit(EXIT_SOME_FAILED)

@@ -1,0 +1,206 @@
+"""SoftSegmenter: photo (and its semantic features) → soft layers that sum to one."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from sss_rt.segmentation import affinity, eigen, sparsify, superpixels
+from sss_rt.segmentation.gradient import gradient_magnitude
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """The algorithm's settings (the authors' values by default).
+
+    ``scale``: the photo is resized by it before the eigenvectors and everything after (the
+    authors' demo halves it); the layers are resized back to the photo's size.
+    """
+
+    scale: float = 0.5
+    superpixels: int = 2500
+    eigenvectors: int = 100
+    initial_segments: int = 40
+    iterations: int = 40
+    layers: int = 5
+    relaxed_iterations: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
+        for name in ("superpixels", "eigenvectors", "initial_segments", "layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1")
+        if self.layers > self.initial_segments:
+            raise ValueError("layers must not exceed initial_segments")
+
+
+@dataclass
+class SoftSegmentation:
+    """Soft layers of one photo."""
+
+    alphas: np.ndarray  #: H×W×K float32 in [0, 1], each pixel summing to 1
+    embedding: np.ndarray  #: H×W×3 float32: the semantic features the layers came from
+    image: np.ndarray  #: H×W×3 uint8 RGB
+    timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage
+    source: Path | None = None
+
+    @property
+    def count(self) -> int:
+        return self.alphas.shape[2]
+
+
+class SoftSegmenter:
+    """Semantic Soft Segmentation of photos.
+
+    >>> with SoftSegmenter() as seg:                  # doctest: +SKIP
+    ...     layers = seg.segment("photo.jpg").alphas  # H×W×5, summing to 1
+
+    ``extractor``: the :class:`~sss_rt.Extractor` that computes features when none are given
+    (default: one made from ``extractor_options``, e.g. ``precision="auto"``, on first use).
+    """
+
+    def __init__(
+        self,
+        extractor: Any = None,
+        config: SegmentConfig | None = None,
+        **extractor_options: Any,
+    ) -> None:
+        self.config = config or SegmentConfig()
+        self._extractor = extractor
+        self._own = extractor is None
+        self._options = extractor_options
+
+    @property
+    def extractor(self) -> Any:
+        if self._extractor is None:
+            from sss_rt.extractor import Extractor
+
+            self._extractor = Extractor(**self._options)
+        return self._extractor
+
+    def segment(
+        self, image: Any, features: np.ndarray | None = None, *, source: Path | None = None
+    ) -> SoftSegmentation:
+        """Layers of ``image`` (path or H×W×3 uint8 RGB); ``features``: its H×W×3 embedding in
+        [0, 1] (computed with the extractor when None)."""
+        from sss_rt.io.images import load_image
+
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if isinstance(image, str | Path):
+            source = Path(image)
+            image = load_image(image)
+        image = np.ascontiguousarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
+        if features is None:
+            features = self.extractor.extract(image).embedding
+            timings["features"] = time.perf_counter() - t0
+        features = np.asarray(features, np.float32)
+        if features.shape[:2] != image.shape[:2] or features.ndim != 3:
+            raise ValueError(f"features {features.shape} do not match the image {image.shape[:2]}")
+        alphas = segment_arrays(image, features, self.config, timings)
+        return SoftSegmentation(alphas, features, image, timings, source)
+
+    def close(self) -> None:
+        if self._own and self._extractor is not None:
+            self._extractor.close()
+        self._extractor = None if self._own else self._extractor
+
+    def __enter__(self) -> SoftSegmenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def segment(
+    image: Any, features: np.ndarray | None = None, config: SegmentConfig | None = None
+) -> SoftSegmentation:
+    """One call: the soft layers of ``image`` (features computed if not given)."""
+    with SoftSegmenter(config=config) as seg:
+        return seg.segment(image, features)
+
+
+def _stage(timings: dict[str, float], name: str, t: float) -> float:
+    now = time.perf_counter()
+    timings[name] = now - t
+    return now
+
+
+def segment_arrays(
+    image: np.ndarray,
+    features: np.ndarray,
+    config: SegmentConfig,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """The algorithm on arrays: H×W×3 uint8 photo and H×W×d features → H×W×K float32."""
+    timings = {} if timings is None else timings
+    h, w = image.shape[:2]
+    t = time.perf_counter()
+    sh, sw = max(3, round(h * config.scale)), max(3, round(w * config.scale))
+    img = image.astype(np.float64) / 255.0
+    feat = features.astype(np.float64)
+    if (sh, sw) != (h, w):
+        img = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
+        feat = cv2.resize(feat, (sw, sh), interpolation=cv2.INTER_AREA)
+        if feat.ndim == 2:
+            feat = feat[..., None]
+    n = sh * sw
+    labels = superpixels.slic_zero(img, config.superpixels)
+    sp_ = superpixels.describe(labels, img, feat)
+    t = _stage(timings, "superpixels", t)
+    lap = affinity.segmentation_laplacian(img, sp_)
+    t = _stage(timings, "affinities", t)
+    vals, vecs = eigen.smallest_eigenvectors(lap, config.eigenvectors, config.seed)
+    t = _stage(timings, "eigenvectors", t)
+    flat = feat.reshape(n, -1)
+    initial = _initial_segments(flat, config.initial_segments, config.seed)
+    alpha = sparsify.constrained_sparsification(vecs, vals, lap, initial, config.iterations)
+    t = _stage(timings, "constrained_sparsification", t)
+    grouped = sparsify.group_segments(alpha, flat, config.layers, config.seed)
+    exponent = 0.9 + np.minimum(gradient_magnitude(img), 0.1).ravel()
+    layers = sparsify.relaxed_sparsification(
+        grouped, lap, exponent, iterations=config.relaxed_iterations
+    )
+    t = _stage(timings, "relaxed_sparsification", t)
+    order = np.argsort(-layers.sum(axis=0))  # largest layer first
+    layers = layers[:, order]
+    if layers.shape[1] < config.layers:  # fewer survived: empty layers keep K fixed
+        layers = np.pad(layers, ((0, 0), (0, config.layers - layers.shape[1])))
+    out = layers.reshape(sh, sw, -1).astype(np.float32)
+    if (sh, sw) != (h, w):
+        out = np.stack(
+            [
+                cv2.resize(out[..., k], (w, h), interpolation=cv2.INTER_LINEAR)
+                for k in range(out.shape[2])
+            ],
+            axis=2,
+        )
+        out = np.clip(out, 0.0, 1.0)
+        out /= np.maximum(out.sum(axis=2, keepdims=True), 1e-10)
+    _stage(timings, "resize", t)
+    return out
+
+
+def _initial_segments(features: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """One-hot N×k initial segments from k-means on the per-pixel features."""
+    from scipy.cluster.vq import kmeans2
+
+    distinct = len(np.unique(features[:: max(1, len(features) // 20000)], axis=0))
+    k = max(1, min(k, distinct))  # no more segments than distinct feature values
+    with warnings.catch_warnings():  # an empty cluster is dropped below
+        warnings.simplefilter("ignore")
+        _, label = kmeans2(features, k, minit="++", seed=seed)
+    used = np.unique(label)
+    onehot = np.zeros((len(features), len(used)))
+    onehot[np.arange(len(features)), np.searchsorted(used, label)] = 1.0
+    return onehot
