@@ -164,22 +164,13 @@ def main() -> None:
         "cases": {},
     }
     bf16_ok = bf16_unit() is not None
-    # every case warmed, then timed in alternating rounds (this machine's speed drifts; a
-    # ratio is only fair between cases measured side by side)
-    backends = {}
+    # the network cases one after another, each alone in memory (the whole graphs hold GBs of
+    # activations: alternated with them, the split cases measured 10-20% slower)
     for name, backend, opts in CASES:
         if opts["precision"] == "bf16" and not bf16_ok:
             continue
-        backends[name] = (create_backend(backend, model, device="cpu", threads=2, **opts), opts)
-    samples = rounds(
-        {
-            name: (lambda be=be: be.features(image).materialize())
-            for name, (be, _) in backends.items()
-        },
-        args.runs,
-    )
-    for name, (be, opts) in backends.items():
-        stats = summarize(samples[name])
+        be = create_backend(backend, model, device="cpu", threads=2, **opts)
+        stats = time_it(lambda be=be: be.features(image).materialize(), args.runs)
         work = macs if opts.get("execution") == "whole" else smacs
         stats["gmac_per_s"] = work / 1e9 / stats["median_s"]
         stats["describe"] = be.describe()
@@ -200,6 +191,8 @@ def main() -> None:
         stats["gmac_per_s"] = src.w.head.size * n * n / 1e9 / stats["median_s"]
         result["head_1mp"][name] = stats
     be.close()
+    # `extract` end to end: the three precisions in alternating rounds (this machine's speed
+    # drifts; a ratio is only fair between cases measured side by side)
     ends: dict = {}
     extractors = {
         p: Extractor(device="cpu", threads=2, precision=p) for p in ("fp32", "auto", "int8")
@@ -241,8 +234,8 @@ def main() -> None:
     lines = [
         "# Network precision on the CPU",
         "",
-        f"`python benchmarks/precision.py --size {n} --runs {args.runs}`, 2 threads, medians of "
-        f"{args.runs} rounds in which every case runs in turn. "
+        f"`python benchmarks/precision.py --size {n} --runs {args.runs}`, 2 threads, medians "
+        f"of {args.runs} runs (each network case alone; `extract` in alternating rounds). "
         f"CPU: {m['cpu']}, {m['cores']} cores; flags: {' '.join(m['cpu_flags'])}. "
         f"`--precision auto` picks **{result['auto_picks']}** here.",
         "",

@@ -70,7 +70,7 @@ def one_run(scale: float) -> dict:
     flops["affinities"] = (h - 2) * (w - 2) * 2200.0
     t = time.perf_counter()
     stats = eigen.EigenStats()
-    vals, vecs = eigen.smallest_eigenvectors(lap, cfg.eigenvectors, 0, stats)
+    vals, vecs = eigen.smallest_eigenvectors(lap, cfg.eigenvectors, 0, stats, shape=(h, w))
     times["eigenvectors"] = time.perf_counter() - t
     m = vecs.shape[1]
     flops["eigenvectors"] = stats.solve_flops + stats.solves * 4.0 * n * 2 * m  # + Lanczos

@@ -30,6 +30,9 @@
 #include <unistd.h>
 
 #define TILE 32 /* output pixels per tile: two 16-pixel B tiles */
+#ifndef CHUNK
+#define CHUNK 256 /* output pixels whose hidden layer is formed before it is multiplied */
+#endif
 
 typedef struct {
     const float *tin;   /* [cin][H][W] */
@@ -301,7 +304,7 @@ static void amx_release(void) { _tile_release(); }
 
 /* Output row r: for each pair of 16-channel tiles, every 32-pixel tile of the row (the pair's
  * weights stay in L1, each channel's output row is written front to back). */
-static void gemm_row_amx(const HeadArgs *a, HeadScratch *s, int r)
+static void gemm_row_amx(const HeadArgs *a, HeadScratch *s, int r, int xa, int xb)
 {
     const int KT = a->K / 32;
     const size_t group = (size_t)(a->K / 2) * 32; /* uint16 per 16-pixel group */
@@ -310,7 +313,7 @@ static void gemm_row_amx(const HeadArgs *a, HeadScratch *s, int r)
     for (int mt = 0; mt < a->Mt; mt += 2) {
         const uint16_t *a0 = a->wpack + (size_t)mt * KT * 512;
         const uint16_t *a1 = a0 + (size_t)KT * 512;
-        for (int x0 = 0; x0 < a->W; x0 += TILE) {
+        for (int x0 = xa; x0 < xb; x0 += TILE) {
             const uint16_t *b0 = s->b + (size_t)(x0 / 16) * group, *b1 = b0 + group;
             _tile_loadd(0, s->ctile + (size_t)mt * 256, 64);
             _tile_loadd(1, s->ctile + (size_t)mt * 256, 64);
@@ -391,13 +394,17 @@ static int head_range_bf16(const HeadArgs *a, int r0, int r1, int variant)
     for (int r = r0; r < r1; ++r) {
         vertical_blend(a, &s, 0, r);
         vertical_blend(a, &s, 1, r);
-        for (int x0 = 0; x0 < a->W; x0 += TILE)
-            hidden_tile(a, &s, r, x0);
-        if (variant == 0)
-            gemm_row_amx(a, &s, r);
-        else
-            for (int x0 = 0; x0 < a->W; x0 += TILE)
-                gemm_tile_avx512bf16(a, &s, r, x0);
+        /* columns a chunk at a time: its 512-channel layer (CHUNK·1 KB) stays in L2 */
+        for (int xa = 0; xa < a->W; xa += CHUNK) {
+            const int xb = imin(a->W, xa + CHUNK);
+            for (int x0 = xa; x0 < xb; x0 += TILE)
+                hidden_tile(a, &s, r, x0);
+            if (variant == 0)
+                gemm_row_amx(a, &s, r, xa, xb);
+            else
+                for (int x0 = xa; x0 < xb; x0 += TILE)
+                    gemm_tile_avx512bf16(a, &s, r, x0);
+        }
     }
     if (variant == 0)
         amx_release();

@@ -67,11 +67,22 @@ def test_eigenvectors_span_the_dense_decomposition():
     mags = np.abs(dense_vals[order])
     k = 8 + int(np.argmax(mags[8:30] / mags[7:29]))  # at the widest relative gap
     assert mags[k] > 1.02 * mags[k - 1]
-    vals, vecs = eigen.smallest_eigenvectors(lap, k)
-    np.testing.assert_allclose(np.sort(vals), np.sort(dense_vals[order[:k]]), atol=1e-8)
-    angles = scipy.linalg.subspace_angles(vecs, dense_vecs[:, order[:k]])
-    assert angles.max() < 1e-5
-    assert np.abs(vecs.T @ vecs - np.eye(k)).max() < 1e-8
+    for shape in (None, img.shape[:2]):  # SuperLU's ordering, and the grid's dissection
+        vals, vecs = eigen.smallest_eigenvectors(lap, k, shape=shape)
+        np.testing.assert_allclose(np.sort(vals), np.sort(dense_vals[order[:k]]), atol=1e-8)
+        angles = scipy.linalg.subspace_angles(vecs, dense_vecs[:, order[:k]])
+        assert angles.max() < 1e-5
+        assert np.abs(vecs.T @ vecs - np.eye(k)).max() < 1e-8
+
+
+def test_dissection_order_is_a_permutation_with_distant_pixels_last():
+    img = _image(30, 41, seed=6)
+    s = superpixels.describe(superpixels.slic_zero(img, 25), img, img)
+    lap = affinity.segmentation_laplacian(img, s)
+    perm = eigen.dissection_order(lap, (30, 41))
+    assert np.array_equal(np.sort(perm), np.arange(30 * 41))
+    tail = set(perm[-len(np.unique(s.centroid_pixel)) :].tolist())
+    assert set(np.unique(s.centroid_pixel).tolist()) <= tail  # centroids come last
 
 
 def _small_problem(seed=3, h=24, w=28):

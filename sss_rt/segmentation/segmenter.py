@@ -160,7 +160,7 @@ def segment_arrays(
     t = _stage(timings, "superpixels", t)
     lap = affinity.segmentation_laplacian(img, sp_)
     t = _stage(timings, "affinities", t)
-    vals, vecs = eigen.smallest_eigenvectors(lap, config.eigenvectors, config.seed)
+    vals, vecs = eigen.smallest_eigenvectors(lap, config.eigenvectors, config.seed, shape=(sh, sw))
     t = _stage(timings, "eigenvectors", t)
     flat = feat.reshape(n, -1)
     initial = _initial_segments(flat, config.initial_segments, config.seed)
