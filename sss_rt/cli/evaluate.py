@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from sss_rt.precision import PRECISION_CHOICES
+
 #: the held-out synthetic scenes use a seed far from any training seed
 HELD_OUT_SEED = 1_000_003
 
@@ -22,8 +24,11 @@ HELD_OUT_SEED = 1_000_003
     help="synthetic (held-out scenes) | folder:PATH | coco:IMAGES,JSON[,STUFF]",
 )
 @click.option("-b", "--backend", default="auto", show_default=True)
+@click.option(
+    "--precision", type=click.Choice(PRECISION_CHOICES), default="fp32", show_default=True
+)
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(model, count, size, data, backend, as_json) -> None:
+def evaluate(model, count, size, data, backend, precision, as_json) -> None:
     """Score MODEL (default: the bundled one) on held-out scenes: pair AUC and k-means ARI."""
     from sss_rt.extractor import Extractor
     from sss_rt.training.evaluate import evaluate as run_eval
@@ -37,7 +42,7 @@ def evaluate(model, count, size, data, backend, as_json) -> None:
 
         scenes = make_dataset(data, 0, size)
         count = min(count, len(scenes))
-    with Extractor(model, backend=backend) as extractor:
+    with Extractor(model, backend=backend, precision=precision) as extractor:
         report = run_eval(extractor, scenes, count, seed=0)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -31,6 +31,20 @@ def hw_callback(ctx: click.Context, param: click.Parameter, value):
         raise click.BadParameter(str(exc)) from None
 
 
+def batch_arguments(command):
+    """INPUTS (files and folders) and -o/--output, of every command that writes one set of
+    outputs per input in a mirrored tree."""
+    command = click.option(
+        "-o",
+        "--output",
+        "out_dir",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="Output folder; the input folders' tree is mirrored inside it.",
+    )(command)
+    return click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))(command)
+
+
 _EXTRACTOR_OPTIONS = [
     click.option(
         "-m",

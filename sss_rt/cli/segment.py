@@ -7,20 +7,12 @@ from pathlib import Path
 import click
 
 from sss_rt.cli.batch_run import run_batch
-from sss_rt.cli.params import extractor_kwargs, extractor_options
+from sss_rt.cli.params import batch_arguments, extractor_kwargs, extractor_options
 from sss_rt.errors import SssRtError
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output folder; the input folders' tree is mirrored inside it.",
-)
+@batch_arguments
 @click.option(
     "--scale",
     type=click.FloatRange(min=0, max=1, min_open=True),

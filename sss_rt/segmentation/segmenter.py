@@ -147,11 +147,11 @@ def segment_arrays(
     h, w = image.shape[:2]
     t = time.perf_counter()
     sh, sw = max(3, round(h * config.scale)), max(3, round(w * config.scale))
-    img = image.astype(np.float64) / 255.0
-    feat = features.astype(np.float64)
+    img: np.ndarray = image.astype(np.float64) / 255.0
+    feat: np.ndarray = features.astype(np.float64)
     if (sh, sw) != (h, w):
-        img = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
-        feat = cv2.resize(feat, (sw, sh), interpolation=cv2.INTER_AREA)
+        img = np.asarray(cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA))
+        feat = np.asarray(cv2.resize(feat, (sw, sh), interpolation=cv2.INTER_AREA))
         if feat.ndim == 2:
             feat = feat[..., None]
     n = sh * sw
