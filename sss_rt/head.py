@@ -143,8 +143,9 @@ class HeadSource(FeatureSource):
             head = w.packed_head
         out = np.empty((head.channels, y1 - y0, x1 - x0), np.float32)
         # the 512-channel layer stays in the kernel; bands of rows bound only the projected
-        # pool1 block (512 channels at 1/4 × 1/4 resolution: 1/16 of a full-resolution band)
-        step = max(1, (self.CHUNK_MB << 24) // (w.fuse_pool1.shape[0] * (x1 - x0) * 4))
+        # pool1 block (512 channels at 1/4 × 1/4 resolution: 1/16 of a full-resolution band),
+        # to 4·CHUNK_MB (at 1 MP: one band, 128 MB)
+        step = max(1, (self.CHUNK_MB << 26) // (w.fuse_pool1.shape[0] * (x1 - x0) * 4))
         full = x0 == 0 and x1 == self.width
         for a in range(y0, y1, step):
             b = min(y1, a + step)

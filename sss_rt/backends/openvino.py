@@ -2,9 +2,9 @@
 head per band in the compiled kernels.
 
 The engine for ``bf16`` and ``int8`` on the CPU, chosen by measurement (``benchmarks/
-RESULTS-precision.md``, network at 1 MP on a Xeon with AMX, the same head: int8 here 0.66 s
-against ONNX Runtime's int8 kernels 1.03 s on the same quantized graph; bf16 here 0.71 s,
-against 3.29 s for ONNX Runtime's fp32 split path). ``bf16`` sets OpenVINO's inference
+RESULTS-precision.md``, network at 1 MP on a Xeon with AMX, the same head: int8 here 0.64 s
+against ONNX Runtime's int8 kernels 0.92 s on the same quantized graph; bf16 here 0.70 s,
+against 2.93 s for ONNX Runtime's fp32 split path). ``bf16`` sets OpenVINO's inference
 precision to bf16 and runs the head in the bf16 kernel, the input tap in fp32; ``int8`` runs
 the quantized graph (its float layers in bf16 where the CPU has the units) with the same head;
 ``fp32`` runs everything in fp32. Split execution as in the ONNX Runtime backend; ``whole``
