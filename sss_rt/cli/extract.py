@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from sss_rt.cli.batch_run import run_batch
@@ -36,6 +38,21 @@ from sss_rt.io.writers import FORMATS
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--examples", is_flag=True, help="Also extract the bundled example images.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on Ray Data: alone, a local Ray instance; 'auto' or 'ray://…' an existing "
+    "cluster (pip install 'sss-rt[ray]'). Writes OUTPUT/manifest.parquet.",
+)
+@click.option(
+    "--actors", type=click.IntRange(min=1), default=2, show_default=True,
+    help="With --ray: extraction actors (each with --threads threads, default 1).",
+)  # fmt: skip
+@click.option("--gpus-per-actor", type=click.IntRange(min=0), default=0, show_default=True)
 def extract(
     inputs,
     out_dir,
@@ -46,6 +63,9 @@ def extract(
     overwrite,
     quiet,
     examples,
+    ray_address,
+    actors,
+    gpus_per_actor,
     **extractor_opts,
 ) -> None:
     """Extract semantic features of INPUTS (image files and folders) into OUTPUT.
@@ -59,6 +79,9 @@ def extract(
     from sss_rt.extractor import Extractor, examples_dir
     from sss_rt.io.images import find_images
 
+    if ray_address is not None and not _is_ray_address(ray_address):
+        # "--ray photos/": click took the first input as the address
+        inputs, ray_address = (Path(ray_address), *inputs), "local"
     if examples:
         inputs = (*inputs, examples_dir())
     if not inputs:
@@ -67,6 +90,12 @@ def extract(
     if not tasks:
         raise SssRtError("no images found in the given inputs")
     formats = tuple(dict.fromkeys(formats))
+    if ray_address is not None:
+        _extract_on_ray(
+            inputs, out_dir, formats, ray_address, actors, gpus_per_actor, recursive,
+            overwrite, float16, with_features, quiet, extractor_opts,
+        )  # fmt: skip
+        return
 
     def worker() -> Extractor:
         return Extractor(**extractor_kwargs(extractor_opts))
@@ -85,3 +114,38 @@ def extract(
         done_word="extracted",
         ignored=ignored,
     )
+
+
+def _extract_on_ray(
+    inputs, out_dir, formats, address, actors, gpus, recursive, overwrite, float16, features,
+    quiet, extractor_opts,
+) -> None:  # fmt: skip
+    """``extract --ray``: the same job on Ray Data (sss_rt.distributed); exit 1 if any failed."""
+    import sys
+
+    from sss_rt.distributed import extract_dataset
+
+    options = extractor_kwargs(extractor_opts)
+    threads = options.pop("threads") or 1
+    rows = extract_dataset(
+        inputs, out_dir, formats, address=address, actors=actors, threads=threads, gpus=gpus,
+        overwrite=overwrite, float16=float16, features=features, recursive=recursive,
+        extractor_options=options,
+    )  # fmt: skip
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        click.echo(f"failed: {r['source']}: {r['message']}", err=True)
+    if not quiet:
+        done = sum(r["status"] == "done" for r in rows)
+        skipped = sum(r["status"] == "skipped" for r in rows)
+        click.echo(
+            f"{done} extracted, {skipped} skipped (already done), {len(failed)} failed "
+            f"(manifest: {out_dir / 'manifest.parquet'})",
+            err=True,
+        )
+    if failed:
+        sys.exit(1)
+
+
+def _is_ray_address(value: str) -> bool:
+    return value in ("local", "auto") or value.startswith("ray://") or ":" in value
