@@ -86,15 +86,18 @@ def extract_to(
     overwrite: bool = False,
     float16: bool = False,
     features: bool = False,
+    load: Callable[[ImageTask], Any] | None = None,
 ) -> Iterator[FileOutcome]:
     """Extract each task's image and write every format; yields one outcome per task (the
-    rules of :func:`process_tasks`). ``features``: also store the raw features in the npz."""
+    rules of :func:`process_tasks`). ``features``: also store the raw features in the npz.
+    ``load``: how a task's image is read (default: the Extractor reads ``task.source``)."""
     need_features = any(FORMATS[f].needs_features for f in formats) or (
         features and "npz" in formats
     )
 
     def produce(task: ImageTask, paths: dict[str, Path]) -> None:
-        result = extractor.extract(task.source, return_features=need_features)
+        image = load(task) if load is not None else task.source
+        result = extractor.extract(image, return_features=need_features)
         for fmt, path in paths.items():
             write_output(
                 fmt, path, image=result.image, embedding=result.embedding,

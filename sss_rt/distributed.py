@@ -1,6 +1,8 @@
 """Extraction over many machines on Ray Data, with the same outputs and rules as ``extract``.
 
-Ray Data reads only the list of inputs (paths and their output stems, found on the driver);
+Ray Data reads only the list of inputs (paths and their output stems, found on the driver:
+local files and folders, or URIs of any filesystem pyarrow opens — ``s3://bucket/prefix``,
+``gs://…``, ``hdfs://…``, ``file:///…`` — whose image files each actor reads itself);
 ``map_batches`` runs :class:`ExtractWorker`, a callable class holding one :class:`Extractor`
 per actor (loaded once, in its constructor), which decodes, extracts and writes each output
 itself through :func:`sss_rt.batch.extract_to` — the CLI's own code: the same names, mirrored
@@ -57,20 +59,38 @@ class ExtractWorker:
         self.flags = {"overwrite": overwrite, "float16": float16, "features": features}
         self.extractor = Extractor(**extractor_options)
 
+    def _load_remote(self, uri: str) -> Any:
+        """A URI's image, read through pyarrow's filesystem for it and decoded here."""
+        from pyarrow import fs as pafs
+
+        from sss_rt.errors import ImageError
+        from sss_rt.io.images import decode_image
+
+        try:
+            filesystem, path = pafs.FileSystem.from_uri(uri)
+            with filesystem.open_input_stream(path) as stream:
+                data = stream.read()
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"{uri}: cannot be read ({exc})") from None
+        ex = self.extractor
+        return decode_image(data, uri, ex.max_megapixels, ex.large)
+
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         from sss_rt.batch import extract_to, output_paths
         from sss_rt.io.images import ImageTask
 
         rows: dict[str, list] = {name: [] for name in MANIFEST_COLUMNS}
         for source, stem in zip(batch["source"], batch["stem"], strict=True):
-            task = ImageTask(Path(str(source)), Path(str(stem)))
+            source = str(source)
+            remote = "://" in source
+            task = ImageTask(Path(str(stem)) if remote else Path(source), Path(str(stem)))
+            load = (lambda _task, uri=source: self._load_remote(uri)) if remote else None
             t0 = time.perf_counter()
             try:
-                outcome = next(
-                    iter(
-                        extract_to(self.extractor, [task], self.out_dir, self.formats, **self.flags)
-                    )
+                jobs = extract_to(
+                    self.extractor, [task], self.out_dir, self.formats, load=load, **self.flags
                 )
+                outcome = next(iter(jobs))
                 status, message = outcome.status, outcome.message
             except OutputError as exc:  # this node's output folder refuses writes
                 status, message = "failed", str(exc)
@@ -117,7 +137,11 @@ def extract_dataset(
     if actors < 1 or threads < 1 or gpus < 0:
         raise ValueError("actors and threads must be >= 1, gpus >= 0")
     out = Path(out_dir)
-    tasks, _ = find_images(inputs, recursive=recursive, exclude=out)
+    local = [i for i in inputs if "://" not in os.fspath(i)]
+    tasks, _ = find_images(local, recursive=recursive, exclude=out) if local else ([], 0)
+    items = [{"source": str(t.source), "stem": str(t.relative_stem)} for t in tasks]
+    for uri in (os.fspath(i) for i in inputs if "://" in os.fspath(i)):
+        items += remote_inputs(uri, recursive)
     if not ray.is_initialized():
         ray.init(
             address=None if address in (None, "local") else address,
@@ -128,7 +152,6 @@ def extract_dataset(
     options = {**(extractor_options or {}), "threads": threads}
     if gpus:
         options.setdefault("device", "cuda")
-    items = [{"source": str(t.source), "stem": str(t.relative_stem)} for t in tasks]
     if not items:
         return []
     ds = ray.data.from_items(items).map_batches(
@@ -152,6 +175,34 @@ def extract_dataset(
     ordered = [by_source[i["source"]] for i in items if i["source"] in by_source]
     write_manifest(Path(manifest) if manifest else out / "manifest.parquet", ordered)
     return ordered
+
+
+def remote_inputs(uri: str, recursive: bool = True) -> list[dict[str, str]]:
+    """The image files under a filesystem URI (or the one file it names), with output stems
+    mirroring the tree below it, listed through pyarrow's filesystems."""
+    from pyarrow import fs as pafs
+
+    from sss_rt.errors import ImageError
+    from sss_rt.io.images import is_image_path
+
+    try:
+        filesystem, root = pafs.FileSystem.from_uri(uri)
+        info = filesystem.get_file_info(root)
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"{uri}: cannot be listed ({exc})") from None
+    if info.type == pafs.FileType.NotFound:
+        raise ImageError(f"{uri}: no such file or folder")
+    scheme = uri.split("://", 1)[0]
+    if info.type == pafs.FileType.File:
+        return [{"source": uri, "stem": Path(root).stem}]
+    found = filesystem.get_file_info(pafs.FileSelector(root, recursive=recursive))
+    base = Path(root)
+    items = []
+    for f in sorted(found, key=lambda f: f.path):
+        if f.type == pafs.FileType.File and is_image_path(Path(f.path)):
+            rel = Path(f.path).relative_to(base)
+            items.append({"source": f"{scheme}://{f.path}", "stem": str(rel.with_suffix(""))})
+    return items
 
 
 def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:

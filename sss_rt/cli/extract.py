@@ -81,21 +81,21 @@ def extract(
 
     if ray_address is not None and not _is_ray_address(ray_address):
         # "--ray photos/": click took the first input as the address
-        inputs, ray_address = (Path(ray_address), *inputs), "local"
+        inputs, ray_address = (ray_address, *inputs), "local"
     if examples:
         inputs = (*inputs, examples_dir())
     if not inputs:
         raise click.UsageError("give image files or folders (or --examples)")
-    tasks, ignored = find_images(inputs, recursive=recursive, exclude=out_dir)
-    if not tasks:
-        raise SssRtError("no images found in the given inputs")
     formats = tuple(dict.fromkeys(formats))
-    if ray_address is not None:
+    if ray_address is not None:  # inputs may be filesystem URIs there: listed by Ray's driver
         _extract_on_ray(
             inputs, out_dir, formats, ray_address, actors, gpus_per_actor, recursive,
             overwrite, float16, with_features, quiet, extractor_opts,
         )  # fmt: skip
         return
+    tasks, ignored = find_images(inputs, recursive=recursive, exclude=out_dir)
+    if not tasks:
+        raise SssRtError("no images found in the given inputs")
 
     def worker() -> Extractor:
         return Extractor(**extractor_kwargs(extractor_opts))
@@ -132,6 +132,8 @@ def _extract_on_ray(
         overwrite=overwrite, float16=float16, features=features, recursive=recursive,
         extractor_options=options,
     )  # fmt: skip
+    if not rows:
+        raise SssRtError("no images found in the given inputs")
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
         click.echo(f"failed: {r['source']}: {r['message']}", err=True)
@@ -148,4 +150,7 @@ def _extract_on_ray(
 
 
 def _is_ray_address(value: str) -> bool:
-    return value in ("local", "auto") or value.startswith("ray://") or ":" in value
+    """local, auto, ray://HOST:PORT or HOST:PORT — not a path, not a filesystem URI."""
+    if value in ("local", "auto") or value.startswith("ray://"):
+        return True
+    return "://" not in value and ":" in value and not Path(value).exists()

@@ -42,7 +42,8 @@ def batch_arguments(command):
         type=click.Path(path_type=Path),
         help="Output folder; the input folders' tree is mirrored inside it.",
     )(command)
-    return click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))(command)
+    # plain strings: a filesystem URI (s3://…, for --ray) must keep its "//"
+    return click.argument("inputs", nargs=-1, type=click.STRING)(command)
 
 
 _EXTRACTOR_OPTIONS = [
