@@ -169,10 +169,11 @@ def segment_to(
 
 def _photo_in(folder: Path, stem: Path) -> Path:
     from sss_rt.errors import ImageError
-    from sss_rt.io.images import is_image_path
+    from sss_rt.io.layers import find_photo
 
-    base = folder / stem
-    for path in sorted(base.parent.glob(base.name + ".*")):
-        if path.stem == base.name and is_image_path(path):
-            return path
-    raise ImageError(f"no photo {base}.* for its features (looked in --photos {folder})")
+    photo = find_photo(folder / stem)
+    if photo is None:
+        raise ImageError(
+            f"no photo {folder / stem}.* for its features (looked in --photos {folder})"
+        )
+    return photo

@@ -105,9 +105,7 @@ class HeadSource(FeatureSource):
         width = x1 - x0
         mid = w.head.shape[1]
         if project is not None:
-            v, shift = project
-            head = v @ w.head.astype(np.float64)  # k × 512
-            bias = v @ (w.head_bias.astype(np.float64) - shift)
+            head, bias = self._folded(*project)
             zero = np.zeros(head.shape[1])
         else:
             head, bias = w.head, w.head_bias
@@ -134,11 +132,8 @@ class HeadSource(FeatureSource):
     ) -> np.ndarray:
         w = self.w
         if project is not None:
-            v, shift = project
-            head = native.PackedHead.pack(
-                (v @ w.head.astype(np.float64)).astype(np.float32),
-                (v @ (w.head_bias.astype(np.float64) - shift)).astype(np.float32),
-            )
+            folded = self._folded(*project)
+            head = native.PackedHead.pack(*(a.astype(np.float32) for a in folded))
         else:
             head = w.packed_head
         out = np.empty((head.channels, y1 - y0, x1 - x0), np.float32)
@@ -146,19 +141,31 @@ class HeadSource(FeatureSource):
         # pool1 block (512 channels at 1/4 × 1/4 resolution: 1/16 of a full-resolution band),
         # to 4·CHUNK_MB (at 1 MP: one band, 128 MB)
         step = max(1, (self.CHUNK_MB << 26) // (w.fuse_pool1.shape[0] * (x1 - x0) * 4))
-        full = x0 == 0 and x1 == self.width
         for a in range(y0, y1, step):
             b = min(y1, a + step)
-            ups = (
-                self._block(self.t_p1, self._y_p1, self._x_p1, a, b, x0, x1, w.fuse_pool1),
-                self._block(self.deep, self._y_deep, self._x_deep, a, b, x0, x1),
-            )
-            t_in = self.t_in if full else np.ascontiguousarray(self.t_in[:, a:b, x0:x1])
+            t_in, first, ups = self._inputs(a, b, x0, x1)
             native.head_rows_bf16(
-                t_in, w.fuse_input, w.fuse_bias, head, ups, a if full else 0, b - a,
-                self.threads, out, self.bf16, out_row=a - y0,
+                t_in, w.fuse_input, w.fuse_bias, head, ups, first, b - a, self.threads, out,
+                self.bf16, out_row=a - y0,
             )  # fmt: skip
         return out
+
+    def _folded(self, v: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The last conv with a projection folded in: k×512 weights and k biases, float64."""
+        w = self.w
+        return v @ w.head.astype(np.float64), v @ (w.head_bias.astype(np.float64) - shift)
+
+    def _inputs(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, int, tuple]:
+        """What the head's kernels read for rows ``y0:y1``, columns ``x0:x1``: the input tap
+        (the whole array, or a contiguous copy of the region), the row of ``y0`` in it, and the
+        two upsampled blocks with their taps."""
+        ups = (
+            self._block(self.t_p1, self._y_p1, self._x_p1, y0, y1, x0, x1, self.w.fuse_pool1),
+            self._block(self.deep, self._y_deep, self._x_deep, y0, y1, x0, x1),
+        )
+        if x0 == 0 and x1 == self.width:
+            return self.t_in, y0, ups
+        return np.ascontiguousarray(self.t_in[:, y0:y1, x0:x1]), 0, ups
 
     def _block(self, low, ys, xs, y0, y1, x0, x1, project=None) -> tuple:
         """The low-resolution rows that output rows ``y0:y1`` need, and their taps."""
@@ -175,13 +182,7 @@ class HeadSource(FeatureSource):
         """ReLU(fuse) of rows ``y0:y1``, columns ``x0:x1``: the 512-channel input of the last
         conv, in ``buf`` (flat float32 storage reused between chunks)."""
         w = self.w
-        ups = (
-            self._block(self.t_p1, self._y_p1, self._x_p1, y0, y1, x0, x1, w.fuse_pool1),
-            self._block(self.deep, self._y_deep, self._x_deep, y0, y1, x0, x1),
-        )
-        full = x0 == 0 and x1 == self.width
-        t_in = self.t_in if full else np.ascontiguousarray(self.t_in[:, y0:y1, x0:x1])
-        first = y0 if full else 0
+        t_in, first, ups = self._inputs(y0, y1, x0, x1)
         out = buf.reshape(len(w.fuse_bias), y1 - y0, x1 - x0)
         if self.compiled:
             return native.hidden_rows(

@@ -2,10 +2,11 @@
 
 ``fp32`` is the reference. ``bf16`` runs the trunk on OpenVINO in bf16 (AMX-BF16 or
 AVX512-BF16) and the full-resolution head in the compiled bf16 kernel (``kernels/
-cpu_head_bf16.h``); ``int8`` runs the trunk's convolutions in int8 (AMX-INT8 / AVX-512 VNNI)
-from a model quantized with :mod:`sss_rt.export.quantize` (made and cached on first use), and
-the head in bf16 where the CPU has a bf16 unit (fp32 elsewhere). ``auto`` is bf16 where the CPU
-has AMX-BF16 or AVX512-BF16, else fp32. ``cpu_flags()`` reads ``/proc/cpuinfo``;
+cpu_head_bf16.h``) where the CPU has AMX (the fp32 head elsewhere: ``AUTO_HEAD_VARIANTS``);
+``int8`` runs the trunk's convolutions in int8 (AMX-INT8 / AVX-512 VNNI) from a model quantized
+with :mod:`sss_rt.export.quantize` (made and cached on first use), with the same head.
+``auto`` is bf16 where the CPU has AMX-BF16 or AVX512-BF16, else fp32. ``cpu_flags()`` reads
+``/proc/cpuinfo``;
 ``SSS_RT_CPU_FLAGS`` (space-separated) replaces it, to simulate another CPU.
 """
 

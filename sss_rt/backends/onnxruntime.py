@@ -105,6 +105,8 @@ class OnnxRuntimeBackend(Backend):
         self._whole: Any = None
         self._trunk: Any = None
         self._weights = None
+        # int8: the head in bf16 where the CPU has AMX (fp32 elsewhere)
+        self._head = head_bf16_variant() if self.precision == "int8" else None
         # the split runs the head on the host: it is the CPU execution's way
         if execution == "split" and can_split(graph) and providers == ["CPUExecutionProvider"]:
             trunk, self._weights = split_model(graph, path)
@@ -147,9 +149,7 @@ class OnnxRuntimeBackend(Backend):
             return ArraySource(self._whole_session().run(None, {INPUT_NAME: batch})[0][0])
         t_in, t_p1, deep = self._trunk.run(None, {INPUT_NAME: batch})
         _release_freed_memory()  # the trunk's freed activations, back to the system
-        # int8: the head in bf16 where the CPU has AMX (fp32 elsewhere)
-        bf16 = head_bf16_variant() if self.precision == "int8" else None
-        return HeadSource(self._weights, t_in[0], t_p1[0], deep[0], self.threads, bf16=bf16)
+        return HeadSource(self._weights, t_in[0], t_p1[0], deep[0], self.threads, bf16=self._head)
 
     def _device_features(self, batch: np.ndarray) -> FeatureSource:
         """The whole graph on a GPU execution provider, its output bound in GPU memory (I/O

@@ -83,11 +83,19 @@ def feature_stem(path: Path) -> str:
     return path.stem
 
 
+def find_photo(base: Path) -> Path | None:
+    """The image file named ``base`` plus an image extension (the first, sorted), if any."""
+    from sss_rt.io.images import is_image_path
+
+    found = sorted(p for p in base.parent.glob(base.name + ".*") if p.stem == base.name)
+    return next((p for p in found if is_image_path(p)), None)
+
+
 def read_features(path: Path, photo: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(photo H×W×3 uint8 RGB, embedding H×W×3 float32 in [0, 1]) from an extracted file:
     ``.sss.png`` holds both side by side; ``.npz`` holds the embedding, and the photo is
     ``photo`` (default: an image beside it with the same stem)."""
-    from sss_rt.io.images import is_image_path, load_image
+    from sss_rt.io.images import load_image
 
     if path.name.lower().endswith(".sss.png"):
         side = load_image(path)
@@ -104,15 +112,12 @@ def read_features(path: Path, photo: Path | None = None) -> tuple[np.ndarray, np
         raise ImageError(f"{path}: not a readable .npz ({exc})") from None
     if photo is None:
         stem = feature_stem(path)
-        found = sorted(
-            p for p in path.parent.glob(f"{stem}.*") if p.stem == stem and is_image_path(p)
-        )
-        if not found:
+        photo = find_photo(path.parent / stem)
+        if photo is None:
             raise ImageError(
                 f"{path} holds the embedding but not the photo: put {stem}.jpg (or .png, …) "
                 "beside it, give --photos DIR, or segment the .sss.png"
             )
-        photo = found[0]
     image = load_image(photo)
     if image.shape[:2] != embedding.shape[:2] or embedding.ndim != 3:
         raise ImageError(
