@@ -15,6 +15,12 @@ setup(
             extra_compile_args=CFLAGS,
             # without a C compiler the package still installs and uses the NumPy path
             optional=True,
-        )
+        ),
+        Extension(
+            "sss_rt.kernels._cpu_segmentation",
+            sources=["kernels/cpu_segmentation.c"],
+            extra_compile_args=CFLAGS,
+            optional=True,
+        ),
     ]
 )

@@ -77,7 +77,7 @@ def one_run(scale: float) -> dict:
     t = time.perf_counter()
     flat = feat.reshape(n, -1)
     init = _initial_segments(flat, cfg.initial_segments, 0)
-    trace = sparsify.SparsifyTrace()
+    trace = sparsify.SparsifyTrace(record_energy=False)
     alpha = sparsify.constrained_sparsification(vecs, vals, lap, init, cfg.iterations, trace=trace)
     times["constrained_sparsification"] = time.perf_counter() - t
     segs = np.array(trace.segments, float)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.sparse
 from reference_impl import matting_laplacian_reference
 from scipy.special import erf
 
-from sss_rt.segmentation import SegmentConfig, affinity, eigen, sparsify, superpixels
+from sss_rt.segmentation import SegmentConfig, affinity, eigen, native, sparsify, superpixels
 from sss_rt.segmentation.gradient import derivative_pair, gradient_magnitude
 from sss_rt.segmentation.segmenter import _initial_segments, segment_arrays
 
@@ -249,17 +250,78 @@ def test_cli_segment_reads_extracted_features(tmp_path):
         assert np.abs(a["embedding"] - b["embedding"]).max() <= 0.5 / 255 + 1e-6
 
 
-def test_grams_by_pairs_gemm_equal_the_per_segment_syrk():
-    rng = np.random.default_rng(9)
-    vecs = np.linalg.qr(rng.standard_normal((500, 12)))[0]
-    w = rng.random((500, 5)) * 100
-    fast = sparsify._Grams(vecs)
-    slow = sparsify._Grams(vecs, pairs_mb=0)
-    assert fast.pairs is not None and slow.pairs is None
-    for a, b, k in zip(fast(w), slow(w), range(5), strict=True):
-        exact = vecs.T @ (w[:, k : k + 1] * vecs)
-        np.testing.assert_allclose(a, exact, rtol=1e-5, atol=1e-4)
-        np.testing.assert_allclose(b, exact, rtol=1e-5, atol=1e-4)
+@pytest.mark.parametrize(("n", "m", "k"), [(500, 12, 5), (3001, 37, 3), (700, 16, 2), (97, 5, 4),
+                                          (2000, 100, 3)])  # fmt: skip
+def test_grams_of_every_path_equal_the_float64_sums(n, m, k):
+    """The compiled kernel (m = 16q + t: the triangle of 16q columns and the t rows whole, a
+    pixel count that is no multiple of its blocks, one and two threads), the pairs GEMM and
+    the per-segment SYRK, all against Σ_i c_ki e_i e_iᵀ in float64."""
+    rng = np.random.default_rng(n + m)
+    vecs = np.linalg.qr(rng.standard_normal((n, m)))[0]
+    w = rng.random((k, n)) * np.geomspace(1, 2.4e4, n)  # the IRLS weights' range
+    exact = np.einsum("ki,ia,ib->kab", w, vecs, vecs)
+    paths = [sparsify._Grams(vecs, compiled=False), sparsify._Grams(vecs, 0, compiled=False)]
+    assert paths[0].pairs is not None and paths[1].pairs is None
+    got = [p(w) for p in paths]
+    if native.available():
+        g = sparsify._Grams(vecs)
+        assert g.padded is not None
+        got += [g(w), native.weighted_grams(g.padded, w, threads=1)]
+    scale = np.abs(exact).max(axis=(1, 2), keepdims=True)
+    for g in got:
+        assert g.shape == (k, m, m)
+        np.testing.assert_allclose(g / scale, exact / scale, rtol=0, atol=2e-6)
+        np.testing.assert_array_equal(g, g.transpose(0, 2, 1))
+
+
+def _symmetric_indefinite(n, seed):
+    """A sparse symmetric matrix with eigenvalues of both signs (a grid Laplacian, shifted)."""
+    rng = np.random.default_rng(seed)
+    side = int(np.sqrt(n))
+    grid = scipy.sparse.diags([1.0, 1.0, 1.0, 1.0], [-1, 1, -side, side], shape=(n, n))
+    w = scipy.sparse.triu(grid, 1).multiply(rng.uniform(0.2, 1.0, n)[:, None]).tocsr()
+    w = w + w.T
+    lap = scipy.sparse.diags(np.asarray(w.sum(axis=1)).ravel()) - w
+    return scipy.sparse.csr_matrix(lap - 0.3 * scipy.sparse.identity(n))
+
+
+@pytest.mark.parametrize("r", [1, 3, 8, 16, 40])
+def test_lu_solver_solves_like_a_dense_solve(r):
+    """Both sweeps of the compiled solve (Uᵀ forward, Lᵀ backward on SuperLU's factors, with
+    its row and column permutations and a symmetric reordering of ours), for one to 40
+    right-hand sides (over 32: several calls), against numpy's dense solve."""
+    from scipy.sparse.linalg import splu
+
+    n = 400
+    a = _symmetric_indefinite(n, r)
+    rows = np.random.default_rng(r).permutation(n)
+    lu = splu(scipy.sparse.csc_matrix(a[rows][:, rows]), permc_spec="MMD_AT_PLUS_A",
+              diag_pivot_thresh=0.5)  # fmt: skip
+    assert not np.array_equal(lu.perm_r, np.arange(n))  # pivoting happened
+    b = np.random.default_rng(0).standard_normal((n, r) if r > 1 else n)
+    exact = np.linalg.solve(a.toarray(), b)
+    for compiled in (None, False):
+        solver = native.LUSolver(lu, rows, compiled=compiled)
+        assert solver.compiled == (compiled is None and native.available())
+        x = solver.solve(b)
+        assert x.shape == b.shape
+        np.testing.assert_allclose(x, exact, rtol=0, atol=1e-9 * np.abs(exact).max())
+
+
+@pytest.mark.skipif(not native.available(), reason="built without a C compiler")
+def test_triangular_solve_rejects_factors_without_their_diagonals():
+    from sss_rt.segmentation.native import _ext
+
+    n = 3
+    ptr = np.array([0, 1, 2, 3], np.int64)
+    idx = np.array([0, 1, 2], np.int32)  # diagonal only: fine
+    val = np.ones(3)
+    x = np.ones((n, 2))
+    _ext.tri_solve(ptr, idx, val, ptr, idx, val, x, n, 3, 3, 2)
+    with pytest.raises(ValueError, match="layout"):
+        _ext.tri_solve(ptr, idx[::-1].copy(), val, ptr, idx, val, x, n, 3, 3, 2)
+    with pytest.raises(ValueError, match="R must be"):
+        _ext.tri_solve(ptr, idx, val, ptr, idx, val, np.ones((n, 33)), n, 3, 3, 33)
 
 
 def test_held_out_synthetic_instances_are_recovered():

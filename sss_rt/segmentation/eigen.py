@@ -27,6 +27,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, eigsh, splu
 
+from sss_rt.segmentation.native import LUSolver
+
 
 @dataclass
 class EigenStats:
@@ -40,13 +42,14 @@ class EigenStats:
         return 4.0 * self.factor_nnz * self.solves  # L and U sweeps, a multiply-add per entry
 
 
-BLOCK = 32
+BLOCK = 16
+WATCH = 8
 TOL = 1e-8
 #: memory for the Krylov basis and its image under L (at 320×240: 480 vectors, 0.6 GB)
 KRYLOV_MB = 1536
 
 
-def dissection_order(lap: sp.spmatrix, shape: tuple[int, int], leaf: int = 256) -> np.ndarray:
+def dissection_order(lap: sp.spmatrix, shape: tuple[int, int], leaf: int = 32) -> np.ndarray:
     """A fill-reducing order of an image grid's pixels (see the module's description)."""
     h, w = shape
     idx = np.arange(h * w).reshape(h, w)
@@ -98,25 +101,23 @@ def smallest_eigenvectors(
     shifted = lap - sigma * sp.identity(n, format="csr")
     if shape is not None and shape[0] * shape[1] == n:
         perm = dissection_order(lap, shape)
-        inverse = np.empty(n, np.int64)
-        inverse[perm] = np.arange(n)
-        lu = splu(
-            sp.csc_matrix(shifted[perm][:, perm]),
-            permc_spec="NATURAL",
-            diag_pivot_thresh=0.01,
-            options={"SymmetricMode": True},
+        solver = LUSolver(
+            splu(
+                sp.csc_matrix(shifted[perm][:, perm]),
+                permc_spec="NATURAL",
+                diag_pivot_thresh=0.01,
+                options={"SymmetricMode": True},
+            ),
+            perm,
         )
     else:
-        perm = inverse = None
-        lu = splu(sp.csc_matrix(shifted), permc_spec="MMD_ATA")
+        solver = LUSolver(splu(sp.csc_matrix(shifted), permc_spec="MMD_ATA"))
     stats = stats if stats is not None else EigenStats()
-    stats.factor_nnz = int(lu.L.nnz + lu.U.nnz)
+    stats.factor_nnz = solver.nnz
 
     def solve(v: np.ndarray) -> np.ndarray:
         stats.solves += v.shape[1] if v.ndim == 2 else 1
-        if perm is None:
-            return lu.solve(np.asfortranarray(v))
-        return lu.solve(np.asfortranarray(v[perm]))[inverse]
+        return solver.solve(v)
 
     rng = np.random.default_rng(seed)
     if n <= 4 * BLOCK or k + 2 * BLOCK >= n:
@@ -135,7 +136,9 @@ def smallest_eigenvectors(
 def _block_krylov(lap, solve, k, n, norm, rng):
     """Block Krylov space of the shift-invert operator + Rayleigh–Ritz on L; None if the k
     smallest-magnitude pairs have not converged by 8k vectors. The basis Q, L·Q and QᵀLQ grow
-    in place, a block at a time."""
+    in place, a block at a time. The residuals of a few watched pairs are measured (the WATCH
+    largest |θ|, which converge last, and the worst of the last full check; after every block
+    or as ``_blocks_to_skip`` says), all k only once those are below the tolerance."""
     # Q and L·Q (float64) within KRYLOV_MB; a smaller space than that falls back to ARPACK
     cap = min(8 * k, n - BLOCK, (KRYLOV_MB << 20) // (16 * n) - BLOCK)
     if cap < k + 3 * BLOCK:
@@ -146,32 +149,63 @@ def _block_krylov(lap, solve, k, n, norm, rng):
     lq = np.empty((n, cap + BLOCK), order="F")
     h = np.empty((cap + BLOCK, cap + BLOCK))
     q[:, :BLOCK], _ = np.linalg.qr(rng.standard_normal((n, BLOCK)))
-    dim, start, checks = BLOCK, 0, 0
+    dim, start, next_check = BLOCK, 0, k + 2 * BLOCK
+    watch = np.arange(max(0, k - WATCH), k)  # positions in the |θ| order
+    history: list[tuple[int, float]] = []  # (dimension, worst watched residual)
     while True:
-        # L·Q and QᵀLQ for the columns added last
+        # L·Q and QᵀLQ for the columns added last (N-long rows as the GEMMs' long side: ~2×)
         new = slice(start, dim)
         lq[:, new] = lap @ q[:, new]
-        h[:dim, new] = q[:, :dim].T @ lq[:, new]
+        h[:dim, new] = (lq[:, new].T @ q[:, :dim]).T
         h[new, :dim] = h[:dim, new].T
-        if dim >= k + 2 * BLOCK and (dim // BLOCK) % 2 == 0:  # every other block
-            checks += 1
+        if dim >= next_check:
             theta, y = np.linalg.eigh(h[:dim, :dim])
             pick = np.argsort(np.abs(theta))[:k]
-            vecs = q[:, :dim] @ y[:, pick]
-            resid = np.linalg.norm(lq[:, :dim] @ y[:, pick] - vecs * theta[pick], axis=0)
-            if resid.max() <= TOL * norm:
-                return theta[pick], vecs
+            worst = float(_residuals(q, lq, dim, theta, y, pick[watch]).max())
+            next_check = dim + _blocks_to_skip(history, dim, worst, TOL * norm) * BLOCK
+            if worst <= TOL * norm:
+                vecs, resid = _ritz(q, lq, dim, theta, y, pick)
+                if resid.max() <= TOL * norm:
+                    return theta[pick], vecs
+                worst = np.argsort(resid)[-WATCH:]
+                watch = np.union1d(np.arange(max(0, k - WATCH), k), worst)
         if dim + BLOCK > cap:
             return None
         w = solve(q[:, start:dim])
         for _ in range(2):  # full reorthogonalization, twice (Kahan's "twice is enough")
-            w -= q[:, :dim] @ (q[:, :dim].T @ w)
+            w -= ((w.T @ q[:, :dim]) @ q[:, :dim].T).T
         block = _orthonormal(w)
         if block is None:
             return None
         width = block.shape[1]
         q[:, dim : dim + width] = block
         start, dim = dim, dim + width
+
+
+def _blocks_to_skip(history: list[tuple[int, float]], dim: int, resid: float, goal: float) -> int:
+    """Blocks until the next check: 2 while the residual's last rate of decrease says more than
+    4 blocks are still needed, else 1 (the rate varies too much to skip further: a late
+    check costs a block of solves, an early one a fraction of that)."""
+    history.append((dim, resid))
+    if len(history) < 2 or resid <= goal:
+        return 1
+    (d0, r0), (d1, r1) = history[-2:]
+    if r1 >= r0:
+        return 2
+    needed = np.log(r1 / goal) / (np.log(r0 / r1) / (d1 - d0))
+    return 2 if needed > 4 * BLOCK else 1
+
+
+def _ritz(q, lq, dim, theta, y, pick):
+    """Ritz vectors N×len(pick) and their residuals ‖Lv − θv‖."""
+    yp = np.ascontiguousarray(y[:, pick].T)
+    vecs = (yp @ q[:, :dim].T).T
+    resid = np.linalg.norm((yp @ lq[:, :dim].T).T - vecs * theta[pick], axis=0)
+    return vecs, resid
+
+
+def _residuals(q, lq, dim, theta, y, pick):
+    return _ritz(q, lq, dim, theta, y, pick)[1]
 
 
 def _orthonormal(w: np.ndarray) -> np.ndarray | None:
@@ -181,7 +215,7 @@ def _orthonormal(w: np.ndarray) -> np.ndarray | None:
     try:
         for _ in range(2):
             r = np.linalg.cholesky(w.T @ w).T
-            w = np.linalg.solve(r.T, w.T).T
+            w = (np.linalg.inv(r).T @ w.T).T  # r is b×b: its inverse, then one GEMM
         return w
     except np.linalg.LinAlgError:
         block, r = np.linalg.qr(w)

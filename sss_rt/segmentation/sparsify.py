@@ -35,6 +35,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.blas import ssyrk
 from scipy.sparse.linalg import LinearOperator, cg
+from threadpoolctl import threadpool_limits
+
+from sss_rt.segmentation import native
 
 GAMMA = 0.8
 W0 = W1 = 0.3
@@ -50,10 +53,12 @@ RELAXED_FLOOR = 1e-6
 
 @dataclass
 class SparsifyTrace:
-    """What the constrained sparsification did, per iteration."""
+    """What the constrained sparsification did, per iteration (the energy costs an extra pass
+    over L per iteration: ``record_energy=False`` keeps the segment counts only)."""
 
     energies: list[float] = field(default_factory=list)
     segments: list[int] = field(default_factory=list)
+    record_energy: bool = True
 
 
 def sparsity_energy(alpha: np.ndarray, gamma: float = GAMMA) -> float:
@@ -69,29 +74,45 @@ def constrained_energy(alpha: np.ndarray, lap: sp.spmatrix, gamma: float = GAMMA
 
 
 def _weights(alpha: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    e1 = W1**gamma * np.maximum(np.abs(alpha - 1.0), TAU) ** (gamma - 2.0)
-    e0 = W0**gamma * np.maximum(np.abs(alpha), TAU) ** (gamma - 2.0)
-    return e1, e0
+    """The IRLS weights e₁, e₀ of α (any layout), in float32 (the Grams sum them in float32;
+    TAU keeps them within 2.4e4); computed in place, a pass per step."""
+    g = np.float32(gamma - 2.0)
+    out = []
+    for shift, scale in ((1.0, W1**gamma), (0.0, W0**gamma)):
+        e = alpha.astype(np.float32)
+        if shift:
+            np.subtract(e, np.float32(shift), out=e)
+        np.abs(e, out=e)
+        np.maximum(e, np.float32(TAU), out=e)
+        np.power(e, g, out=e)
+        np.multiply(e, np.float32(scale), out=e)
+        out.append(e)
+    return out[0], out[1]
 
 
-#: memory for the pairwise products of the eigenvectors (the Grams as one GEMM); above it each
-#: Gram is its own SYRK (the same sums, ~4× slower)
+#: memory for the pairwise products of the eigenvectors (the NumPy path's Grams as one GEMM);
+#: above it each Gram is its own SYRK (the same sums, ~4× slower)
 PAIRS_MB = 2048
 
 
 class _Grams:
-    """Eᵀ diag(c_k) E for every column c_k of a weight matrix C (N×K), in float32 sums.
+    """Eᵀ diag(c_k) E for every row c_k of a weight matrix C (K×N), summed in float32.
 
-    With room for it, the products E_ia·E_ib of every pair a ≤ b (N × m(m+1)/2 floats) are
-    formed once and all K Grams are one GEMM (Pᵀ C) per iteration; otherwise one SYRK per
-    segment, on the F-contiguous view of √c ⊙ Eᵀ (no copy into BLAS)."""
+    With the compiled kernel (``native.weighted_grams``): the upper triangles straight from E,
+    float32 sums over blocks of pixels added in float64, segments over threads. Without it: the
+    products E_ia·E_ib of every pair a ≤ b (N × m(m+1)/2 floats) formed once and all K Grams one
+    GEMM per iteration, or where those do not fit in PAIRS_MB one SYRK per segment."""
 
-    def __init__(self, vecs: np.ndarray, pairs_mb: int = PAIRS_MB):
+    def __init__(self, vecs: np.ndarray, pairs_mb: int = PAIRS_MB, compiled: bool | None = None):
         n, m = vecs.shape
         self.m = m
         self.iu = np.triu_indices(m)
-        self.vecs_t = np.ascontiguousarray(vecs.T, dtype=np.float32)
+        use_kernel = compiled is not False and native.available()
+        self.padded = native.pad_vectors(vecs) if use_kernel else None
         self.pairs: np.ndarray | None = None
+        if self.padded is not None:
+            return
+        self.vecs_t = np.ascontiguousarray(vecs.T, dtype=np.float32)
         if n * len(self.iu[0]) * 4 <= pairs_mb << 20:
             e = self.vecs_t.T  # N×m view
             pairs = np.empty((n, len(self.iu[0])), np.float32)
@@ -103,21 +124,22 @@ class _Grams:
                     col += m - a
             self.pairs = pairs
 
-    def __call__(self, weights: np.ndarray) -> list[np.ndarray]:
-        """The K Grams (float64 m×m) of the weight columns."""
-        grams = []
-        if self.pairs is not None:
-            packed = self.pairs.T @ np.ascontiguousarray(weights, dtype=np.float32)
-            for k in range(weights.shape[1]):
-                g = np.zeros((self.m, self.m))
-                g[self.iu] = packed[:, k]
-                grams.append(g + np.triu(g, 1).T)
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        """The K Grams (K×m×m float64, symmetric) of the weight rows (K×N)."""
+        k = weights.shape[0]
+        if self.padded is not None:
+            grams = native.weighted_grams(self.padded, weights)
+            assert grams is not None
             return grams
-        for k in range(weights.shape[1]):
-            scaled = self.vecs_t * np.sqrt(weights[:, k], dtype=np.float32)[None, :]
-            g = ssyrk(1.0, scaled.T, trans=1, lower=0).astype(np.float64)
-            grams.append(np.triu(g) + np.triu(g, 1).T)
-        return grams
+        grams = np.zeros((k, self.m, self.m))
+        if self.pairs is not None:
+            packed = np.ascontiguousarray(weights, dtype=np.float32) @ self.pairs  # K × pairs
+            grams[:, self.iu[0], self.iu[1]] = packed
+        else:
+            for j in range(k):
+                scaled = self.vecs_t * np.sqrt(weights[j], dtype=np.float32)[None, :]
+                grams[j] = ssyrk(1.0, scaled.T, trans=1, lower=0)
+        return grams + np.triu(grams, 1).transpose(0, 2, 1)
 
 
 def constrained_sparsification(
@@ -131,42 +153,51 @@ def constrained_sparsification(
     drop_below: float = 0.1,
     trace: SparsifyTrace | None = None,
 ) -> np.ndarray:
-    """Soft segments N×K' (K' ≤ K after dropping) from N×K initial segments (e.g. one-hot)."""
+    """Soft segments N×K' (K' ≤ K after dropping) from N×K initial segments (e.g. one-hot).
+    BLAS runs on one thread meanwhile: its products here are small, and its idle threads spin
+    on the cores the Gram kernel's threads need (measured: 7.4 s instead of 9.0 s at 320×240)."""
+    with threadpool_limits(1, user_api="blas"):
+        return _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_below,
+                            trace)  # fmt: skip
+
+
+def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_below, trace):
     vecs = np.asarray(vecs, np.float64)
+    vecs_t = np.ascontiguousarray(vecs.T)  # m×N: products with it keep N the long side (~2×)
     grams = _Grams(vecs)
     lam = np.diag(np.asarray(vals, np.float64))
-    lap_one = vecs.T @ np.asarray(lap @ np.ones(lap.shape[0])).ravel()  # Eᵀ L 1 (≈ 0)
-    alpha = np.asarray(initial, np.float64)
+    lap_one = vecs_t @ np.asarray(lap @ np.ones(lap.shape[0])).ravel()  # Eᵀ L 1 (≈ 0)
+    alpha = np.ascontiguousarray(np.asarray(initial, np.float64).T)  # segments by rows: K×N
     e1, e0 = _weights(alpha, gamma)
     for it in range(1, iterations + 1):
-        k = alpha.shape[1]
+        k = alpha.shape[0]
         if k < 2:
             break
         gk = grams(e1 + e0)
         # the last segment's block, shared by every other segment's equations
         t = gk[-1] + lam
-        tb = vecs.T @ e0[:, -1] + lap_one
-        blocks = [g + lam for g in gk[:-1]]
-        proj = vecs.T @ e1[:, :-1]  # m×(K−1), one GEMM
-        rhs = [proj[:, j] + tb for j in range(k - 1)]
+        tb = e0[-1].astype(np.float64) @ vecs + lap_one
+        blocks = gk[:-1] + lam
+        rhs = e1[:-1].astype(np.float64) @ vecs + tb  # (K−1)×m, one GEMM
         # (blockdiag(D_j) + (1 1ᵀ ⊗ T)) y = b  by Woodbury
-        z = [np.linalg.solve(d, b) for d, b in zip(blocks, rhs, strict=True)]
-        inv_sum = sum(np.linalg.inv(d) for d in blocks)
-        correction = np.linalg.solve(np.linalg.inv(t) + inv_sum, sum(z))
-        y = np.stack([zj - np.linalg.solve(d, correction) for zj, d in zip(z, blocks, strict=True)])
-        alpha = np.empty_like(alpha)
-        alpha[:, :-1] = vecs @ y.T
-        alpha[:, -1] = 1.0 - alpha[:, :-1].sum(axis=1)
+        inv = np.linalg.inv(blocks)
+        z = np.einsum("jab,jb->ja", inv, rhs)
+        correction = np.linalg.solve(np.linalg.inv(t) + inv.sum(axis=0), z.sum(axis=0))
+        y = z - inv @ correction
+        alpha = np.empty((k, vecs.shape[0]))
+        alpha[:-1] = y @ vecs_t
+        alpha[-1] = 1.0 - alpha[:-1].sum(axis=0)
         if trace is not None:
-            trace.energies.append(constrained_energy(alpha, lap, gamma))
-            trace.segments.append(alpha.shape[1])
+            if trace.record_energy:
+                trace.energies.append(constrained_energy(alpha.T, lap, gamma))
+            trace.segments.append(alpha.shape[0])
         if drop_every and it % drop_every == 0 and it < iterations:
-            keep = np.abs(alpha).max(axis=0) > drop_below
+            keep = np.abs(alpha).max(axis=1) > drop_below
             if not keep.all() and keep.sum() >= 1:
-                alpha = alpha[:, keep]
-                alpha[:, -1] = 1.0 - alpha[:, :-1].sum(axis=1)
+                alpha = alpha[keep]
+                alpha[-1] = 1.0 - alpha[:-1].sum(axis=0)
         e1, e0 = _weights(alpha, gamma)
-    return alpha
+    return np.ascontiguousarray(alpha.T)
 
 
 def group_segments(

@@ -1,0 +1,131 @@
+"""The segmentation's compiled kernels (``kernels/cpu_segmentation.c``), with the SciPy / NumPy
+equivalents where the package was built without a C compiler: triangular solves with a sparse
+LU factor, and the weighted Grams of the constrained sparsification."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import numpy as np
+import scipy.sparse as sp
+
+from sss_rt.native import default_threads, parallel
+
+try:
+    from sss_rt.kernels import _cpu_segmentation as _ext
+except ImportError:  # built without a C compiler
+    _ext = None
+
+
+def available() -> bool:
+    """True when the compiled kernels were built with the package."""
+    return _ext is not None
+
+
+class LUSolver:
+    """x = A⁻¹b for a symmetric A that SuperLU factorized as ``lu`` (of A[rows][:, rows] when
+    ``rows`` is given: a symmetric reordering). With the compiled kernel the solves run in
+    ``tri_solve`` on SuperLU's factors as they are: Pr·A·Pc = L·U and Aᵀ = A give
+    A = Pc·Uᵀ·Lᵀ·Pr, and U's and L's columns are Uᵀ's and Lᵀ's rows. A call streams the factors
+    once for all its right-hand sides, split over threads (SuperLU's own solve costs ~4× more per
+    call and holds the GIL); without the kernel, SuperLU solves."""
+
+    def __init__(
+        self,
+        lu,
+        rows: np.ndarray | None = None,
+        compiled: bool | None = None,
+        threads: int | None = None,
+    ):
+        n = lu.shape[0]
+        self.n = n
+        self.threads = threads or default_threads()
+        lower, upper = sp.csc_matrix(lu.L), sp.csc_matrix(lu.U)
+        self.nnz = int(lower.nnz + upper.nnz)
+        rows = np.arange(n) if rows is None else np.asarray(rows)
+        inverse = np.empty(n, np.int64)
+        inverse[rows] = np.arange(n)
+        diagonal = np.arange(n)
+        self.compiled = (
+            available()
+            and compiled is not False
+            and np.all(np.diff(lower.indptr) > 0)
+            and np.all(np.diff(upper.indptr) > 0)
+            and np.array_equal(lower.indices[lower.indptr[:-1]], diagonal)
+            and np.array_equal(upper.indices[upper.indptr[1:] - 1], diagonal)
+        )  # else not the layout the sweeps read (never seen from SuperLU): its own solve
+        if not self.compiled:
+            self._lu, self._rows, self._inverse = lu, rows, inverse
+            return
+        inv_c = np.empty(n, np.int64)
+        inv_c[lu.perm_c] = np.arange(n)
+        self._gather_in = rows[inv_c]  # Pcᵀ·b
+        self._gather_out = lu.perm_r[inverse]  # Prᵀ·z
+        self._factors = tuple(
+            a
+            for m in (upper, lower)  # F = Uᵀ, B = Lᵀ
+            for a in (m.indptr.astype(np.int64), m.indices.astype(np.int32, copy=False), m.data)
+        )
+        self._nnz = (upper.nnz, lower.nnz)
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """A⁻¹b for b of shape (n,) or (n, r), as float64 of the same shape."""
+        b = np.asarray(b, np.float64)
+        if not self.compiled:
+            return self._lu.solve(np.asfortranarray(b[self._rows]))[self._inverse]
+        cols = b.reshape(self.n, -1)[self._gather_in]
+        r = cols.shape[1]
+        # the columns in parts over the threads (each part streams the factors once), ≤ 32 each
+        parts = max(min(self.threads, r), -(-r // 32))
+        bounds = [int(v) for v in np.linspace(0, r, parts + 1)]
+        out = np.empty((self.n, r))
+
+        def run(c0: int, c1: int) -> None:
+            x = np.ascontiguousarray(cols[:, c0:c1])
+            _ext.tri_solve(*self._factors, x, self.n, *self._nnz, c1 - c0)
+            out[:, c0:c1] = x[self._gather_out]
+
+        parallel(run, list(itertools.pairwise(bounds)))
+        return out.reshape(b.shape)
+
+
+def weighted_grams(
+    vecs: tuple[np.ndarray, int], weights: np.ndarray, threads: int | None = None
+) -> np.ndarray | None:
+    """Eᵀ diag(c_k) E for every row c_k of ``weights`` (K×N), E as :func:`pad_vectors` gives it;
+    K×m×m float64, symmetric (float32 sums over blocks of pixels, added in float64). None
+    without the compiled kernel."""
+    if _ext is None:
+        return None
+    e, m = vecs
+    n, mp = e.shape
+    c = np.ascontiguousarray(weights, np.float32)
+    k = c.shape[0]
+    parts = max(1, min(threads or default_threads(), n // 4096))
+    outs = [np.zeros((k, m, mp)) for _ in range(parts)]
+    bounds = [int(b) for b in np.linspace(0, n, parts + 1)]
+    parallel(lambda j: _ext.weighted_grams(e, c, outs[j], n, mp, m, k, bounds[j], bounds[j + 1]),
+             [(j,) for j in range(parts)])  # fmt: skip
+    g = sum(outs[1:], outs[0])
+    rows, cols = _symmetric_from_written(m)
+    return g[:, rows, cols]
+
+
+@functools.cache
+def _symmetric_from_written(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every entry (a, b) of an m×m Gram, the one of (a, b), (b, a) the kernel writes (see
+    kernels/cpu_segmentation.c), the upper one where it writes both: exactly symmetric."""
+    full = 16 * (m // 16)
+    a, b = np.indices((m, m))
+    i, j = np.minimum(a, b), np.maximum(a, b)
+    upper = (j < full) | (i >= full)  # is (i, j) written
+    return np.where(upper, i, j), np.where(upper, j, i)
+
+
+def pad_vectors(vecs: np.ndarray) -> tuple[np.ndarray, int]:
+    """The eigenvectors N×m as the Gram kernel reads them: float32 rows padded to 16 columns."""
+    n, m = vecs.shape
+    e = np.zeros((n, -(-m // 16) * 16), np.float32)
+    e[:, :m] = vecs
+    return e, m
