@@ -47,56 +47,42 @@
 
 /* dot form: each row gathers the rows of x it depends on and sums in registers (two sums in
  * flight), one store per row. F's rows end with their diagonal, B's start with theirs. */
+
+/* row i: x_i = (x_i − Σ_{p in [p0, p1)} val_p · x_{idx_p}) / diag */
+#define ROW(R, i, p0, p1, idx, val, diag)                                                         \
+    do {                                                                                          \
+        for (int r = 0; r < (R); ++r) {                                                           \
+            a0[r] = x[(i) * (R) + r];                                                             \
+            a1[r] = 0.0;                                                                          \
+        }                                                                                         \
+        int64_t p = (p0);                                                                         \
+        const int64_t e = (p1);                                                                   \
+        for (; p + 1 < e; p += 2) {                                                               \
+            const double v0 = val[p], v1 = val[p + 1];                                            \
+            const double *x0 = x + (int64_t)idx[p] * (R), *x1 = x + (int64_t)idx[p + 1] * (R);    \
+            for (int r = 0; r < (R); ++r) {                                                       \
+                a0[r] -= v0 * x0[r];                                                              \
+                a1[r] -= v1 * x1[r];                                                              \
+            }                                                                                     \
+        }                                                                                         \
+        if (p < e)                                                                                \
+            for (int r = 0; r < (R); ++r)                                                         \
+                a0[r] -= val[p] * x[(int64_t)idx[p] * (R) + r];                                   \
+        const double d = 1.0 / (diag);                                                            \
+        for (int r = 0; r < (R); ++r)                                                             \
+            x[(i) * (R) + r] = (a0[r] + a1[r]) * d;                                               \
+    } while (0)
+
 #define DEFINE_SWEEPS(NAME, R_ARG, R)                                                             \
-    CLONES static void NAME(const int64_t *lptr, const int32_t *lidx, const double *lval,        \
-                            const int64_t *uptr, const int32_t *uidx, const double *uval,        \
+    CLONES static void NAME(const int64_t *fptr, const int32_t *fidx, const double *fval,        \
+                            const int64_t *bptr, const int32_t *bidx, const double *bval,        \
                             double *x, int64_t n R_ARG)                                          \
     {                                                                                             \
         double a0[32], a1[32];                                                                    \
-        for (int64_t i = 0; i < n; ++i) {                                                         \
-            for (int r = 0; r < (R); ++r) {                                                       \
-                a0[r] = x[i * (R) + r];                                                           \
-                a1[r] = 0.0;                                                                      \
-            }                                                                                     \
-            int64_t p = lptr[i];                                                                  \
-            const int64_t e = lptr[i + 1] - 1;                                                    \
-            for (; p + 1 < e; p += 2) {                                                           \
-                const double v0 = lval[p], v1 = lval[p + 1];                                      \
-                const double *x0 = x + (int64_t)lidx[p] * (R), *x1 = x + (int64_t)lidx[p + 1] * (R); \
-                for (int r = 0; r < (R); ++r) {                                                   \
-                    a0[r] -= v0 * x0[r];                                                          \
-                    a1[r] -= v1 * x1[r];                                                          \
-                }                                                                                 \
-            }                                                                                     \
-            if (p < e)                                                                            \
-                for (int r = 0; r < (R); ++r)                                                     \
-                    a0[r] -= lval[p] * x[(int64_t)lidx[p] * (R) + r];                             \
-            const double d = 1.0 / lval[e];                                                       \
-            for (int r = 0; r < (R); ++r)                                                         \
-                x[i * (R) + r] = (a0[r] + a1[r]) * d;                                             \
-        }                                                                                         \
-        for (int64_t i = n - 1; i >= 0; --i) {                                                    \
-            for (int r = 0; r < (R); ++r) {                                                       \
-                a0[r] = x[i * (R) + r];                                                           \
-                a1[r] = 0.0;                                                                      \
-            }                                                                                     \
-            int64_t p = uptr[i] + 1;                                                              \
-            const int64_t e = uptr[i + 1];                                                        \
-            for (; p + 1 < e; p += 2) {                                                           \
-                const double v0 = uval[p], v1 = uval[p + 1];                                      \
-                const double *x0 = x + (int64_t)uidx[p] * (R), *x1 = x + (int64_t)uidx[p + 1] * (R); \
-                for (int r = 0; r < (R); ++r) {                                                   \
-                    a0[r] -= v0 * x0[r];                                                          \
-                    a1[r] -= v1 * x1[r];                                                          \
-                }                                                                                 \
-            }                                                                                     \
-            if (p < e)                                                                            \
-                for (int r = 0; r < (R); ++r)                                                     \
-                    a0[r] -= uval[p] * x[(int64_t)uidx[p] * (R) + r];                             \
-            const double d = 1.0 / uval[uptr[i]];                                                 \
-            for (int r = 0; r < (R); ++r)                                                         \
-                x[i * (R) + r] = (a0[r] + a1[r]) * d;                                             \
-        }                                                                                         \
+        for (int64_t i = 0; i < n; ++i)                                                           \
+            ROW(R, i, fptr[i], fptr[i + 1] - 1, fidx, fval, fval[fptr[i + 1] - 1]);               \
+        for (int64_t i = n - 1; i >= 0; --i)                                                      \
+            ROW(R, i, bptr[i] + 1, bptr[i + 1], bidx, bval, bval[bptr[i]]);                       \
     }
 
 #define FIXED_R

@@ -12,6 +12,8 @@ The stages, each in its own module, in the order they run (:class:`SoftSegmenter
 - ``gradient.py``     Farid–Simoncelli 13-tap derivative filters (the per-pixel sparsity
                       exponent)
 - ``segmenter.py``    SoftSegmenter / segment: features → layers
+- ``native.py``       the compiled kernels' driver (``kernels/cpu_segmentation.c``): solves with
+                      SuperLU's factors, the sparsification's weighted Grams
 """
 
 from sss_rt.segmentation.segmenter import SegmentConfig, SoftSegmentation, SoftSegmenter, segment

@@ -5,18 +5,19 @@ affinity is negative between dissimilar neighbours), so the eigenvalues nearest 
 by shift-invert around a small negative shift: L − σI is factorized once by SuperLU. Its
 ordering, for a Laplacian of an image grid: geometric nested dissection (halve the longer side,
 a separator two pixels wide — the matting windows couple pixels two apart — ordered after both
-halves), with the few pixels that carry long-range affinities (superpixel centroids) last. At
-320×240 it measured 34M non-zeros and 2.9 s against SuperLU's best own ordering (minimum degree
-on LᵀL: 59M, 7.3 s; on L + Lᵀ: 117M, 43 s; COLAMD: 64M, 10 s). The constant vector is in L's
-null space (its rows sum to zero), so σ = 0 itself would be singular.
+halves, down to regions of 32 pixels), with the few pixels that carry long-range affinities
+(superpixel centroids) last. At 320×240 it measured 30M non-zeros and 2.4 s against SuperLU's
+best own ordering (minimum degree on LᵀL: 59M, 7.3 s; on L + Lᵀ: 117M, 43 s; COLAMD: 64M,
+10 s). The constant vector is in L's null space (its rows sum to zero), so σ = 0 itself would
+be singular. The solves run in the compiled kernel on SuperLU's factors (``native.LUSolver``).
 
-The Krylov space of (L − σI)⁻¹ is grown a block of 32 vectors at a time (one triangular solve
-with 32 right-hand sides costs 0.023 s per vector at 320×240, one with a single vector 0.075 s —
-ARPACK's Lanczos solves one at a time), fully reorthogonalized, and Rayleigh–Ritz on L itself
-gives the eigenpairs (so EᵀLE is diagonal to rounding, which the sparsification relies on),
-until every wanted pair's residual ‖Lv − θv‖ is below 1e-8 of ‖L‖. ARPACK
-(``scipy.sparse.linalg.eigsh``) does the job instead if that has not happened by 8k vectors or
-the basis would not fit in ``KRYLOV_MB``.
+The Krylov space of (L − σI)⁻¹ is grown a block of 16 vectors at a time (a solve streams the
+factor once for all its right-hand sides: 16 cost about what 4 do; at 320×240 blocks of 16
+needed 320 vectors, of 8 248 but more solves, of 32 448), fully reorthogonalized, and
+Rayleigh–Ritz on L itself gives the eigenpairs (so EᵀLE is diagonal to rounding, which the
+sparsification relies on), until every wanted pair's residual ‖Lv − θv‖ is below 1e-8 of ‖L‖.
+ARPACK (``scipy.sparse.linalg.eigsh``) does the job instead if that has not happened by 8k
+vectors or the basis would not fit in ``KRYLOV_MB``.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ class EigenStats:
 BLOCK = 16
 WATCH = 8
 TOL = 1e-8
-#: memory for the Krylov basis and its image under L (at 320×240: 480 vectors, 0.6 GB)
-KRYLOV_MB = 1536
+#: memory for the Krylov basis and its image under L (at 320×240: ~340 vectors, 0.4 GB; at
+#: 640×480 ~1.7 GB)
+KRYLOV_MB = 3072
 
 
 def dissection_order(lap: sp.spmatrix, shape: tuple[int, int], leaf: int = 32) -> np.ndarray:

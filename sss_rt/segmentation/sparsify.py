@@ -12,9 +12,9 @@ e₁ = w₁^γ max(|α − 1|, τ)^(γ−2), e₀ = w₀^γ max(|α|, τ)^(γ−
 quadratic surrogate is minimized exactly — so the energy never increases (``energies``). Its
 normal equations are block-diagonal plus one block repeated everywhere (the last segment
 couples all others); they are solved by the Woodbury identity in (K−1)·m³ instead of
-((K−1)·m)³. The Grams Eᵀ diag(e) E of all segments are one float32 GEMM per iteration over
-the eigenvectors' pairwise products (``_Grams``; the weights' floor ``TAU`` keeps their range
-within float32's reach). Every 10 iterations, segments whose max |α| ≤ 0.1 are dropped.
+((K−1)·m)³. The Grams Eᵀ diag(e) E of all segments come from the compiled kernel (``_Grams``,
+``native.weighted_grams``; float32 sums — the weights' floor ``TAU`` keeps their range within
+float32's reach). Every 10 iterations, segments whose max |α| ≤ 0.1 are dropped.
 
 Relaxed sparsification (the authors' final step), on the L layers at pixel level:
 
@@ -76,18 +76,15 @@ def constrained_energy(alpha: np.ndarray, lap: sp.spmatrix, gamma: float = GAMMA
 def _weights(alpha: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     """The IRLS weights e₁, e₀ of α (any layout), in float32 (the Grams sum them in float32;
     TAU keeps them within 2.4e4); computed in place, a pass per step."""
-    g = np.float32(gamma - 2.0)
-    out = []
-    for shift, scale in ((1.0, W1**gamma), (0.0, W0**gamma)):
-        e = alpha.astype(np.float32)
-        if shift:
-            np.subtract(e, np.float32(shift), out=e)
+    g, tau = np.float32(gamma - 2.0), np.float32(TAU)
+    e0 = alpha.astype(np.float32)
+    e1 = np.subtract(e0, np.float32(1.0))
+    for e, scale in ((e1, W1**gamma), (e0, W0**gamma)):
         np.abs(e, out=e)
-        np.maximum(e, np.float32(TAU), out=e)
+        np.maximum(e, tau, out=e)
         np.power(e, g, out=e)
         np.multiply(e, np.float32(scale), out=e)
-        out.append(e)
-    return out[0], out[1]
+    return e1, e0
 
 
 #: memory for the pairwise products of the eigenvectors (the NumPy path's Grams as one GEMM);
@@ -164,6 +161,7 @@ def constrained_sparsification(
 def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_below, trace):
     vecs = np.asarray(vecs, np.float64)
     vecs_t = np.ascontiguousarray(vecs.T)  # m×N: products with it keep N the long side (~2×)
+    vecs32 = vecs.astype(np.float32)  # the right-hand sides, summed in float32 as the Grams
     grams = _Grams(vecs)
     lam = np.diag(np.asarray(vals, np.float64))
     lap_one = vecs_t @ np.asarray(lap @ np.ones(lap.shape[0])).ravel()  # Eᵀ L 1 (≈ 0)
@@ -176,17 +174,17 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
         gk = grams(e1 + e0)
         # the last segment's block, shared by every other segment's equations
         t = gk[-1] + lam
-        tb = e0[-1].astype(np.float64) @ vecs + lap_one
+        tb = (e0[-1] @ vecs32).astype(np.float64) + lap_one
         blocks = gk[:-1] + lam
-        rhs = e1[:-1].astype(np.float64) @ vecs + tb  # (K−1)×m, one GEMM
+        rhs = (e1[:-1] @ vecs32).astype(np.float64) + tb  # (K−1)×m, one GEMM
         # (blockdiag(D_j) + (1 1ᵀ ⊗ T)) y = b  by Woodbury
         inv = np.linalg.inv(blocks)
         z = np.einsum("jab,jb->ja", inv, rhs)
         correction = np.linalg.solve(np.linalg.inv(t) + inv.sum(axis=0), z.sum(axis=0))
         y = z - inv @ correction
         alpha = np.empty((k, vecs.shape[0]))
-        alpha[:-1] = y @ vecs_t
-        alpha[-1] = 1.0 - alpha[:-1].sum(axis=0)
+        np.matmul(y, vecs_t, out=alpha[:-1])
+        np.subtract(1.0, alpha[:-1].sum(axis=0), out=alpha[-1])
         if trace is not None:
             if trace.record_energy:
                 trace.energies.append(constrained_energy(alpha.T, lap, gamma))
