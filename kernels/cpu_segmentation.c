@@ -17,7 +17,7 @@
  *   streams the factors once whatever R is, so it costs about the same for 4 or 16 right-hand
  *   sides (at 320×240, 34M non-zeros: 0.07 s for 16 on two threads; SuperLU's solve 0.27 s).
  *
- * weighted_grams(e, c, out, n, mp, m, K, p0, p1)
+ * weighted_grams(e, c, out, n, mp, m, K, p0, p1[, generic])
  *   out[k][a][b] += Σ_i c[k][i] · e[i][a] · e[i][b] over pixels i in [p0, p1), for every
  *   segment k, in float32 sums over FLUSH·PIX pixels added into float64. Of each symmetric
  *   m×m Gram, with m = 16q + t, it writes the entries a ≤ b < 16q (the upper triangle of the
@@ -28,7 +28,8 @@
  *   c   float32 [K][n]    each segment's weights
  *   out float64 [K][m][mp]
  *   With AVX-512: per block, the weighted copy c_k ⊙ e, then tiles of 6 rows × 4 vectors held in
- *   24 registers (one broadcast per row and pixel); elsewhere plain C. Threads take pixel ranges,
+ *   24 registers (one broadcast per row and pixel); elsewhere (or with generic) plain C, compiled
+ *   for AVX2 and the baseline too. Threads take pixel ranges,
  *   each with its own out.
  */
 #define PY_SSIZE_T_CLEAN
@@ -169,7 +170,7 @@ __attribute__((target("avx512f"))) static void block_avx512(float *x, const floa
 #endif
 
 /* the same sums in plain C (any CPU) */
-static void block_generic(float *x, const float *e, const float *w, int64_t npix, int mp, int m,
+CLONES static void block_generic(float *x, const float *e, const float *w, int64_t npix, int mp, int m,
                           float *out)
 {
     for (int64_t i = 0; i < npix; ++i)
@@ -194,7 +195,7 @@ static void block_generic(float *x, const float *e, const float *w, int64_t npix
  * which go into float64 every FLUSH blocks */
 #define FLUSH 32
 static int grams_run(const float *e, const float *c, double *out, int64_t n, int mp, int m, int K,
-                     int64_t p0, int64_t p1)
+                     int64_t p0, int64_t p1, int generic)
 {
     const size_t gram = (size_t)m * mp;
     float *x = aligned_alloc(64, sizeof(float) * (size_t)PIX * mp);
@@ -206,9 +207,10 @@ static int grams_run(const float *e, const float *c, double *out, int64_t n, int
     }
 #ifdef HAVE_AVX512_GRAMS
     __builtin_cpu_init();
-    const int wide = __builtin_cpu_supports("avx512f");
+    const int wide = !generic && __builtin_cpu_supports("avx512f");
 #else
     const int wide = 0;
+    (void)generic;
 #endif
     int pending = 0;
     for (int64_t i0 = p0; i0 < p1; i0 += PIX) {
@@ -323,10 +325,10 @@ static PyObject *weighted_grams(PyObject *self, PyObject *args)
 {
     PyObject *objs[3];
     Py_ssize_t n, p0, p1;
-    int mp, m, K;
+    int mp, m, K, generic = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOniiinn", &objs[0], &objs[1], &objs[2], &n, &mp, &m, &K, &p0,
-                          &p1))
+    if (!PyArg_ParseTuple(args, "OOOniiinn|p", &objs[0], &objs[1], &objs[2], &n, &mp, &m, &K, &p0,
+                          &p1, &generic))
         return NULL;
     if (n < 1 || m < 1 || mp < m || mp % 16 || mp > m + 15 || K < 1 || p0 < 0 || p1 > n || p0 > p1) {
         PyErr_SetString(PyExc_ValueError, "weighted_grams: inconsistent sizes or ranges");
@@ -339,7 +341,7 @@ static PyObject *weighted_grams(PyObject *self, PyObject *args)
         return NULL;
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = grams_run(v[0].buf, v[1].buf, v[2].buf, n, mp, m, K, p0, p1);
+    status = grams_run(v[0].buf, v[1].buf, v[2].buf, n, mp, m, K, p0, p1, generic);
     Py_END_ALLOW_THREADS
     release_views(v, 3);
     if (status < 0)

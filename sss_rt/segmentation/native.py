@@ -91,11 +91,14 @@ class LUSolver:
 
 
 def weighted_grams(
-    vecs: tuple[np.ndarray, int], weights: np.ndarray, threads: int | None = None
+    vecs: tuple[np.ndarray, int],
+    weights: np.ndarray,
+    threads: int | None = None,
+    generic: bool = False,
 ) -> np.ndarray | None:
     """Eᵀ diag(c_k) E for every row c_k of ``weights`` (K×N), E as :func:`pad_vectors` gives it;
     K×m×m float64, symmetric (float32 sums over blocks of pixels, added in float64). None
-    without the compiled kernel."""
+    without the compiled kernel. ``generic``: the plain C loop that CPUs without AVX-512 run."""
     if _ext is None:
         return None
     e, m = vecs
@@ -105,7 +108,8 @@ def weighted_grams(
     parts = max(1, min(threads or default_threads(), n // 4096))
     outs = [np.zeros((k, m, mp)) for _ in range(parts)]
     bounds = [int(b) for b in np.linspace(0, n, parts + 1)]
-    parallel(lambda j: _ext.weighted_grams(e, c, outs[j], n, mp, m, k, bounds[j], bounds[j + 1]),
+    parallel(lambda j: _ext.weighted_grams(e, c, outs[j], n, mp, m, k, bounds[j], bounds[j + 1],
+                                           generic),
              [(j,) for j in range(parts)])  # fmt: skip
     g = sum(outs[1:], outs[0])
     rows, cols = _symmetric_from_written(m)
