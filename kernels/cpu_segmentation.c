@@ -17,7 +17,8 @@
  *   streams the factors once whatever R is, so it costs about the same for 4 or 16 right-hand
  *   sides (at 320×240, 34M non-zeros: 0.07 s for 16 on two threads; SuperLU's solve 0.27 s).
  *
- * weighted_grams(e, c, out, n, mp, m, K, p0, p1[, generic])
+ * weighted_grams(e, c, out, n, mp, m, K, p0, p1[, generic]); grams_variant() names the loop
+ *   that runs here (avx512 or generic)
  *   out[k][a][b] += Σ_i c[k][i] · e[i][a] · e[i][b] over pixels i in [p0, p1), for every
  *   segment k, in float32 sums over FLUSH·PIX pixels added into float64. Of each symmetric
  *   m×m Gram, with m = 16q + t, it writes the entries a ≤ b < 16q (the upper triangle of the
@@ -349,11 +350,26 @@ static PyObject *weighted_grams(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* grams_variant(): "avx512" when weighted_grams runs its AVX-512 tiles here, else "generic" */
+static PyObject *grams_variant(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+#ifdef HAVE_AVX512_GRAMS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return PyUnicode_FromString("avx512");
+#endif
+    return PyUnicode_FromString("generic");
+}
+
 static PyMethodDef methods[] = {
     {"tri_solve", tri_solve, METH_VARARGS,
      "Solve F·B·z = b in place for R right-hand sides (see the module source for the layout)."},
     {"weighted_grams", weighted_grams, METH_VARARGS,
      "Add Σ_i c[k][i]·e[i]ᵀe[i] over pixels [p0, p1) into out[k] (see the module source)."},
+    {"grams_variant", grams_variant, METH_NOARGS,
+     "Which weighted_grams loop runs on this CPU: avx512 or generic."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_segmentation",

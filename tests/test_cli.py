@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -122,6 +123,17 @@ def test_info_json(onnx_path, capsys):
     report = json.loads(out)
     assert report["model"]["backbone"] == "resnet18"
     assert report["backends"]["onnxruntime"] is True
+    from sss_rt.precision import cpu_flags
+    from sss_rt.segmentation import native as seg
+
+    kernels = report["segmentation_kernels"]
+    if seg.available():  # the Gram loop that runs is the widest this CPU has
+        wide = "avx512f" in cpu_flags() and platform.machine() in ("x86_64", "AMD64")
+        assert kernels.startswith("native") and kernels.endswith(
+            "(avx512)" if wide else "(generic)"
+        )
+    else:
+        assert kernels.startswith("scipy/numpy")
 
 
 def test_export_command(checkpoint_path, tmp_path, capsys):

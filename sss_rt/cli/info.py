@@ -21,6 +21,7 @@ def environment() -> dict:
     from sss_rt import native
     from sss_rt._version import __version__
     from sss_rt.backends import available_backends
+    from sss_rt.segmentation import native as segmentation_native
 
     env: dict = {
         "sss-rt": __version__,
@@ -41,6 +42,7 @@ def environment() -> dict:
         },
         "backends": available_backends(),
         "postprocess_engine": native.describe(),
+        "segmentation_kernels": segmentation_native.describe(),
     }
     try:
         import onnxruntime as ort

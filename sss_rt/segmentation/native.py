@@ -23,6 +23,13 @@ def available() -> bool:
     return _ext is not None
 
 
+def describe() -> str:
+    """One line for ``sss-rt info``."""
+    if _ext is None:
+        return "scipy/numpy (no compiled kernel): SuperLU solves, pairwise-products GEMM"
+    return f"native: triangular solves on SuperLU's factors, Grams ({_ext.grams_variant()})"
+
+
 class LUSolver:
     """x = A⁻¹b for a symmetric A that SuperLU factorized as ``lu`` (of A[rows][:, rows] when
     ``rows`` is given: a symmetric reordering). With the compiled kernel the solves run in
