@@ -191,6 +191,31 @@ def test_soft_segmenter_and_segment_api(tmp_path):
         segment(img, a.embedding[:10], cfg)
 
 
+@pytest.mark.parametrize(("h", "w"), [(480, 640), (3000, 4000), (1000, 1001), (50, 20000)])
+def test_working_size_never_exceeds_max_pixels(h, w):
+    cfg = SegmentConfig()
+    sh, sw = cfg.working_shape(h, w)
+    assert sh * sw <= cfg.max_pixels
+    if h * w * cfg.scale**2 <= cfg.max_pixels:  # small enough: the scale as given
+        assert (sh, sw) == (round(h * cfg.scale), round(w * cfg.scale))
+    else:  # the aspect ratio kept, within a pixel's rounding
+        assert sh * sw > 0.95 * cfg.max_pixels and abs(sh / sw - h / w) < 2 * h / w / min(sh, sw)
+    assert SegmentConfig(max_pixels=0).working_shape(h, w) == (round(h / 2), round(w / 2))
+    with pytest.raises(ValueError, match="max_pixels"):
+        SegmentConfig(max_pixels=4)
+
+
+def test_a_large_photo_is_segmented_at_max_pixels_and_written_at_its_size(tmp_path):
+    from sss_rt import SoftSegmenter
+
+    path, _ = _photo(tmp_path)
+    cfg = SegmentConfig(scale=1.0, max_pixels=24 * 32, **FAST)
+    with SoftSegmenter(config=cfg, device="cpu") as seg:
+        out = seg.segment(path)
+    assert out.working_shape == (24, 32) and out.alphas.shape == (48, 64, 3)
+    np.testing.assert_allclose(out.alphas.sum(axis=2), 1.0, atol=1e-3)
+
+
 def _cli(args):
     from sss_rt.cli import main
 
