@@ -1,6 +1,6 @@
-"""The segmentation's compiled kernels (``kernels/cpu_segmentation.c``), with the SciPy / NumPy
-equivalents where the package was built without a C compiler: triangular solves with a sparse
-LU factor, and the weighted Grams of the constrained sparsification."""
+"""The segmentation's compiled kernels (``kernels/cpu_segmentation.c``): triangular solves with
+a sparse LU factor, and the weighted Grams of the constrained sparsification. Where the package
+was built without a C compiler, SuperLU solves and the sparsification's NumPy path runs."""
 
 from __future__ import annotations
 
@@ -48,23 +48,26 @@ class LUSolver:
         n = lu.shape[0]
         self.n = n
         self.threads = threads or default_threads()
-        lower, upper = sp.csc_matrix(lu.L), sp.csc_matrix(lu.U)
-        self.nnz = int(lower.nnz + upper.nnz)
         rows = np.arange(n) if rows is None else np.asarray(rows)
         inverse = np.empty(n, np.int64)
         inverse[rows] = np.arange(n)
+        self._lu, self._rows, self._inverse = lu, rows, inverse
+        self.nnz = int(lu.nnz)  #: the factor's stored entries (L + U where the kernel solves)
+        self.compiled = False
+        if not available() or compiled is False:
+            return
+        lower, upper = sp.csc_matrix(lu.L), sp.csc_matrix(lu.U)
         diagonal = np.arange(n)
-        self.compiled = (
-            available()
-            and compiled is not False
-            and np.all(np.diff(lower.indptr) > 0)
+        self.compiled = bool(
+            np.all(np.diff(lower.indptr) > 0)
             and np.all(np.diff(upper.indptr) > 0)
             and np.array_equal(lower.indices[lower.indptr[:-1]], diagonal)
             and np.array_equal(upper.indices[upper.indptr[1:] - 1], diagonal)
         )  # else not the layout the sweeps read (never seen from SuperLU): its own solve
         if not self.compiled:
-            self._lu, self._rows, self._inverse = lu, rows, inverse
             return
+        self._lu = None  # its factors live on below; SuperLU's copy can go
+        self.nnz = int(lower.nnz + upper.nnz)
         inv_c = np.empty(n, np.int64)
         inv_c[lu.perm_c] = np.arange(n)
         self._gather_in = rows[inv_c]  # Pcᵀ·b
