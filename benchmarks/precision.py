@@ -183,7 +183,7 @@ def main() -> None:
     be = create_backend("onnxruntime", model, device="cpu", threads=2)
     src = be.features(image)
     heads = {"fp32 (fused hidden kernel + BLAS GEMM)": None}
-    heads.update({f"bf16 {v}": v for v in native.head_variants()})
+    heads.update({f"{'int8' if 'int8' in v else 'bf16'} {v}": v for v in native.head_variants()})
     result["head_1mp"] = {}
     for name, variant in heads.items():
         hs = HeadSource(src.w, src.t_in, src.t_p1, src.deep, threads=2, bf16=variant)

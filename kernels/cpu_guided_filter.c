@@ -45,7 +45,9 @@
  * head_rows_bf16(tin, fin, bias, wpack, hbias, out, up_p1, up_deep, cin, W, H_in, y0, n, K, M,
  *                r0, r1, variant): the head's output rows r0 .. r1-1 of a chunk of n rows
  *   (image rows y0 ..) into rows row0 .. of an out of nout rows, hidden layer and last conv fused in bf16 with fp32 accumulation on AMX
- *   or AVX512-BF16 (layouts in cpu_head_bf16.h; head_variants() lists what runs here).
+ *   or AVX512-BF16, or in int8 on AVX512-VNNI (variant avx512-vnni-int8: wpack int8 weights,
+ *   hbias the bias then the weights' per-channel scales; layouts in cpu_head_bf16.h;
+ *   head_variants() lists what runs here).
  *
  * moments_rows(src, shift, gram, sum, C, N, x0, x1[, variant]): float64 moments (Σd and Σddᵀ,
  *   d = src[:, x] − shift) of float32 [C][N] features over pixels [x0, x1), for the PCA.
@@ -834,6 +836,9 @@ static PyObject *head_variants(PyObject *self, PyObject *unused)
     if (list && avx512bf16_supported() &&
         PyList_Append(list, PyUnicode_FromString("avx512-bf16")) < 0)
         Py_CLEAR(list);
+    if (list && avx512vnni_supported() &&
+        PyList_Append(list, PyUnicode_FromString("avx512-vnni-int8")) < 0)
+        Py_CLEAR(list);
 #endif
     return list;
 }
@@ -855,8 +860,12 @@ static PyObject *head_rows_bf16(PyObject *self, PyObject *args)
     PyErr_SetString(PyExc_RuntimeError, "head_rows_bf16: built without the bf16 head");
     return NULL;
 #else
-    int v = strcmp(variant, "amx-bf16") == 0 ? 0 : strcmp(variant, "avx512-bf16") == 0 ? 1 : -1;
-    if (v < 0 || (v == 0 && !amx_supported()) || (v == 1 && !avx512bf16_supported())) {
+    int v = strcmp(variant, "amx-bf16") == 0      ? 0
+            : strcmp(variant, "avx512-bf16") == 0 ? 1
+            : strcmp(variant, "avx512-vnni-int8") == 0 ? 2
+                                                   : -1;
+    if (v < 0 || (v == 0 && !amx_supported()) || (v == 1 && !avx512bf16_supported()) ||
+        (v == 2 && !avx512vnni_supported())) {
         PyErr_Format(PyExc_ValueError, "head variant %s is unknown or not supported here", variant);
         return NULL;
     }
@@ -870,8 +879,8 @@ static PyObject *head_rows_bf16(PyObject *self, PyObject *args)
     const BufferArg specs[6] = {{"tin", cin * plane, 4, 0},
                                 {"fin", (Py_ssize_t)K * cin, 4, 0},
                                 {"bias", K, 4, 0},
-                                {"wpack", (Py_ssize_t)Mt * 16 * K, 2, 0},
-                                {"hbias", (Py_ssize_t)Mt * 16, 4, 0},
+                                {"wpack", (Py_ssize_t)Mt * 16 * K, v == 2 ? 1 : 2, 0},
+                                {"hbias", (Py_ssize_t)Mt * 16 * (v == 2 ? 2 : 1), 4, 0},
                                 {"out", (Py_ssize_t)M * nout * W, 4, 1}};
     Py_buffer views[6 + 2 * 7];
     Upsample up[2];

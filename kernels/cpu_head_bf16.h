@@ -11,6 +11,14 @@
  *   avx512-bf16  VDPBF16PS: 8 output channels × 2 vectors of 16 pixels per K pair.
  * Accumulation is fp32 in both; the accumulators start at the head's bias.
  *
+ * A third variant runs the head in int8 (for CPUs with AVX-512 VNNI and no AMX, where
+ * VPDPBUSD does ~7× VDPBF16PS's multiply-adds per cycle):
+ *   avx512-vnni-int8  the tile's hidden layer staged in fp32 (K×TILE floats, L2) with each
+ *                pixel's max over the channels; then quantized to uint8 by max / 255 (rounded
+ *                to nearest even), four channels per 32-bit lane (B[k/4][pixel][4]); VPDPBUSD
+ *                against the int8 weights, 8 output channels × 2 vectors of 16 pixels per K
+ *                quad, int32 sums; out = sum · pixel scale · channel scale + bias.
+ *
  * Upsampling: each output row first blends its two low-resolution rows per block at low width
  * (K×w floats per block, in L2); each 16-pixel group then takes its columns from one 16-float
  * window of those rows by two in-register permutes (the group's taps span < 16 low columns at
@@ -18,8 +26,9 @@
  *
  * Layouts (entry point head_rows_bf16 in cpu_guided_filter.c):
  *   wpack  uint16 bf16 [Mt][K/32][16][32]: A tiles of the head weights, rows = output channels
- *          (Mt = M rounded up to a multiple of 32, divided by 16; padding rows zero)
- *   hbias  float32 [Mt·16] (padding zero)
+ *          (Mt = M rounded up to a multiple of 32, divided by 16; padding rows zero);
+ *          int8 variant: int8 [Mt·16][K], w ≈ int8 · its row's scale
+ *   hbias  float32 [Mt·16] (padding zero); int8 variant: [2][Mt·16], the bias then the scales
  *   out    float32 [M][nout][W]: chunk rows r0 .. r1-1 written as out rows row0 + r
  */
 #if defined(HAVE_X86_VARIANTS) && ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || \
@@ -42,8 +51,8 @@ typedef struct {
     const float *fin;   /* [K][cin] */
     const float *bias;  /* [K] */
     const Upsample *up; /* [2] */
-    const uint16_t *wpack;
-    const float *hbias;
+    const uint16_t *wpack; /* int8: int8 [Mt·16][K] */
+    const float *hbias;    /* int8: [2][Mt·16] bias, then each output channel's weight scale */
     int K, M, Mt, W, n;
     float *out;         /* [M][nout][W]: chunk row r is out row row0 + r */
     int nout, row0;
@@ -57,8 +66,11 @@ typedef struct {
     int32_t *base[2]; /* [groups] first low column of the group's window, -1: gather */
     int32_t *i0[2], *i1[2]; /* [groups·16] taps within the window (absolute when gathering) */
     float *wx[2];           /* [groups·16] */
-    uint16_t *b;     /* [groups][K/2][32]: the output row's hidden layer, B tiles per group */
+    uint16_t *b;     /* [groups][K/2][32]: the output row's hidden layer, B tiles per group
+                        (int8: [groups][K/4][16][4] bytes) */
     float *ctile;    /* [Mt][16][16] bias tiles, then one 16×16 store buffer */
+    float *stage;    /* int8: [K][TILE] the tile's hidden layer in fp32 */
+    float *pscale;   /* int8: [groups·16] each pixel's hidden-layer scale (its max / 255) */
     int groups;
 } HeadScratch;
 
@@ -73,6 +85,8 @@ static void head_scratch_free(HeadScratch *s)
     }
     free(s->b);
     free(s->ctile);
+    free(s->stage);
+    free(s->pscale);
 }
 
 static int head_scratch_init(HeadScratch *s, const HeadArgs *a)
@@ -112,7 +126,9 @@ static int head_scratch_init(HeadScratch *s, const HeadArgs *a)
     }
     s->b = alloc_aligned(sizeof(uint16_t) * (size_t)a->K * 16 * s->groups);
     s->ctile = alloc_aligned(sizeof(float) * 256 * ((size_t)a->Mt + 1));
-    ok &= s->b && s->ctile;
+    s->stage = alloc_aligned(sizeof(float) * (size_t)a->K * TILE);
+    s->pscale = alloc_aligned(sizeof(float) * cols);
+    ok &= s->b && s->ctile && s->stage && s->pscale;
     if (!ok) {
         head_scratch_free(s);
         return -1;
@@ -125,11 +141,11 @@ static int head_scratch_init(HeadScratch *s, const HeadArgs *a)
 }
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma"))), \
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx512vnni,fma"))), \
                              apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx512vnni,fma")
 #endif
 
 /* Output row r of block u blended from its two low-resolution rows, at low width. */
@@ -189,13 +205,11 @@ static inline __m512 up_group(const GroupTaps *t, const float *row)
     return _mm512_fmadd_ps(_mm512_sub_ps(right, left), t->w, left);
 }
 
-/* The hidden layer of pixels x0 .. x0+TILE-1 of chunk row r into s->b. */
-static void hidden_tile(const HeadArgs *a, HeadScratch *s, int r, int x0)
+/* The tile's input tap values and each block's column taps (two 16-pixel halves). */
+static inline void tile_inputs(const HeadArgs *a, const HeadScratch *s, int r, int x0,
+                               __m512 t[2][8], GroupTaps taps[2][2])
 {
-    const __m512 zero = _mm512_setzero_ps();
     const int cin = a->cin, g0 = x0 / 16;
-    __m512 t[2][8];
-    GroupTaps taps[2][2]; /* [block][half] */
     for (int h = 0; h < 2; ++h) {
         const int x = x0 + 16 * h, left = a->W - x;
         const __mmask16 m = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
@@ -205,24 +219,73 @@ static void hidden_tile(const HeadArgs *a, HeadScratch *s, int r, int x0)
         for (int u = 0; u < 2; ++u)
             taps[u][h] = group_taps(s, u, g0 + h);
     }
+}
+
+/* Hidden channel c at the tile's half h: ReLU(fuse_input·t_in + up(P1) + up(D) + bias). */
+static inline __m512 hidden_value(const HeadArgs *a, const HeadScratch *s, GroupTaps taps[2][2],
+                                  __m512 t[2][8], int c, int h)
+{
+    const int cin = a->cin;
+    const float *f = a->fin + (size_t)c * cin;
+    const float *p = s->vrow[0] + (size_t)c * s->vstride[0];
+    const float *d = s->vrow[1] + (size_t)c * s->vstride[1];
+    __m512 acc = _mm512_add_ps(up_group(&taps[0][h], p), up_group(&taps[1][h], d));
+    acc = _mm512_add_ps(acc, _mm512_set1_ps(a->bias[c]));
+    for (int j = 0; j < cin && j < 8; ++j)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(f[j]), t[h][j], acc);
+    return _mm512_max_ps(acc, _mm512_setzero_ps());
+}
+
+/* The hidden layer of pixels x0 .. x0+TILE-1 of chunk row r into s->b. */
+static void hidden_tile(const HeadArgs *a, HeadScratch *s, int r, int x0)
+{
+    const int g0 = x0 / 16;
+    __m512 t[2][8];
+    GroupTaps taps[2][2]; /* [block][half] */
+    tile_inputs(a, s, r, x0, t, taps);
     for (int c = 0; c < a->K; c += 2) {
         __m512 v[2][2];
-        for (int q = 0; q < 2; ++q) {
-            const float *f = a->fin + (size_t)(c + q) * cin;
-            const float *p = s->vrow[0] + (size_t)(c + q) * s->vstride[0];
-            const float *d = s->vrow[1] + (size_t)(c + q) * s->vstride[1];
-            const __m512 b = _mm512_set1_ps(a->bias[c + q]);
-            for (int h = 0; h < 2; ++h) {
-                __m512 acc = _mm512_add_ps(up_group(&taps[0][h], p), up_group(&taps[1][h], d));
-                acc = _mm512_add_ps(acc, b);
-                for (int j = 0; j < cin && j < 8; ++j)
-                    acc = _mm512_fmadd_ps(_mm512_set1_ps(f[j]), t[h][j], acc);
-                v[q][h] = _mm512_max_ps(acc, zero);
-            }
-        }
+        for (int q = 0; q < 2; ++q)
+            for (int h = 0; h < 2; ++h)
+                v[q][h] = hidden_value(a, s, taps, t, c + q, h);
         for (int h = 0; h < 2; ++h)
             _mm512_store_si512((void *)(s->b + ((size_t)(g0 + h) * (a->K / 2) + c / 2) * 32),
                                pack_pair(v[0][h], v[1][h]));
+    }
+}
+
+/* int8: the tile's hidden layer in fp32 (staged, each pixel's max over channels taken on the
+ * way), then each pixel's values scaled to [0, 255] by its max, rounded, four channels to a
+ * 32-bit lane: B[k/4][pixel][4] bytes, the layout VPDPBUSD reads */
+static void hidden_tile_u8(const HeadArgs *a, HeadScratch *s, int r, int x0)
+{
+    const int g0 = x0 / 16;
+    __m512 t[2][8];
+    GroupTaps taps[2][2];
+    tile_inputs(a, s, r, x0, t, taps);
+    __m512 mx[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int c = 0; c < a->K; ++c)
+        for (int h = 0; h < 2; ++h) {
+            const __m512 v = hidden_value(a, s, taps, t, c, h);
+            mx[h] = _mm512_max_ps(mx[h], v);
+            _mm512_store_ps(s->stage + (size_t)c * TILE + 16 * h, v);
+        }
+    const __m512 tiny = _mm512_set1_ps(1e-30f), top = _mm512_set1_ps(255.0f);
+    const __m512i cap = _mm512_set1_epi32(255);
+    for (int h = 0; h < 2; ++h) {
+        const __m512 m = _mm512_max_ps(mx[h], tiny);
+        _mm512_store_ps(s->pscale + (size_t)(g0 + h) * 16, _mm512_div_ps(m, top));
+        const __m512 inv = _mm512_div_ps(top, m);
+        uint8_t *dst = (uint8_t *)s->b + (size_t)(g0 + h) * a->K * 16;
+        for (int c = 0; c < a->K; c += 4) {
+            __m512i word = _mm512_setzero_si512();
+            for (int j = 0; j < 4; ++j) {
+                const __m512 v = _mm512_load_ps(s->stage + (size_t)(c + j) * TILE + 16 * h);
+                const __m512i q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), cap);
+                word = _mm512_or_si512(word, _mm512_slli_epi32(q, 8 * j));
+            }
+            _mm512_store_si512((void *)(dst + (size_t)c * 16), word);
+        }
     }
 }
 
@@ -264,6 +327,44 @@ static void gemm_tile_avx512bf16(const HeadArgs *a, const HeadScratch *s, int r,
             _mm512_mask_storeu_ps(o, k0, acc[i][0]);
             if (k1)
                 _mm512_mask_storeu_ps(o + 16, k1, acc[i][1]);
+        }
+    }
+}
+
+/* int8: 8 output channels × 2 vectors of 16 pixels per K quad, VPDPBUSD (u8 hidden × s8
+ * weights, int32 sums), then out = sum · pixel scale · channel scale + bias */
+static void gemm_tile_vnni(const HeadArgs *a, const HeadScratch *s, int r, int x0)
+{
+    const int KQ = a->K / 4;
+    const uint8_t *bt = (const uint8_t *)s->b + (size_t)(x0 / 16) * KQ * 64;
+    const int32_t *wq = (const int32_t *)(const void *)a->wpack; /* [Mt·16][K/4] */
+    const float *scale = a->hbias + (size_t)a->Mt * 16;
+    const int n0 = imin(16, a->W - x0), n1 = imin(16, a->W - x0 - 16);
+    const __mmask16 k0 = (__mmask16)((1u << n0) - 1);
+    const __mmask16 k1 = n1 <= 0 ? 0 : n1 >= 16 ? 0xFFFF : (__mmask16)((1u << n1) - 1);
+    const __m512 p0 = _mm512_load_ps(s->pscale + x0), p1 = _mm512_load_ps(s->pscale + x0 + 16);
+    for (int m0 = 0; m0 < a->M; m0 += 8) {
+        __m512i acc[8][2];
+        for (int i = 0; i < 8; ++i)
+            acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+        for (int kq = 0; kq < KQ; ++kq) {
+            const __m512i b0 = _mm512_load_si512((const void *)(bt + (size_t)kq * 64));
+            const __m512i b1 = _mm512_load_si512((const void *)(bt + ((size_t)KQ + kq) * 64));
+            for (int i = 0; i < 8; ++i) {
+                const __m512i w = _mm512_set1_epi32(wq[(size_t)(m0 + i) * KQ + kq]);
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], b0, w);
+                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], b1, w);
+            }
+        }
+        for (int i = 0; i < 8 && m0 + i < a->M; ++i) {
+            const __m512 cs = _mm512_set1_ps(scale[m0 + i]), bias = _mm512_set1_ps(a->hbias[m0 + i]);
+            float *o = a->out + ((size_t)(m0 + i) * a->nout + a->row0 + r) * a->W + x0;
+            _mm512_mask_storeu_ps(
+                o, k0, _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][0]), cs), p0, bias));
+            if (k1)
+                _mm512_mask_storeu_ps(
+                    o + 16, k1,
+                    _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][1]), cs), p1, bias));
         }
     }
 }
@@ -383,7 +484,15 @@ static int avx512bf16_supported(void)
     return a >> 5 & 1; /* AVX512_BF16 */
 }
 
-/* Rows r0 .. r1-1 of the chunk; variant 0: AMX, 1: AVX512-BF16. Returns -1 without memory. */
+static int avx512vnni_supported(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+}
+
+/* Rows r0 .. r1-1 of the chunk; variant 0: AMX, 1: AVX512-BF16, 2: int8 on AVX512-VNNI.
+ * Returns -1 without memory. */
 static int head_range_bf16(const HeadArgs *a, int r0, int r1, int variant)
 {
     HeadScratch s;
@@ -397,6 +506,13 @@ static int head_range_bf16(const HeadArgs *a, int r0, int r1, int variant)
         /* columns a chunk at a time: its 512-channel layer (CHUNK·1 KB) stays in L2 */
         for (int xa = 0; xa < a->W; xa += CHUNK) {
             const int xb = imin(a->W, xa + CHUNK);
+            if (variant == 2) { /* int8: its own per-pixel scales, then the tiles' GEMM */
+                for (int x0 = xa; x0 < xb; x0 += TILE) {
+                    hidden_tile_u8(a, &s, r, x0);
+                    gemm_tile_vnni(a, &s, r, x0);
+                }
+                continue;
+            }
             for (int x0 = xa; x0 < xb; x0 += TILE)
                 hidden_tile(a, &s, r, x0);
             if (variant == 0)

@@ -10,9 +10,10 @@ The exported graph's trunk ends where its tensors are still small: the input tap
 with the project's bilinear rule (``sss_rt.resample``). Nothing but the rounding order differs
 from the whole graph. In fp32 the compiled kernel (``native.hidden_rows``) does the upsampling,
 fuse and ReLU in one pass and a BLAS GEMM the 512→128 conv; without it, NumPy does the same.
-In bf16 (``bf16=`` a kernel variant, :func:`sss_rt.precision.head_bf16_variant`) one fused
-kernel does all of it per tile of pixels on AMX or AVX512-BF16, the 512-channel layer rounded to
-bf16 and never written to memory (``native.head_rows_bf16``).
+With ``bf16=`` a fused kernel variant (:func:`sss_rt.precision.head_variant`) one kernel does
+all of it per tile of pixels — in bf16 on AMX or AVX512-BF16, the 512-channel layer rounded to
+bf16 and never written to memory, or (``avx512-vnni-int8``) in int8 on AVX-512 VNNI, the layer
+quantized to uint8 per pixel (``native.head_rows_bf16``).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class HeadSource(FeatureSource):
 
     ``t_in`` is 4×H×W, ``t_p1`` 124×(H/4)×(W/4), ``deep`` 512×(H/8)×(W/8) (float32; the
     low-resolution sizes are whatever the trunk produced). ``compiled``: use the compiled
-    kernel (default: when it is built). ``bf16``: the bf16 kernel variant to run the head in
-    (None: fp32).
+    kernel (default: when it is built). ``bf16``: the fused kernel variant to run the head in
+    (one of ``native.head_variants()``; None: fp32).
     """
 
     #: the 512-channel intermediate is computed this many MB at a time

@@ -249,8 +249,9 @@ def hidden_rows(
 
 
 def head_variants() -> list[str]:
-    """The bf16 head kernels this CPU and OS run, fastest first (``amx-bf16``: AMX tiles, the
-    tile state granted by Linux; ``avx512-bf16``: VDPBF16PS); empty without either."""
+    """The fused head kernels this CPU and OS run (``amx-bf16``: AMX tiles, the tile state
+    granted by Linux; ``avx512-bf16``: VDPBF16PS; ``avx512-vnni-int8``: the hidden layer in
+    uint8, VPDPBUSD); empty without any."""
     return [] if _ext is None else list(_ext.head_variants())
 
 
@@ -268,12 +269,16 @@ def from_bf16(b: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class PackedHead:
     """A head conv (M×K) and bias in the kernels' layout: bf16 A tiles [Mt][K/32][16][32]
-    (output channels padded to a multiple of 32 with zeros) and a padded float32 bias."""
+    (output channels padded to a multiple of 32 with zeros) and a padded float32 bias; for
+    the int8 kernel, the weights as int8 [Mt·16][K] with a scale per output channel
+    (max |w| / 127: w ≈ int8 · scale)."""
 
     tiles: np.ndarray  # uint16
     bias: np.ndarray  # float32 (Mt·16,)
     channels: int  # M
     inputs: int  # K
+    int8: np.ndarray  # int8 (Mt·16, K)
+    int8_scale: np.ndarray  # float32 (Mt·16,)
 
     @classmethod
     def pack(cls, weight: np.ndarray, bias: np.ndarray) -> PackedHead:
@@ -286,7 +291,9 @@ class PackedHead:
         tiles = to_bf16(w).reshape(mp // 16, 16, k // 32, 32).transpose(0, 2, 1, 3)
         b = np.zeros(mp, np.float32)
         b[:m] = bias
-        return cls(np.ascontiguousarray(tiles), b, m, k)
+        scale = (np.abs(w).max(axis=1) / 127.0).astype(np.float32)
+        q = np.rint(w / np.where(scale > 0, scale, 1.0)[:, None]).astype(np.int8)
+        return cls(np.ascontiguousarray(tiles), b, m, k, q, scale)
 
 
 def head_rows_bf16(
@@ -304,7 +311,9 @@ def head_rows_bf16(
 ) -> np.ndarray:
     """Rows ``y0:y0+n`` of head · ReLU(fuse_input·t_in + up₁ + up₂ + fuse_bias) + bias, the
     hidden layer rounded to bf16 and multiplied in bf16 with fp32 sums (fused, see
-    ``kernels/cpu_head_bf16.h``); arguments as :func:`hidden_rows`, split over ``threads`` by
+    ``kernels/cpu_head_bf16.h``) — or, with ``variant="avx512-vnni-int8"``, quantized to uint8
+    per pixel (scale: the pixel's max over the 512 channels / 255) and multiplied by the int8
+    weights with int32 sums; arguments as :func:`hidden_rows`, split over ``threads`` by
     rows. ``out``: C-contiguous float32 M×rows×W, written at rows ``out_row:out_row+n``
     (default: a new M×n×W array). ``variant``: one of :func:`head_variants` (default: the
     first)."""
@@ -321,6 +330,10 @@ def head_rows_bf16(
     if not 0 <= out_row <= out.shape[1] - n:
         raise ValueError("out has too few rows")
     args = [(*tuple(up), up[0].shape[1], up[0].shape[2]) for up in ups]
+    if variant == "avx512-vnni-int8":
+        weights, biases = head.int8, np.concatenate([head.bias, head.int8_scale])
+    else:
+        weights, biases = head.tiles, head.bias
     threads = max(1, min(threads or default_threads(), n))
     # bands of rows handed out as threads free up: a thread slowed by the other load on its core
     # takes fewer (measured at 1 MP: 10% of the time was one thread waiting for the other)
@@ -335,7 +348,7 @@ def head_rows_bf16(
             if band is None:
                 return
             _ext.head_rows_bf16(
-                t_in, fuse_input, fuse_bias, head.tiles, head.bias, out, *args, cin, w, h, y0,
+                t_in, fuse_input, fuse_bias, weights, biases, out, *args, cin, w, h, y0,
                 n, head.inputs, head.channels, band[0], band[1], variant, out.shape[1], out_row,
             )  # fmt: skip
 

@@ -4,7 +4,8 @@
 AVX512-BF16) and the full-resolution head in the compiled bf16 kernel (``kernels/
 cpu_head_bf16.h``) where the CPU has AMX (the fp32 head elsewhere: ``AUTO_HEAD_VARIANTS``);
 ``int8`` runs the trunk's convolutions in int8 (AMX-INT8 / AVX-512 VNNI) from a model quantized
-with :mod:`sss_rt.export.quantize` (made and cached on first use), with the same head.
+with :mod:`sss_rt.export.quantize` (made and cached on first use), with the AMX bf16 head, or
+where there is no AMX the int8 head (the hidden layer quantized to uint8 per pixel, VPDPBUSD).
 ``auto`` is bf16 where the CPU has AMX-BF16 or AVX512-BF16, else fp32. ``cpu_flags()`` reads
 ``/proc/cpuinfo``;
 ``SSS_RT_CPU_FLAGS`` (space-separated) replaces it, to simulate another CPU.
@@ -78,25 +79,40 @@ def bf16_unit() -> str | None:
 #: the bf16 head kernels chosen without being asked for: AMX only — measured on a Xeon with
 #: both, the AVX512-BF16 kernel is no faster than the fp32 head (one VDPBF16PS per cycle does
 #: the MACs of two fp32 FMAs); ``SSS_RT_HEAD_VARIANT`` names one to run it anyway
-AUTO_HEAD_VARIANTS = ("amx-bf16",)
-_HEAD_UNITS = {"amx-bf16": {"amx_bf16", "amx_tile"}, "avx512-bf16": {"avx512_bf16"}}
+#: the fused head kernels each precision picks from, fastest first where the CPU runs them
+#: (at 1 MP on a 2-core AMX Xeon: amx-bf16 0.42 s, avx512-vnni-int8 0.55 s, avx512-bf16
+#: 1.16 s, the fp32 head 1.64 s; avx512-bf16 is no faster than fp32 on AMD's EPYC, so not
+#: picked; the int8 head — the hidden layer in uint8 — only where the precision is int8)
+AUTO_HEAD_VARIANTS = {"bf16": ("amx-bf16",), "int8": ("amx-bf16", "avx512-vnni-int8")}
+_HEAD_UNITS = {
+    "amx-bf16": {"amx_bf16", "amx_tile"},
+    "avx512-bf16": {"avx512_bf16"},
+    "avx512-vnni-int8": {"avx512_vnni", "avx512bw"},
+}
+_HEAD_ALLOWED = {"bf16": ("amx-bf16", "avx512-bf16"), "int8": tuple(_HEAD_UNITS)}
+
+
+def head_variant(precision: str = "bf16") -> str | None:
+    """The compiled head kernel for ``precision`` (bf16 or int8): the first of
+    ``AUTO_HEAD_VARIANTS[precision]`` (or ``$SSS_RT_HEAD_VARIANT``, if that precision allows it)
+    that this CPU — as ``cpu_flags`` reports it, so simulated flags count — and the build both
+    run; None: the fp32 head."""
+    from sss_rt import native
+
+    if precision not in AUTO_HEAD_VARIANTS:
+        return None
+    wanted = os.environ.get("SSS_RT_HEAD_VARIANT")
+    order = (wanted,) if wanted in _HEAD_ALLOWED[precision] else AUTO_HEAD_VARIANTS[precision]
+    flags, built = cpu_flags(), native.head_variants()
+    for variant in order:
+        if variant in built and _HEAD_UNITS[variant] <= flags:
+            return variant
+    return None
 
 
 def head_bf16_variant() -> str | None:
-    """The compiled bf16 head kernel to use: the fastest of ``AUTO_HEAD_VARIANTS`` (or
-    ``$SSS_RT_HEAD_VARIANT``) that this CPU — as ``cpu_flags`` reports it, so simulated flags
-    count — and the build both run; None: the fp32 head."""
-    from sss_rt import native
-
-    wanted = os.environ.get("SSS_RT_HEAD_VARIANT")
-    flags = cpu_flags()
-    for variant in native.head_variants():
-        if (
-            variant in ((wanted,) if wanted else AUTO_HEAD_VARIANTS)
-            and _HEAD_UNITS[variant] <= flags
-        ):
-            return variant
-    return None
+    """The bf16 head kernel (:func:`head_variant` for bf16)."""
+    return head_variant("bf16")
 
 
 def resolve_precision(precision: str) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sss_rt.export.quantize import calibration_path, quantize
 
-from sss_rt import Extractor
+from sss_rt import Extractor, native
 from sss_rt.errors import BackendUnavailableError
 from sss_rt.extractor import default_model_path, examples_dir
 from sss_rt.io.images import load_image
@@ -33,9 +33,19 @@ def _photos():
     ]
 
 
-def test_int8_embeddings_within_the_gates(int8_model):
+HEADS = [None, *(v for v in native.head_variants() if v == "avx512-vnni-int8")]
+
+
+@pytest.mark.parametrize("head", HEADS, ids=lambda h: h or "default-head")
+def test_int8_embeddings_within_the_gates(int8_model, head, monkeypatch):
+    """With the head the CPU picks for int8 and, where VNNI runs, the int8 head kernel (the
+    one CPUs without AMX pick)."""
+    if head:
+        monkeypatch.setenv("SSS_RT_HEAD_VARIANT", head)
     with Extractor(device="cpu") as fp32, Extractor(int8_model, precision="int8") as int8:
         assert int8.backend.splits  # the quantized graph still splits into trunk and head
+        if head:
+            assert int8.backend.describe()["head"] == head
         for photo in _photos():
             d = np.abs(int8.extract(photo).embedding - fp32.extract(photo).embedding)
             assert d.mean() <= 0.003, d.mean()
@@ -109,8 +119,11 @@ def test_cpu_units_are_read_and_can_be_simulated(monkeypatch):
     assert int8_unit() == "AMX-INT8" and cpu_units()["amx_bf16"]
 
 
-def test_int8_held_out_pair_auc_within_0_005_of_fp32(int8_model):
+@pytest.mark.parametrize("head", HEADS, ids=lambda h: h or "default-head")
+def test_int8_held_out_pair_auc_within_0_005_of_fp32(int8_model, head, monkeypatch):
     """The same held-out scenes (the seed `sss-rt eval` uses) scored with both precisions."""
+    if head:
+        monkeypatch.setenv("SSS_RT_HEAD_VARIANT", head)
     from sss_rt.cli.evaluate import HELD_OUT_SEED
     from sss_rt.training.evaluate import evaluate
     from sss_rt.training.synthetic import SyntheticScenes

@@ -19,7 +19,7 @@ from sss_rt.bands import ArraySource, DeviceArraySource, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.head import HeadSource
 from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
-from sss_rt.precision import check_precision, head_bf16_variant
+from sss_rt.precision import check_precision, head_variant
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -106,7 +106,7 @@ class OnnxRuntimeBackend(Backend):
         self._trunk: Any = None
         self._weights = None
         # int8: the head in bf16 where the CPU has AMX (fp32 elsewhere)
-        self._head = head_bf16_variant() if self.precision == "int8" else None
+        self._head = head_variant("int8") if self.precision == "int8" else None
         # the split runs the head on the host: it is the CPU execution's way
         if execution == "split" and can_split(graph) and providers == ["CPUExecutionProvider"]:
             trunk, self._weights = split_model(graph, path)

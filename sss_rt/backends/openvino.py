@@ -24,7 +24,7 @@ from sss_rt.bands import ArraySource, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.head import HeadSource
 from sss_rt.model_info import ModelInfo
-from sss_rt.precision import bf16_unit, check_precision, head_bf16_variant
+from sss_rt.precision import bf16_unit, check_precision, head_variant
 
 #: OpenVINO's inference precision for each of ours (int8 layers come from the quantized graph
 #: itself; its float layers run in bf16 where the CPU has a bf16 unit)
@@ -96,7 +96,7 @@ class OpenVinoBackend(Backend):
                 )
                 trunk = cut(parts, names[1:]).SerializeToString()
             self._trunk = self._compile(trunk)
-        self._head = head_bf16_variant() if precision in ("bf16", "int8") else None
+        self._head = head_variant(precision)
 
     def _compile(self, model: str | bytes, config: dict[str, Any] | None = None) -> Any:
         try:

@@ -53,7 +53,7 @@ def environment() -> dict:
     from sss_rt.precision import (
         bf16_unit,
         cpu_units,
-        head_bf16_variant,
+        head_variant,
         int8_unit,
         resolve_precision,
     )
@@ -62,7 +62,8 @@ def environment() -> dict:
     env["int8_runs_on"] = int8_unit()
     env["bf16_runs_on"] = bf16_unit() or "no bf16 unit"
     env["precision_auto_picks"] = resolve_precision("auto")
-    env["head_kernel"] = head_bf16_variant() or "fp32"
+    env["head_kernel"] = head_variant("bf16") or "fp32"
+    env["head_kernel_int8"] = head_variant("int8") or "fp32"
     env["gpus"] = _gpus()
     env["gpu_parts"] = gpu_parts()
     return env
