@@ -11,7 +11,11 @@ setup(
         Extension(
             "sss_rt.kernels._cpu_guided_filter",
             sources=["kernels/cpu_guided_filter.c"],
-            depends=["kernels/cpu_guided_filter_impl.h", "kernels/cpu_head_bf16.h"],
+            depends=[
+                "kernels/cpu_guided_filter_impl.h",
+                "kernels/cpu_head_bf16.h",
+                "kernels/buffer_args.h",
+            ],
             extra_compile_args=CFLAGS,
             # without a C compiler the package still installs and uses the NumPy path
             optional=True,
@@ -19,6 +23,7 @@ setup(
         Extension(
             "sss_rt.kernels._cpu_segmentation",
             sources=["kernels/cpu_segmentation.c"],
+            depends=["kernels/buffer_args.h"],
             extra_compile_args=CFLAGS,
             optional=True,
         ),

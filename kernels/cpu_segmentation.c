@@ -242,38 +242,7 @@ static int grams_run(const float *e, const float *c, double *out, int64_t n, int
 
 /* ---- Python glue -------------------------------------------------------------------------- */
 
-typedef struct {
-    const char *name;
-    Py_ssize_t count; /* elements expected */
-    Py_ssize_t itemsize;
-    int writable;
-} Spec;
-
-static int get_views(PyObject **objs, Py_buffer *views, const Spec *specs, int count)
-{
-    for (int i = 0; i < count; ++i) {
-        const int flags = PyBUF_C_CONTIGUOUS | (specs[i].writable ? PyBUF_WRITABLE : 0);
-        if (PyObject_GetBuffer(objs[i], &views[i], flags) < 0) {
-            for (int j = 0; j < i; ++j)
-                PyBuffer_Release(&views[j]);
-            return -1;
-        }
-        if (views[i].itemsize != specs[i].itemsize || views[i].len < specs[i].count * specs[i].itemsize) {
-            PyErr_Format(PyExc_ValueError, "%s: expected at least %zd items of %zd bytes",
-                         specs[i].name, specs[i].count, specs[i].itemsize);
-            for (int j = 0; j <= i; ++j)
-                PyBuffer_Release(&views[j]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static void release_views(Py_buffer *views, int count)
-{
-    for (int i = 0; i < count; ++i)
-        PyBuffer_Release(&views[i]);
-}
+#include "buffer_args.h"
 
 static PyObject *tri_solve(PyObject *self, PyObject *args)
 {
@@ -288,11 +257,11 @@ static PyObject *tri_solve(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "tri_solve: inconsistent sizes (R must be 1 .. 32)");
         return NULL;
     }
-    const Spec specs[7] = {{"lptr", n + 1, 8, 0}, {"lidx", lnz, 4, 0}, {"lval", lnz, 8, 0},
+    const BufferArg specs[7] = {{"lptr", n + 1, 8, 0}, {"lidx", lnz, 4, 0}, {"lval", lnz, 8, 0},
                            {"uptr", n + 1, 8, 0}, {"uidx", unz, 4, 0}, {"uval", unz, 8, 0},
                            {"x", n * R, 8, 1}};
     Py_buffer v[7];
-    if (get_views(objs, v, specs, 7) < 0)
+    if (get_buffers(objs, v, specs, 7) < 0)
         return NULL;
     const int64_t *lptr = v[0].buf, *uptr = v[3].buf;
     const int32_t *lidx = v[1].buf, *uidx = v[4].buf;
@@ -302,7 +271,7 @@ static PyObject *tri_solve(PyObject *self, PyObject *args)
         ok = lptr[i + 1] > lptr[i] && uptr[i + 1] > uptr[i] && lidx[lptr[i + 1] - 1] == i &&
              uidx[uptr[i]] == i;
     if (!ok) {
-        release_views(v, 7);
+        release_buffers(v, 7);
         PyErr_SetString(PyExc_ValueError, "tri_solve: the factors are not in the expected layout");
         return NULL;
     }
@@ -318,7 +287,7 @@ static PyObject *tri_solve(PyObject *self, PyObject *args)
     default: sweeps_any(lptr, lidx, lval, uptr, uidx, uval, x, n, R);
     }
     Py_END_ALLOW_THREADS
-    release_views(v, 7);
+    release_buffers(v, 7);
     Py_RETURN_NONE;
 }
 
@@ -335,16 +304,16 @@ static PyObject *weighted_grams(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "weighted_grams: inconsistent sizes or ranges");
         return NULL;
     }
-    const Spec specs[3] = {
+    const BufferArg specs[3] = {
         {"e", n * mp, 4, 0}, {"c", (Py_ssize_t)K * n, 4, 0}, {"out", (Py_ssize_t)K * m * mp, 8, 1}};
     Py_buffer v[3];
-    if (get_views(objs, v, specs, 3) < 0)
+    if (get_buffers(objs, v, specs, 3) < 0)
         return NULL;
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = grams_run(v[0].buf, v[1].buf, v[2].buf, n, mp, m, K, p0, p1, generic);
     Py_END_ALLOW_THREADS
-    release_views(v, 3);
+    release_buffers(v, 3);
     if (status < 0)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
