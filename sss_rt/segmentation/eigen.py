@@ -163,7 +163,7 @@ def _block_krylov(lap, solve, k, n, norm, rng):
         if dim >= next_check:
             theta, y = np.linalg.eigh(h[:dim, :dim])
             pick = np.argsort(np.abs(theta))[:k]
-            worst = float(_residuals(q, lq, dim, theta, y, pick[watch]).max())
+            worst = float(_ritz(q, lq, dim, theta, y, pick[watch])[1].max())
             next_check = dim + _blocks_to_skip(history, dim, worst, TOL * norm) * BLOCK
             if worst <= TOL * norm:
                 vecs, resid = _ritz(q, lq, dim, theta, y, pick)
@@ -204,10 +204,6 @@ def _ritz(q, lq, dim, theta, y, pick):
     vecs = (yp @ q[:, :dim].T).T
     resid = np.linalg.norm((yp @ lq[:, :dim].T).T - vecs * theta[pick], axis=0)
     return vecs, resid
-
-
-def _residuals(q, lq, dim, theta, y, pick):
-    return _ritz(q, lq, dim, theta, y, pick)[1]
 
 
 def _orthonormal(w: np.ndarray) -> np.ndarray | None:

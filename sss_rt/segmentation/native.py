@@ -5,12 +5,11 @@ was built without a C compiler, SuperLU solves and the sparsification's NumPy pa
 from __future__ import annotations
 
 import functools
-import itertools
 
 import numpy as np
 import scipy.sparse as sp
 
-from sss_rt.native import default_threads, parallel
+from sss_rt.native import default_threads, parallel, split
 
 try:
     from sss_rt.kernels import _cpu_segmentation as _ext
@@ -88,7 +87,6 @@ class LUSolver:
         r = cols.shape[1]
         # the columns in parts over the threads (each part streams the factors once), ≤ 32 each
         parts = max(min(self.threads, r), -(-r // 32))
-        bounds = [int(v) for v in np.linspace(0, r, parts + 1)]
         out = np.empty((self.n, r))
 
         def run(c0: int, c1: int) -> None:
@@ -96,7 +94,7 @@ class LUSolver:
             _ext.tri_solve(*self._factors, x, self.n, *self._nnz, c1 - c0)
             out[:, c0:c1] = x[self._gather_out]
 
-        parallel(run, list(itertools.pairwise(bounds)))
+        split(r, parts, run)
         return out.reshape(b.shape)
 
 
