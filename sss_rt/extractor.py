@@ -17,6 +17,7 @@ from sss_rt.bundled import DEFAULT_MODEL_NAME as DEFAULT_MODEL_NAME  # re-export
 from sss_rt.bundled import default_model_path
 from sss_rt.bundled import examples_dir as examples_dir  # re-exported
 from sss_rt.errors import ImageError
+from sss_rt.families import family_named
 from sss_rt.io.images import load_image
 from sss_rt.model_info import ModelInfo
 from sss_rt.postprocess import Postprocessor
@@ -131,6 +132,7 @@ class Extractor:
         """Raw network features of one H×W×3 uint8 RGB image, C×H×W float32, computed the way
         ``extract`` computes them (split or whole graph, by the same rule)."""
         image = check_image(image)
+        family_named(self.info.family).check_size(image.shape[0], image.shape[1])
         return self.backend.features(image, whole=not self._splits(image)).rows(0, image.shape[0])
 
     def extract(
@@ -152,6 +154,8 @@ class Extractor:
                 image = load_image(source, self.max_megapixels, self.large)
         image = check_image(image)
         work, scale = self._fit(image, source)
+        height, width = work.shape[:2]
+        family_named(self.info.family).check_size(height, width, f"{source}: " if source else "")
         with timed(timings, "network"):
             bands = self.backend.features(work, whole=not self._splits(work))
         result = self.postprocessor(bands, work, keep_features=return_features, timings=timings)

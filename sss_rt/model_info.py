@@ -29,6 +29,13 @@ class ModelInfo:
     input_layout: str = "NHWC uint8 RGB"
     training: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: the network family (:mod:`sss_rt.families`); models older than families: hypercolumn
+    family: str = "hypercolumn"
+    #: the channel order the network computes in (the input is always RGB; ``mean`` is given
+    #: in this order)
+    channel_order: str = "RGB"
+    #: where the weights came from (an imported checkpoint: its name, sha256, variables)
+    source: dict[str, Any] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
         return {
@@ -38,9 +45,13 @@ class ModelInfo:
 
     @classmethod
     def from_metadata(cls, props: dict[str, str]) -> ModelInfo:
-        def get(key: str) -> Any:
+        text = ("backbone", "input_layout", "family", "channel_order")
+
+        def get(key: str, default: Any = None) -> Any:
+            if default is not None and METADATA_PREFIX + key not in props:
+                return default
             raw = props[METADATA_PREFIX + key]
-            return raw if key in ("backbone", "input_layout") else json.loads(raw)
+            return raw if key in text else json.loads(raw)
 
         try:
             return cls(
@@ -51,6 +62,9 @@ class ModelInfo:
                 input_layout=get("input_layout"),
                 training=dict(get("training")),
                 format_version=int(get("format_version")),
+                family=get("family", "hypercolumn"),
+                channel_order=get("channel_order", "RGB"),
+                source=dict(get("source", {})),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelError(f"model metadata is incomplete or malformed ({exc})") from None

@@ -1,4 +1,5 @@
-"""The project's one bilinear resampling rule: half-pixel centres, clamped edges.
+"""The project's bilinear resampling rules: half-pixel centres with clamped edges (the
+project's own), and TensorFlow 1's asymmetric rule (:func:`asymmetric_taps`, the authors').
 
 It is ONNX ``Resize`` (``linear``, ``half_pixel``), PyTorch's ``interpolate(mode="bilinear",
 align_corners=False)`` and OpenCV's ``INTER_LINEAR`` when enlarging. The network's head (every
@@ -18,6 +19,22 @@ def linear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np
     x = (np.arange(out_size, dtype=np.float64) + 0.5) / scale - 0.5
     x = np.clip(x, 0.0, in_size - 1)
     i0 = np.floor(x).astype(np.int64)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, (x - i0).astype(np.float32)
+
+
+def asymmetric_taps(
+    out_size: int, in_size: int, offset: int = 0, count: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The taps of TensorFlow 1's ``resize_bilinear`` (no half-pixel offset: source =
+    destination × in/out, the upper neighbour clamped; ONNX ``Resize`` ``asymmetric``), the
+    rule of the authors' network (:mod:`sss_rt.families`), for output positions
+    ``offset … offset + count − 1`` of an ``out_size`` axis. The scale is float32, as
+    TensorFlow computes it."""
+    count = out_size - offset if count is None else count
+    scale = np.float32(in_size) / np.float32(out_size)
+    x = np.arange(offset, offset + count, dtype=np.float32) * scale
+    i0 = np.minimum(np.floor(x).astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
     return i0, i1, (x - i0).astype(np.float32)
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sss_rt.errors import ModelError
+from sss_rt.families import family_of
 from sss_rt.head import HeadWeights
 from sss_rt.model_info import initializers
 
@@ -25,7 +26,8 @@ HEAD = "/head/Conv"
 
 def load_feature_model(path: str, precision: str) -> tuple[Any, str, dict[str, str]]:
     """A checked sss-rt ONNX model: (loaded graph, its path, its metadata). For ``int8`` an
-    unquantized model is replaced by its quantized form (made once, then cached)."""
+    unquantized model is replaced by its quantized form (made once, then cached). A precision
+    the model's family does not run is a :class:`ModelError`."""
     import onnx
 
     from sss_rt.model_info import METADATA_PREFIX, QUANTIZATION_KEY
@@ -39,6 +41,7 @@ def load_feature_model(path: str, precision: str) -> tuple[Any, str, dict[str, s
     props = {p.key: p.value for p in graph.metadata_props}
     if not any(k.startswith(METADATA_PREFIX) for k in props):
         raise ModelError(f"{path} is an ONNX model but not an sss-rt feature model")
+    family_of(props).check_precision(precision)
     if precision == "int8" and QUANTIZATION_KEY not in props:
         from sss_rt.export.quantize import quantized_model
 

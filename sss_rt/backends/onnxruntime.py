@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from sss_rt.backends.base import EXECUTIONS, Backend, check_image
-from sss_rt.backends.onnx_graph import can_split, load_feature_model, split_model
+from sss_rt.backends.onnx_graph import load_feature_model
 from sss_rt.bands import ArraySource, DeviceArraySource, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
-from sss_rt.head import HeadSource
+from sss_rt.families import family_of
 from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from sss_rt.precision import check_precision, head_variant
 
@@ -104,13 +104,15 @@ class OnnxRuntimeBackend(Backend):
         self.threads = threads
         self._whole: Any = None
         self._trunk: Any = None
-        self._weights = None
+        self._source: Any = None
         # int8: the head in bf16 where the CPU has AMX (fp32 elsewhere)
         self._head = head_variant("int8") if self.precision == "int8" else None
         # the split runs the head on the host: it is the CPU execution's way
-        if execution == "split" and can_split(graph) and providers == ["CPUExecutionProvider"]:
-            trunk, self._weights = split_model(graph, path)
-            self._trunk = self._session(trunk)
+        split = None
+        if execution == "split" and providers == ["CPUExecutionProvider"]:
+            split = family_of(props).split(graph, path)
+        if split is not None:
+            self._trunk, self._source = self._session(split.trunk), split.source
             active = self._trunk
         else:
             active = self._whole_session()
@@ -147,9 +149,9 @@ class OnnxRuntimeBackend(Backend):
             return self._device_features(batch)
         if self._trunk is None or whole:
             return ArraySource(self._whole_session().run(None, {INPUT_NAME: batch})[0][0])
-        t_in, t_p1, deep = self._trunk.run(None, {INPUT_NAME: batch})
+        outs = [out[0] for out in self._trunk.run(None, {INPUT_NAME: batch})]
         _release_freed_memory()  # the trunk's freed activations, back to the system
-        return HeadSource(self._weights, t_in[0], t_p1[0], deep[0], self.threads, bf16=self._head)
+        return self._source(outs, self.threads, self._head)
 
     def _device_features(self, batch: np.ndarray) -> FeatureSource:
         """The whole graph on a GPU execution provider, its output bound in GPU memory (I/O

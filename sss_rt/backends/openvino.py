@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from sss_rt.backends.base import EXECUTIONS, Backend, check_image
-from sss_rt.backends.onnx_graph import can_split, cut, load_feature_model, split_model
+from sss_rt.backends.onnx_graph import cut, load_feature_model
 from sss_rt.bands import ArraySource, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
-from sss_rt.head import HeadSource
+from sss_rt.families import family_of
 from sss_rt.model_info import ModelInfo
 from sss_rt.precision import bf16_unit, check_precision, head_variant
 
@@ -78,12 +78,13 @@ class OpenVinoBackend(Backend):
         }
         if threads is not None:
             self._config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._weights = None
+        self._source: Any = None
         self._whole: Any = None
         self._trunk: Any = None
         self._input_tap: Any = None
-        if execution == "split" and can_split(graph):
-            trunk, self._weights = split_model(graph, path)
+        split = family_of(props).split(graph, path) if execution == "split" else None
+        if split is not None:
+            trunk, self._source = split.trunk, split.source
             if self._config["INFERENCE_PRECISION_HINT"] == "bf16":
                 # the input tap (a 3×3 conv of the image, 4 channels) in fp32: in bf16 it alone
                 # raised the embedding's mean error from 0.0002 to 0.0025 (astronaut, 480×360)
@@ -129,8 +130,7 @@ class OpenVinoBackend(Backend):
         if self._input_tap is not None:
             self._input_tap.infer({0: batch})
             outs.insert(0, np.array(self._input_tap.get_output_tensor(0).data[0]))
-        t_in, t_p1, deep = outs
-        return HeadSource(self._weights, t_in, t_p1, deep, self.threads, bf16=self._head)
+        return self._source(outs, self.threads, self._head)
 
     def describe(self) -> dict[str, Any]:
         head = self._head or "fp32"

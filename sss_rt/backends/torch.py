@@ -17,6 +17,7 @@ import numpy as np
 from sss_rt.backends.base import EXECUTIONS, Backend, check_image
 from sss_rt.bands import ArraySource, DeviceArraySource, DeviceBand, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
+from sss_rt.families import family_named
 from sss_rt.model_info import ModelInfo, initializers, read_model_info
 from sss_rt.precision import check_precision
 from sss_rt.resample import linear_taps
@@ -98,7 +99,8 @@ class TorchBackend(Backend):
         if not os.path.isfile(path):
             raise ModelError(f"model file not found: {path}")
         if path.endswith(".onnx"):
-            net, info = inference_net_from_onnx(path)
+            info = read_model_info(path)
+            net, info = family_named(info.family).torch_module(path)
         else:
             from sss_rt.training.checkpoint import load_network
             from sss_rt.training.model import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD
@@ -121,6 +123,7 @@ class TorchBackend(Backend):
         self._net = net.to(device)
         self._info = info
         self._split = execution == "split"
+        self.threads = threads
 
     @property
     def module(self) -> Any:
@@ -137,7 +140,12 @@ class TorchBackend(Backend):
         net = self._net
         on_gpu = x.device.type == "cuda"
         with torch.inference_mode():
-            if whole or not self._split:
+            # a family whose trunk cannot run in bands (per-image statistics) makes its own
+            # split source; on a GPU it runs whole
+            own = getattr(net, "trunk_source", None)
+            if own is not None and self._split and not whole and not on_gpu:
+                return own(x, self.threads)
+            if whole or not self._split or own is not None:
                 # C-contiguous (the net may return channels-last memory; the post-processing
                 # reads planes, and a strided array would be copied there, single-threaded)
                 out = net(x)[0].float().contiguous()

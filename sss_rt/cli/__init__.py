@@ -13,6 +13,7 @@ from sss_rt.cli.compare import compare
 from sss_rt.cli.evaluate import evaluate
 from sss_rt.cli.export import export
 from sss_rt.cli.extract import extract
+from sss_rt.cli.import_authors import import_authors
 from sss_rt.cli.info import info
 from sss_rt.cli.quantize import quantize
 from sss_rt.cli.segment import segment
@@ -30,6 +31,7 @@ for command in (
     extract,
     segment,
     export,
+    import_authors,
     quantize,
     info,
     build_engine,

@@ -152,17 +152,35 @@ def _gpus() -> list[str]:
 
 @click.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "-m", "--model", "model_option", type=click.Path(path_type=Path), help="The same as MODEL."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(model: Path | None, as_json: bool) -> None:
-    """Show versions, available backends and GPUs, and MODEL's metadata (default: bundled)."""
+def info(model: Path | None, model_option: Path | None, as_json: bool) -> None:
+    """Show versions, available backends and GPUs, and MODEL's metadata (default: bundled):
+    its family and what that allows, input mean and channel order, where its weights came
+    from."""
     from sss_rt.errors import ModelError
     from sss_rt.extractor import default_model_path
+    from sss_rt.families import family_named
     from sss_rt.model_info import read_model_info
 
     report = environment()
+    model = model or model_option
     try:
         path = model or default_model_path()
-        report["model"] = {"path": str(path), **read_model_info(path).__dict__}
+        meta = read_model_info(path)
+        family = family_named(meta.family)
+        report["model"] = {
+            "path": str(path),
+            **meta.__dict__,
+            "family_is": family.description,
+            "family_allows": (
+                f"precisions {'/'.join(family.precisions)}; backbone in tiles: "
+                f"{'yes' if family.tiling else 'no (per-image statistics)'}; batch norm "
+                f"{'folded' if family.folded_batch_norm else 'per image, not folded'}"
+            ),
+        }
     except ModelError as exc:
         if model is not None:
             raise

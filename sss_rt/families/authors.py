@@ -1,0 +1,178 @@
+"""The authors' network in split execution: the backbone once, the head in bands on the host.
+
+The trunk (ONNX Runtime or OpenVINO) runs the backbone on the whole padded image — its batch
+norm uses the image's own statistics, so it cannot be cut into tiles — and stops at the five
+taps after their convolutions (:data:`~sss_rt.families.authors_graph.TAP_OUTPUTS`): the input
+tap at full resolution (4 channels), pool1's at 1/4 (124), res3/res4/res5's at 1/8 (128, 256,
+512). :class:`AuthorsHeadSource` computes the full-resolution head for any band of output rows:
+the taps resized with TensorFlow 1's rule (:func:`sss_rt.resample.asymmetric_taps`) to the
+padded size, at the band's padded coordinates only (the reflect padding's rows and columns are
+never computed), ReLU, and the dense layers as BLAS GEMMs, a chunk of pixels at a time. The
+last layer takes the post-processing's projection folded in (float64 weights and sums), so the
+exact mode's second pass never forms 128 channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sss_rt import native
+from sss_rt.bands import FeatureSource
+from sss_rt.errors import ModelError
+from sss_rt.families.authors_graph import PAD, TAP_OUTPUTS
+from sss_rt.model_info import initializers
+from sss_rt.resample import asymmetric_taps
+
+
+@dataclass(frozen=True)
+class AuthorsHeadWeights:
+    """The dense layers as out×in float32 matrices: fc1 = ReLU(B₁A₁x + b₁), fc2 = ReLU(B₂A₂·fc1
+    + b₂), out = W₃[fc1; fc2] + b₃."""
+
+    a1: np.ndarray  # (256, 1024)
+    b1: np.ndarray  # (512, 256)
+    bias1: np.ndarray  # (512,)
+    a2: np.ndarray  # (256, 512)
+    b2: np.ndarray  # (512, 256)
+    bias2: np.ndarray  # (512,)
+    w3: np.ndarray  # (128, 1024)
+    bias3: np.ndarray  # (128,)
+    pad: int = PAD
+
+    @classmethod
+    def from_onnx(cls, model: Any, path: str) -> AuthorsHeadWeights:
+        from onnx import numpy_helper
+
+        inits = initializers(model)
+
+        def get(name: str) -> np.ndarray:
+            if name not in inits:
+                raise ModelError(f"{path}: no {name} in the authors' graph; it cannot be split")
+            a = numpy_helper.to_array(inits[name]).astype(np.float32)
+            return np.ascontiguousarray(a.reshape(a.shape[0], -1) if a.ndim == 4 else a)
+
+        crop = [n for n in model.graph.node if n.name == "/output/Crop"]
+        pad = int(numpy_helper.to_array(inits[crop[0].input[1]])[0]) if crop else 0
+        return cls(
+            get("fc1_matting/a.weight"), get("fc1_matting/b.weight"), get("fc1_matting/b.bias"),
+            get("fc2_matting/a.weight"), get("fc2_matting/b.weight"), get("fc2_matting/b.bias"),
+            get("fc3_matting.weight"), get("fc3_matting.bias"), pad,
+        )  # fmt: skip
+
+
+def split_authors(model: Any, path: str) -> Any:
+    """The authors' graph cut at its taps (a :class:`sss_rt.families.Split`)."""
+    from sss_rt.backends.onnx_graph import cut
+    from sss_rt.families import Split
+
+    produced = {out for n in model.graph.node for out in n.output}
+    if not all(name in produced for name in TAP_OUTPUTS):
+        return None
+    weights = AuthorsHeadWeights.from_onnx(model, path)
+    trunk = cut(model, list(TAP_OUTPUTS)).SerializeToString()
+
+    def source(outs: Sequence[np.ndarray], threads: int | None, head: str | None) -> Any:
+        return AuthorsHeadSource(weights, outs, threads)
+
+    return Split(trunk, source)
+
+
+class AuthorsHeadSource(FeatureSource):
+    """One image's features from the authors' trunk outputs, any band on demand.
+
+    ``taps``: the five tap outputs (C×h×w float32 each) in :data:`TAP_OUTPUTS` order; the
+    first is at the padded image's size (H + 2·pad) × (W + 2·pad), which sets the output size
+    H×W and every resize's target.
+    """
+
+    #: the 1024-channel hidden layer is formed this many MB at a time
+    CHUNK_MB = 64
+
+    def __init__(
+        self,
+        weights: AuthorsHeadWeights,
+        taps: Sequence[np.ndarray],
+        threads: int | None = None,
+    ):
+        self.w = weights
+        self.taps = [np.asarray(t, np.float32) for t in taps]
+        self.threads = threads
+        _, padded_h, padded_w = self.taps[0].shape
+        self.height, self.width = padded_h - 2 * weights.pad, padded_w - 2 * weights.pad
+        self.channels = weights.w3.shape[0]
+        self._hidden_channels = sum(t.shape[0] for t in self.taps)
+        if self._hidden_channels != weights.a1.shape[1]:
+            raise ModelError("the trunk's taps do not match the head's first layer")
+        p = weights.pad
+        self._ys = [asymmetric_taps(padded_h, t.shape[1], p, self.height) for t in self.taps[1:]]
+        self._xs = [asymmetric_taps(padded_w, t.shape[2], p, self.width) for t in self.taps[1:]]
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        return self._compute(y0, y1, 0, self.width, None)
+
+    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return self._compute(y0, y1, x0, x1, None)
+
+    def projected_rows(
+        self,
+        y0: int,
+        y1: int,
+        components: np.ndarray,
+        shift: np.ndarray,
+        threads: int | None = None,
+    ) -> np.ndarray:
+        """The projection folded into the last layer: no 128-channel band is formed."""
+        return self._compute(y0, y1, 0, self.width, (components, shift))
+
+    def _compute(
+        self, y0: int, y1: int, x0: int, x1: int, project: tuple[np.ndarray, np.ndarray] | None
+    ) -> np.ndarray:
+        w = self.w
+        width = x1 - x0
+        if project is not None:  # k×1024 float64 weights, as HeadSource._folded
+            v, shift = project
+            last = v @ w.w3.astype(np.float64)
+            bias = v @ (w.bias3.astype(np.float64) - shift)
+        else:
+            last, bias = w.w3, w.bias3
+        out = np.empty((last.shape[0], y1 - y0, width), np.float32)
+        step = max(1, (self.CHUNK_MB << 20) // (self._hidden_channels * width * 4))
+        for a in range(y0, y1, step):
+            b = min(y1, a + step)
+            x = self._hidden(a, b, x0, x1)
+            h1 = _relu_bias(w.b1 @ (w.a1 @ x), w.bias1)
+            h2 = _relu_bias(w.b2 @ (w.a2 @ h1), w.bias2)
+            both = np.concatenate([h1, h2])
+            if project is not None and native.available():  # float64 sums
+                res = native.project(both.reshape(len(both), 1, -1), last, np.zeros(len(both)),
+                                     self.threads).reshape(len(last), -1)  # fmt: skip
+            elif project is not None:
+                res = (last @ both.astype(np.float64)).astype(np.float32)
+            else:
+                res = last @ both
+            res += bias[:, None].astype(res.dtype)
+            out[:, a - y0 : b - y0] = res.reshape(-1, b - a, width)
+        return out
+
+    def _hidden(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """ReLU of the concatenated, resized taps for output rows ``y0:y1``, columns
+        ``x0:x1``: 1024 × (n·width) float32."""
+        p, n, width = self.w.pad, y1 - y0, x1 - x0
+        parts = [self.taps[0][:, y0 + p : y1 + p, x0 + p : x1 + p]]
+        for tap, (yi0, yi1, wy), (xi0, xi1, wx) in zip(self.taps[1:], self._ys, self._xs,
+                                                        strict=True):  # fmt: skip
+            top, bottom = tap[:, yi0[y0:y1]], tap[:, yi1[y0:y1]]
+            rows = top + (bottom - top) * wy[y0:y1, None]
+            left, right = rows[:, :, xi0[x0:x1]], rows[:, :, xi1[x0:x1]]
+            parts.append(left + (right - left) * wx[x0:x1])
+        hidden = np.concatenate(parts).reshape(self._hidden_channels, n * width)
+        return np.maximum(hidden, 0.0, out=hidden)
+
+
+def _relu_bias(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    x += bias[:, None]
+    return np.maximum(x, 0.0, out=x)
