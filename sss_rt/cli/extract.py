@@ -7,7 +7,12 @@ from pathlib import Path
 import click
 
 from sss_rt.cli.batch_run import run_batch
-from sss_rt.cli.params import batch_arguments, extractor_kwargs, extractor_options
+from sss_rt.cli.params import (
+    batch_arguments,
+    extractor_kwargs,
+    extractor_options,
+    limit_blas_threads,
+)
 from sss_rt.errors import SssRtError
 from sss_rt.io.writers import FORMATS
 
@@ -96,6 +101,8 @@ def extract(
     tasks, ignored = find_images(inputs, recursive=recursive, exclude=out_dir)
     if not tasks:
         raise SssRtError("no images found in the given inputs")
+
+    limit_blas_threads(extractor_opts["threads"])
 
     def worker() -> Extractor:
         return Extractor(**extractor_kwargs(extractor_opts))

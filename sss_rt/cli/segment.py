@@ -7,7 +7,12 @@ from pathlib import Path
 import click
 
 from sss_rt.cli.batch_run import run_batch
-from sss_rt.cli.params import batch_arguments, extractor_kwargs, extractor_options
+from sss_rt.cli.params import (
+    batch_arguments,
+    extractor_kwargs,
+    extractor_options,
+    limit_blas_threads,
+)
 from sss_rt.errors import SssRtError
 
 
@@ -96,6 +101,7 @@ def segment(
     if not tasks:
         raise SssRtError("no photos or feature files found in the given inputs")
     options = extractor_kwargs(extractor_opts)
+    limit_blas_threads(options["threads"])
 
     def worker() -> SoftSegmenter:
         return SoftSegmenter(config=config, **options)
