@@ -182,25 +182,31 @@ class Extractor:
         mp = image.shape[0] * image.shape[1] / 1e6
         return self.can_tile() and mp > self.tile_megapixels  # type: ignore[operator]
 
-    def _limit(self) -> float | None:
-        if self.max_megapixels is None or self.can_tile() or self.backend.device != "cpu":
-            return self.max_megapixels
-        return min(self.max_megapixels, WHOLE_GRAPH_MAX_MEGAPIXELS)
+    def _limit(self) -> tuple[float | None, str]:
+        """The size limit for this backend and settings, and why (empty: the user's own)."""
+        if self.max_megapixels is None:
+            return None, ""
+        limits = [(self.max_megapixels, "")]
+        if self.backend.device == "cpu" and not self.can_tile():
+            why = (
+                " for whole-graph execution on the CPU (split execution has no such limit;"
+                " it is off with --no-tiling)"
+            )
+            limits.append((WHOLE_GRAPH_MAX_MEGAPIXELS, why))
+        family = family_named(self.info.family)
+        if self.backend.device == "cpu" and family.max_megapixels is not None:
+            why = f" of the {family.name} network on the CPU ({family.max_megapixels_reason})"
+            limits.append((family.max_megapixels, why))
+        return min(limits, key=lambda item: item[0])
 
     def _fit(self, image: np.ndarray, source: Path | None) -> tuple[np.ndarray, float]:
         """The image to run (downscaled if above the size limit) and its scale factor."""
         h, w = image.shape[:2]
         mp = h * w / 1e6
-        limit = self._limit()
+        limit, why = self._limit()
         if limit is None or mp <= limit:
             return image, 1.0
         name = f"{source}: " if source else ""
-        why = (
-            ""
-            if limit == self.max_megapixels
-            else " for whole-graph execution on the CPU (split execution has no such limit;"
-            " it is off with --no-tiling)"
-        )
         if self.large == "refuse":
             raise ImageError(
                 f"{name}image is {w}×{h} ({mp:.1f} MP), above the {limit:g} MP limit{why} "

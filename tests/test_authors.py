@@ -295,3 +295,52 @@ def test_small_images_and_int8_are_refused_clearly(imported):
         ex.extract(np.zeros((40, 80, 3), np.uint8))
     with pytest.raises(ModelError, match=r"authors family .* runs fp32, bf16, not int8"):
         Extractor(model=imported, precision="int8")
+
+
+def test_images_above_the_family_limit_follow_the_max_megapixels_rules(imported, monkeypatch):
+    """Past what the whole-image backbone fits in memory, the image is downscaled with the
+    warning (or refused with --large refuse), as for --max-megapixels."""
+    import dataclasses
+    import logging
+
+    from sss_rt import Extractor
+    from sss_rt.families import FAMILIES
+
+    small = dataclasses.replace(FAMILIES["authors"], max_megapixels=0.004)
+    monkeypatch.setitem(FAMILIES, "authors", small)
+    image = np.ascontiguousarray(np.tile(parity_cases()[1][0], (2, 2, 1))[:100, :100])
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("sss_rt").addHandler(handler)
+    try:
+        with Extractor(model=imported) as ex:
+            r = ex.extract(image)
+    finally:
+        logging.getLogger("sss_rt").removeHandler(handler)
+    assert r.embedding.shape == (100, 100, 3) and r.scale < 1
+    assert any("authors network on the CPU" in rec.getMessage() for rec in records)
+    with (
+        Extractor(model=imported, large="refuse") as ex,
+        pytest.raises(ImageError, match="authors network on the CPU"),
+    ):
+        ex.extract(image)
+
+
+def test_segment_from_the_imported_model(imported, tmp_path):
+    """sss-rt segment -m with the authors' model: layers summing to one at the photo's size."""
+    from PIL import Image
+
+    from sss_rt.cli import main
+
+    image = parity_cases()[1][0]
+    Image.fromarray(np.ascontiguousarray(np.tile(image, (2, 2, 1)))).save(tmp_path / "p.png")
+    args = ["segment", str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), "-m", str(imported)]
+    args += ["--scale", "1", "--superpixels", "100", "--eigenvectors", "20", "-q"]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 0
+    with np.load(tmp_path / "out" / "p.layers.npz") as layers:
+        alphas = layers["alphas"]
+    assert alphas.shape[:2] == (120, 128)
+    np.testing.assert_allclose(alphas.sum(axis=2), 1.0, atol=1e-5)

@@ -135,7 +135,7 @@ def test_no_mode_or_backend_is_capped_below_max_megapixels(onnx_path, mode, back
         pytest.importorskip("torch")
     big = np.zeros((4000, 6000, 3), np.uint8)  # 24 MP: only the size rule is exercised here
     with Extractor(onnx_path, backend=backend, preprocess=mode) as ex:
-        assert ex.can_tile() and ex._limit() == 64.0
+        assert ex.can_tile() and ex._limit()[0] == 64.0
         assert ex._fit(big, None)[1] == 1.0  # not downscaled
 
 
@@ -143,7 +143,7 @@ def test_whole_graph_execution_gets_the_lower_limit(onnx_path):
     big = np.zeros((1500, 1500, 3), np.uint8)  # 2.25 MP
     with Extractor(onnx_path, max_megapixels=64, tile_megapixels=None) as ex:
         assert not ex.can_tile()
-        assert ex._limit() == 2.0
+        assert ex._limit()[0] == 2.0
     with (
         Extractor(onnx_path, large="refuse", tile_megapixels=None) as ex,
         pytest.raises(ImageError, match=r"2 MP limit for whole-graph execution .*--no-tiling"),

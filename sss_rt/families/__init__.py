@@ -65,6 +65,10 @@ class Family:
     split: Callable[[Any, str], Split | None]
     #: (ONNX path) → (inference ``torch.nn.Module``, :class:`~sss_rt.model_info.ModelInfo`)
     torch_module: Callable[[str], tuple[Any, Any]]
+    #: the largest image (megapixels) it runs on the CPU within its memory bound; larger ones
+    #: follow ``--max-megapixels``'s rules (downscaled with a warning, or refused)
+    max_megapixels: float | None = None
+    max_megapixels_reason: str = ""
     #: the smallest image side the network runs on
     min_side: int = 1
     #: why, for the error message
@@ -139,6 +143,10 @@ def _authors() -> Family:
         precisions=("fp32", "bf16"),
         split=split,
         torch_module=torch_module,
+        # its backbone runs on the whole image (per-image statistics): memory grows with the
+        # image, 7.2 GB peak at 12 MP measured (benchmarks/RESULTS-authors.md), ~9.6 GB at 16
+        max_megapixels=16.0,
+        max_megapixels_reason="its backbone runs on the whole image",
         min_side=51,
         min_side_reason="its input is reflect-padded by 50 pixels",
     )

@@ -25,7 +25,7 @@ from sss_rt.bands import FeatureSource
 from sss_rt.errors import ModelError
 from sss_rt.families.authors_graph import PAD, TAP_OUTPUTS
 from sss_rt.model_info import initializers
-from sss_rt.resample import asymmetric_taps
+from sss_rt.resample import asymmetric_taps, int32_taps
 
 
 @dataclass(frozen=True)
@@ -144,9 +144,11 @@ class AuthorsHeadSource(FeatureSource):
         for a in range(y0, y1, step):
             b = min(y1, a + step)
             x = self._hidden(a, b, x0, x1)
-            h1 = _relu_bias(w.b1 @ (w.a1 @ x), w.bias1)
-            h2 = _relu_bias(w.b2 @ (w.a2 @ h1), w.bias2)
-            both = np.concatenate([h1, h2])
+            both = np.empty((len(w.bias1) + len(w.bias2), x.shape[1]), np.float32)
+            h1, h2 = both[: len(w.bias1)], both[len(w.bias1) :]
+            _relu_bias(np.matmul(w.b1, w.a1 @ x, out=h1), w.bias1)
+            del x
+            _relu_bias(np.matmul(w.b2, w.a2 @ h1, out=h2), w.bias2)
             if project is not None and native.available():  # float64 sums
                 res = native.project(both.reshape(len(both), 1, -1), last, np.zeros(len(both)),
                                      self.threads).reshape(len(last), -1)  # fmt: skip
@@ -161,6 +163,8 @@ class AuthorsHeadSource(FeatureSource):
     def _hidden(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """ReLU of the concatenated, resized taps for output rows ``y0:y1``, columns
         ``x0:x1``: 1024 × (n·width) float32."""
+        if native.available():
+            return self._hidden_compiled(y0, y1, x0, x1)
         p, n, width = self.w.pad, y1 - y0, x1 - x0
         parts = [self.taps[0][:, y0 + p : y1 + p, x0 + p : x1 + p]]
         for tap, (yi0, yi1, wy), (xi0, xi1, wx) in zip(self.taps[1:], self._ys, self._xs,
@@ -171,6 +175,37 @@ class AuthorsHeadSource(FeatureSource):
             parts.append(left + (right - left) * wx[x0:x1])
         hidden = np.concatenate(parts).reshape(self._hidden_channels, n * width)
         return np.maximum(hidden, 0.0, out=hidden)
+
+
+    def _hidden_compiled(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """:meth:`_hidden` by the compiled head kernel (``native.hidden_rows``: bilinear rows
+        and columns, sum, ReLU in one pass, channels over threads), once per tap, each into
+        its channel range of one buffer: the input tap as ReLU(I·t), each resized tap as
+        ReLU(up(t) + up(0)) (the kernel sums two resized blocks; the second is a 1×1 zero)."""
+        p, n, width = self.w.pad, y1 - y0, x1 - x0
+        hidden = np.empty((self._hidden_channels, n, width), np.float32)
+        first = self.taps[0]
+        c0 = len(first)
+        t_in = np.ascontiguousarray(first[:, y0 + p : y1 + p, x0 + p : x1 + p])
+        zeros_y = (np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.float32))
+        zeros_x = (np.zeros(width, np.int32),) * 2 + (np.zeros(width, np.float32),)
+        none = np.zeros((c0, 1, 1), np.float32)
+        native.hidden_rows(t_in, np.eye(c0, dtype=np.float32), np.zeros(c0, np.float32),
+                           ((none, *zeros_y, *zeros_x),) * 2, 0, n, self.threads,
+                           hidden[:c0])  # fmt: skip
+        one = np.zeros((1, n, width), np.float32)
+        for tap, ys, xs in zip(self.taps[1:], self._ys, self._xs, strict=True):
+            c = len(tap)
+            i0, i1, wy = (a[y0:y1] for a in ys)
+            lo, hi = int(i0.min()), int(i1.max()) + 1
+            block = np.ascontiguousarray(tap[:, lo:hi])
+            up = (block, *int32_taps((i0 - lo, i1 - lo, wy)),
+                  *int32_taps(tuple(a[x0:x1] for a in xs)))  # fmt: skip
+            zero = (np.zeros((c, 1, 1), np.float32), *zeros_y, *zeros_x)
+            native.hidden_rows(one, np.zeros((c, 1), np.float32), np.zeros(c, np.float32),
+                               (up, zero), 0, n, self.threads, hidden[c0 : c0 + c])  # fmt: skip
+            c0 += c
+        return hidden.reshape(self._hidden_channels, n * width)
 
 
 def _relu_bias(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
