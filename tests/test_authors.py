@@ -191,6 +191,17 @@ def test_imported_model_equals_the_authors_graph(imported, backend, whole):
         assert ok, (backend, whole, image.shape, worst, mean)
 
 
+def test_dense_layers_on_the_engine_equal_the_authors_graph(imported):
+    """OpenVINO running fc1/fc2 itself (what it does in bf16; forced here in fp32)."""
+    from sss_rt.backends import create_backend
+
+    b = create_backend("openvino", imported, device="cpu", precision="fp32", engine_head=True)
+    assert b._dense is not None
+    for image, ref in parity_cases():
+        ok, worst, mean = within(b.features(image).rows(0, image.shape[0]), ref)
+        assert ok, (image.shape, worst, mean)
+
+
 @pytest.mark.parametrize(
     "variant",
     ["half_pixel_resize", "symmetric_padding", "folded_moving_statistics", "no_reflect_pad"],

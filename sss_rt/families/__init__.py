@@ -33,9 +33,10 @@ from sss_rt.errors import ModelError
 FAMILY_KEY = "sss_rt.family"
 
 #: makes one image's feature source from the trunk's outputs (C×h×w each, batch dimension
-#: dropped, in the trunk's output order),
-#: the thread count, and the head kernel variant the precision chose (None: fp32)
-SourceMaker = Callable[[Sequence[np.ndarray], "int | None", "str | None"], FeatureSource]
+#: dropped, in the trunk's output order), the thread count, the head kernel variant the
+#: precision chose (None: fp32) and, optionally, a runner of the split's ``dense_graph``
+#: (a C×N float32 array in, its output out) on the backend's engine
+SourceMaker = Callable[..., FeatureSource]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Split:
 
     trunk: bytes
     source: SourceMaker
+    #: a part of the head an engine may run instead of the host (ONNX, one input and one
+    #: output, 1×C×1×pixels), or None
+    dense_graph: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ exact mode's second pass never forms 128 channels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,21 +64,57 @@ class AuthorsHeadWeights:
         )  # fmt: skip
 
 
+#: the dense layers fc1 and fc2 as a graph of their own (``dense_graph``): its input, the
+#: hidden layer (after the concatenation's ReLU), and its output, [fc1; fc2]
+DENSE_INPUT = "/head/Relu_output"
+DENSE_OUTPUT = "/fc3_matting/Concat_output"
+
+
 def split_authors(model: Any, path: str) -> Any:
-    """The authors' graph cut at its taps (a :class:`sss_rt.families.Split`)."""
+    """The authors' graph cut at its taps (a :class:`sss_rt.families.Split`), with its dense
+    layers as a graph an engine can run (``head_graph``)."""
     from sss_rt.backends.onnx_graph import cut
     from sss_rt.families import Split
 
     produced = {out for n in model.graph.node for out in n.output}
-    if not all(name in produced for name in TAP_OUTPUTS):
+    if not all(name in produced for name in (*TAP_OUTPUTS, DENSE_INPUT, DENSE_OUTPUT)):
         return None
     weights = AuthorsHeadWeights.from_onnx(model, path)
     trunk = cut(model, list(TAP_OUTPUTS)).SerializeToString()
 
-    def source(outs: Sequence[np.ndarray], threads: int | None, head: str | None) -> Any:
-        return AuthorsHeadSource(weights, outs, threads)
+    def source(
+        outs: Sequence[np.ndarray],
+        threads: int | None,
+        head: str | None,
+        dense: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> Any:
+        return AuthorsHeadSource(weights, outs, threads, dense)
 
-    return Split(trunk, source)
+    return Split(trunk, source, dense_graph(model))
+
+
+def dense_graph(model: Any) -> bytes:
+    """fc1 and fc2 as an ONNX graph: ``hidden`` 1×1024×1×N float32 in, ``dense``
+    1×1024×1×N ([fc1; fc2]) out — 83% of the head's multiply-adds, for an engine to run
+    (OpenVINO: in bf16 where the CPU has a bf16 unit)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [n for n in model.graph.node if n.name.startswith(("/fc1_matting/", "/fc2_matting/"))]
+    nodes += [n for n in model.graph.node if n.output[0] == DENSE_OUTPUT]
+    used = {i for n in nodes for i in n.input}
+    inits = [t for t in model.graph.initializer if t.name in used]
+    width = sum(t.dims[0] for t in inits if t.name.endswith("/b.weight"))
+    graph = helper.make_graph(
+        [onnx.NodeProto.FromString(n.SerializeToString()) for n in nodes],
+        "sss_rt_authors_dense",
+        [helper.make_tensor_value_info(DENSE_INPUT, TensorProto.FLOAT, [1, None, 1, "n"])],
+        [helper.make_tensor_value_info(DENSE_OUTPUT, TensorProto.FLOAT, [1, width, 1, "n"])],
+        inits,
+    )
+    out = helper.make_model(graph, opset_imports=model.opset_import)
+    out.ir_version = model.ir_version
+    return out.SerializeToString()
 
 
 class AuthorsHeadSource(FeatureSource):
@@ -97,8 +133,10 @@ class AuthorsHeadSource(FeatureSource):
         weights: AuthorsHeadWeights,
         taps: Sequence[np.ndarray],
         threads: int | None = None,
+        dense: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
         self.w = weights
+        self.dense = dense
         self.taps = [np.asarray(t, np.float32) for t in taps]
         self.threads = threads
         _, padded_h, padded_w = self.taps[0].shape
@@ -143,12 +181,7 @@ class AuthorsHeadSource(FeatureSource):
         step = max(1, (self.CHUNK_MB << 20) // (self._hidden_channels * width * 4))
         for a in range(y0, y1, step):
             b = min(y1, a + step)
-            x = self._hidden(a, b, x0, x1)
-            both = np.empty((len(w.bias1) + len(w.bias2), x.shape[1]), np.float32)
-            h1, h2 = both[: len(w.bias1)], both[len(w.bias1) :]
-            _relu_bias(np.matmul(w.b1, w.a1 @ x, out=h1), w.bias1)
-            del x
-            _relu_bias(np.matmul(w.b2, w.a2 @ h1, out=h2), w.bias2)
+            both = self._dense(self._hidden(a, b, x0, x1))
             if project is not None and native.available():  # float64 sums
                 res = native.project(both.reshape(len(both), 1, -1), last, np.zeros(len(both)),
                                      self.threads).reshape(len(last), -1)  # fmt: skip
@@ -159,6 +192,18 @@ class AuthorsHeadSource(FeatureSource):
             res += bias[:, None].astype(res.dtype)
             out[:, a - y0 : b - y0] = res.reshape(-1, b - a, width)
         return out
+
+    def _dense(self, x: np.ndarray) -> np.ndarray:
+        """[fc1; fc2] (1024 × N float32) of the hidden layer x (1024 × N): on the backend's
+        engine where it gave one (``dense``), else as BLAS GEMMs."""
+        if self.dense is not None:
+            return self.dense(x)
+        w = self.w
+        both = np.empty((len(w.bias1) + len(w.bias2), x.shape[1]), np.float32)
+        h1, h2 = both[: len(w.bias1)], both[len(w.bias1) :]
+        _relu_bias(np.matmul(w.b1, w.a1 @ x, out=h1), w.bias1)
+        _relu_bias(np.matmul(w.b2, w.a2 @ h1, out=h2), w.bias2)
+        return both
 
     def _hidden(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """ReLU of the concatenated, resized taps for output rows ``y0:y1``, columns
@@ -175,7 +220,6 @@ class AuthorsHeadSource(FeatureSource):
             parts.append(left + (right - left) * wx[x0:x1])
         hidden = np.concatenate(parts).reshape(self._hidden_channels, n * width)
         return np.maximum(hidden, 0.0, out=hidden)
-
 
     def _hidden_compiled(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """:meth:`_hidden` by the compiled head kernel (``native.hidden_rows``: bilinear rows
