@@ -106,7 +106,9 @@ def _hypercolumn() -> Family:
             return None
         trunk, weights = split_model(model, path)
 
-        def source(outs: Sequence[np.ndarray], threads: int | None, head: str | None):
+        def source(
+            outs: Sequence[np.ndarray], threads: int | None, head: str | None, dense: Any = None
+        ):  # the whole head runs on the host (its ``dense`` runner: none)
             t_in, t_p1, deep = outs
             return HeadSource(weights, t_in, t_p1, deep, threads, bf16=head)
 
