@@ -22,8 +22,9 @@ Relaxed sparsification (the authors' final step), on the L layers at pixel level
 
 with α⁰ the grouped layers (α < 0.1 → 0, > 0.9 → 1, renormalized), γᵢ = 0.9 + min(‖∇I‖ᵢ, 0.1)
 per pixel, σ_S = σ_F = 1, δ = 100: 20 IRLS iterations, each a conjugate-gradient solve of
-blkdiag(L + σ_S·diag(u + v) + σ_F·I) + δ·CᵀC (warm-started, Jacobi-preconditioned), then one
-solve without the sparsity terms. The result is clipped to [0, 1] and renormalized.
+blkdiag(L + σ_S·diag(u + v) + σ_F·I) + δ·CᵀC (warm-started, Jacobi-preconditioned, up to 100
+iterations, stopped at 1e-6 of the start's residual), then one solve without the sparsity terms
+(up to 1000 iterations). The result is clipped to [0, 1] and renormalized.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ TAU = 1e-4
 #: diagonal weights cost nothing; at 1e-2 the surrogate no longer majorized |α|^γ near 0 and
 #: the energy rose above the start's)
 RELAXED_FLOOR = 1e-6
+#: the relaxed sparsification's CG stops when its residual is this fraction of the start's
+#: (the authors' pcg: tol 1e-6, at most 100 iterations per IRLS step and 1000 for the last)
+CG_RTOL = 1e-6
 
 
 @dataclass
@@ -240,8 +244,9 @@ def relaxed_sparsification(
     sigma_s: float = 1.0,
     sigma_f: float = 1.0,
     delta: float = 100.0,
-    cg_iterations: int = 20,
+    cg_iterations: int = 100,
     energies: list[float] | None = None,
+    final_cg_iterations: int = 1000,
 ) -> np.ndarray:
     """Layers N×L refined at pixel level; ``exponent``: γ per pixel (N,)."""
     a0 = np.asarray(alpha, np.float64).copy()
@@ -253,8 +258,8 @@ def relaxed_sparsification(
     ldiag = lap.diagonal()
     gam = np.asarray(exponent, np.float64)[:, None]
 
-    def solve(x0: np.ndarray, diag: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-        """(blkdiag(L + diag_l) + δ CᵀC) x = rhs, x and rhs N×L."""
+    def solve(x0: np.ndarray, diag: np.ndarray, rhs: np.ndarray, iterations: int) -> np.ndarray:
+        """(blkdiag(L + diag_l) + δ CᵀC) x = rhs from x0, x and rhs N×L."""
 
         def matvec(v):
             v = v.reshape(n, layers, order="F")
@@ -264,8 +269,14 @@ def relaxed_sparsification(
         pre = 1.0 / (ldiag[:, None] + diag + delta)
         op = LinearOperator((n * layers, n * layers), matvec=matvec, dtype=np.float64)
         m = LinearOperator((n * layers, n * layers), matvec=lambda v: pre.ravel("F") * v)
-        x, _ = cg(op, rhs.ravel(order="F"), x0=x0.ravel(order="F"), M=m, maxiter=cg_iterations)
-        return x.reshape(n, layers, order="F")
+        # CG on the correction from the start x0, stopped relative to the start's residual:
+        # relative to ‖rhs‖ (SciPy's rule) it stopped before its first step, since the weights
+        # of the pinned entries (~1e6) dominate ‖rhs‖ and the start already satisfies them —
+        # the iterations then changed nothing at all
+        start = x0.ravel(order="F")
+        residual = rhs.ravel(order="F") - matvec(start)
+        step, _ = cg(op, residual, M=m, rtol=CG_RTOL, atol=0.0, maxiter=iterations)
+        return (start + step).reshape(n, layers, order="F")
 
     x = a0.copy()
     if energies is not None:  # the energy of the start, then of every iterate
@@ -274,10 +285,10 @@ def relaxed_sparsification(
         u = gam * np.maximum(np.abs(x), RELAXED_FLOOR) ** (gam - 2.0) / 2.0
         v = gam * np.maximum(np.abs(1.0 - x), RELAXED_FLOOR) ** (gam - 2.0) / 2.0
         rhs = sigma_s * v + sigma_f * a0 + delta
-        x = solve(x, sigma_s * (u + v) + sigma_f, rhs)
+        x = solve(x, sigma_s * (u + v) + sigma_f, rhs, cg_iterations)
         if energies is not None:
             energies.append(relaxed_energy(x, lap, a0, gam[:, 0], sigma_s, sigma_f, delta))
-    x = solve(x, np.full((n, layers), sigma_f), sigma_f * x + delta)
+    x = solve(x, np.full((n, layers), sigma_f), sigma_f * x + delta, final_cg_iterations)
     x = np.clip(x, 0.0, 1.0)
     return x / np.maximum(x.sum(axis=1, keepdims=True), 1e-10)
 
