@@ -87,9 +87,12 @@ def one_run(scale: float) -> dict:
     t = time.perf_counter()
     grouped = sparsify.group_segments(alpha, flat, cfg.layers)
     exponent = 0.9 + np.minimum(gradient_magnitude(img), 0.1).ravel()
-    layers = sparsify.relaxed_sparsification(grouped, lap, exponent, cfg.relaxed_iterations)
+    cg_steps: list[int] = []
+    layers = sparsify.relaxed_sparsification(
+        grouped, lap, exponent, cfg.relaxed_iterations, cg_steps=cg_steps
+    )
     times["relaxed_sparsification"] = time.perf_counter() - t
-    steps = (cfg.relaxed_iterations + 1) * 20
+    steps = sum(cg_steps)
     flops["relaxed_sparsification"] = steps * layers.shape[1] * (2.0 * lap.nnz + 12.0 * n)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {

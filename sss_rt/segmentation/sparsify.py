@@ -51,8 +51,11 @@ TAU = 1e-4
 #: the energy rose above the start's)
 RELAXED_FLOOR = 1e-6
 #: the relaxed sparsification's CG stops when its residual is this fraction of the start's
-#: (the authors' pcg: tol 1e-6, at most 100 iterations per IRLS step and 1000 for the last)
-CG_RTOL = 1e-6
+#: (at most 100 iterations per IRLS step and 1000 for the last, the authors' pcg limits; their
+#: tolerance, 1e-6 of ‖rhs‖, stops at once with this floor). Measured on the example photo at
+#: 320×240: 1e-4 gives layers within 7.4e-6 (max |Δα|) of 1e-6's and the same energy to 7
+#: digits in 13.4 s instead of 18.7 s; 1e-3: 1.1e-4 in 10.5 s
+CG_RTOL = 1e-4
 
 
 @dataclass
@@ -247,8 +250,11 @@ def relaxed_sparsification(
     cg_iterations: int = 100,
     energies: list[float] | None = None,
     final_cg_iterations: int = 1000,
+    cg_steps: list[int] | None = None,
 ) -> np.ndarray:
-    """Layers N×L refined at pixel level; ``exponent``: γ per pixel (N,)."""
+    """Layers N×L refined at pixel level; ``exponent``: γ per pixel (N,). ``energies`` and
+    ``cg_steps``, when given, receive the energy of the start and of every iterate, and the
+    CG steps each solve took."""
     a0 = np.asarray(alpha, np.float64).copy()
     a0[a0 < 0.1] = 0.0
     a0[a0 > 0.9] = 1.0
@@ -275,7 +281,15 @@ def relaxed_sparsification(
         # the iterations then changed nothing at all
         start = x0.ravel(order="F")
         residual = rhs.ravel(order="F") - matvec(start)
-        step, _ = cg(op, residual, M=m, rtol=CG_RTOL, atol=0.0, maxiter=iterations)
+        count = [0]
+
+        def counted(_: np.ndarray) -> None:
+            count[0] += 1
+
+        step, _ = cg(op, residual, M=m, rtol=CG_RTOL, atol=0.0, maxiter=iterations,
+                     callback=counted)  # fmt: skip
+        if cg_steps is not None:
+            cg_steps.append(count[0])
         return (start + step).reshape(n, layers, order="F")
 
     x = a0.copy()
