@@ -69,8 +69,8 @@ def split_macs(h: int, w: int) -> float:
     pool1 projection 124→512 at 1/16 of the pixels)."""
     import onnx
 
-    from sss_rt.backends.onnx_graph import split_model
     from sss_rt.extractor import default_model_path
+    from sss_rt.families.hypercolumn import split_model
 
     trunk, wts = split_model(onnx.load(str(default_model_path())))
     path = HERE / "results" / "trunk.onnx"

@@ -11,9 +11,10 @@ import pytest
 
 from sss_rt import native
 from sss_rt.backends import create_backend
-from sss_rt.backends.onnx_graph import DEEP, T_IN, T_P1, cut, split_deep_concat, split_model
 from sss_rt.bands import ArraySource, project
 from sss_rt.errors import ModelError
+from sss_rt.families.graph import cut
+from sss_rt.families.hypercolumn import DEEP, T_IN, T_P1, split_deep_concat, split_model
 from sss_rt.head import HeadSource
 from sss_rt.postprocess import exact, run
 from sss_rt.postprocess.config import PostprocessConfig

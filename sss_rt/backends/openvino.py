@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from sss_rt.backends.base import EXECUTIONS, Backend, check_image
-from sss_rt.backends.onnx_graph import cut, load_feature_model
+from sss_rt.backends.onnx_graph import load_feature_model
 from sss_rt.bands import ArraySource, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_of
+from sss_rt.families.graph import cut
 from sss_rt.model_info import ModelInfo
 from sss_rt.precision import bf16_unit, check_precision, head_variant
 

@@ -18,7 +18,7 @@ from sss_rt.backends.base import EXECUTIONS, Backend, check_image
 from sss_rt.bands import ArraySource, DeviceArraySource, DeviceBand, FeatureSource
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_named
-from sss_rt.model_info import ModelInfo, initializers, read_model_info
+from sss_rt.model_info import ModelInfo, read_model_info
 from sss_rt.precision import check_precision
 from sss_rt.resample import linear_taps
 
@@ -31,47 +31,6 @@ def _import_torch() -> Any:
             "the torch backend needs PyTorch (pip install 'sss-rt[train]')"
         ) from None
     return torch
-
-
-def inference_net_from_onnx(path: str | os.PathLike[str]) -> tuple[Any, ModelInfo]:
-    """Rebuild the inference-form module from the weights stored in an sss-rt ONNX model."""
-    import onnx
-    import torch
-    from onnx import numpy_helper
-
-    from sss_rt.export.inference_form import InferenceNet
-    from sss_rt.training.model import HypercolumnNet, Normalize
-
-    info = read_model_info(path)
-    model = onnx.load(os.fspath(path))
-    inits = initializers(model)
-    net = InferenceNet(HypercolumnNet(info.backbone))
-    net.normalize = Normalize(tuple(info.mean), tuple(info.std))
-    expected = net.state_dict()
-    found: dict[str, Any] = {}
-    # Conv weights keep their parameter names; a bias is taken from the Conv node that uses the
-    # named weight, whatever the bias tensor is called.
-    for node in model.graph.node:
-        if node.op_type != "Conv" or node.input[1] not in expected:
-            continue
-        prefix = node.input[1][: -len(".weight")]
-        found[node.input[1]] = inits[node.input[1]]
-        if len(node.input) > 2 and node.input[2]:
-            found[prefix + ".bias"] = inits[node.input[2]]
-    for key in expected:
-        if key not in found and key in inits:
-            found[key] = inits[key]
-    missing = sorted(set(expected) - set(found))
-    if missing:
-        raise ModelError(f"{path}: cannot map ONNX weights to the network (missing {missing[:3]})")
-    state = {
-        k: torch.from_numpy(numpy_helper.to_array(v).astype(np.float32)) for k, v in found.items()
-    }
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: ONNX weights do not fit the network ({exc})") from None
-    return net.eval(), info
 
 
 class TorchBackend(Backend):

@@ -26,30 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from sss_rt.bands import FeatureSource
 from sss_rt.errors import ModelError
+from sss_rt.families.split import Split
 
 #: the metadata key naming a model's family
 FAMILY_KEY = "sss_rt.family"
-
-#: makes one image's feature source from the trunk's outputs (C×h×w each, batch dimension
-#: dropped, in the trunk's output order), the thread count, the head kernel variant the
-#: precision chose (None: fp32) and, optionally, a runner of the split's ``dense_graph``
-#: (a C×N float32 array in, its output out) on the backend's engine
-SourceMaker = Callable[..., FeatureSource]
-
-
-@dataclass(frozen=True)
-class Split:
-    """A graph cut for split execution: the trunk (serialized ONNX) and the head that reads
-    its outputs. The trunk's first output is its input tap (full resolution, a few channels):
-    a backend running the trunk in reduced precision keeps that one in fp32."""
-
-    trunk: bytes
-    source: SourceMaker
-    #: a part of the head an engine may run instead of the host (ONNX, one input and one
-    #: output, 1×C×1×pixels), or None
-    dense_graph: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +80,7 @@ class Family:
 
 def _hypercolumn() -> Family:
     def split(model: Any, path: str) -> Split | None:
-        from sss_rt.backends.onnx_graph import can_split, split_model
+        from sss_rt.families.hypercolumn import can_split, split_model
         from sss_rt.head import HeadSource
 
         if not can_split(model):
@@ -115,7 +96,7 @@ def _hypercolumn() -> Family:
         return Split(trunk, source)
 
     def torch_module(path: str) -> tuple[Any, Any]:
-        from sss_rt.backends.torch import inference_net_from_onnx
+        from sss_rt.families.hypercolumn import inference_net_from_onnx
 
         return inference_net_from_onnx(path)
 

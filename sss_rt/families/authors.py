@@ -73,8 +73,8 @@ DENSE_OUTPUT = "/fc3_matting/Concat_output"
 def split_authors(model: Any, path: str) -> Any:
     """The authors' graph cut at its taps (a :class:`sss_rt.families.Split`), with its dense
     layers as a graph an engine can run (``head_graph``)."""
-    from sss_rt.backends.onnx_graph import cut
-    from sss_rt.families import Split
+    from sss_rt.families.graph import cut
+    from sss_rt.families.split import Split
 
     produced = {out for n in model.graph.node for out in n.output}
     if not all(name in produced for name in (*TAP_OUTPUTS, DENSE_INPUT, DENSE_OUTPUT)):
