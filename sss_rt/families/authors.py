@@ -71,8 +71,8 @@ DENSE_OUTPUT = "/fc3_matting/Concat_output"
 
 
 def split_authors(model: Any, path: str) -> Any:
-    """The authors' graph cut at its taps (a :class:`sss_rt.families.Split`), with its dense
-    layers as a graph an engine can run (``head_graph``)."""
+    """The authors' graph cut at its taps (a :class:`sss_rt.families.split.Split`), with its
+    dense layers as a graph an engine can run (``dense_graph``)."""
     from sss_rt.families.graph import cut
     from sss_rt.families.split import Split
 
@@ -94,9 +94,9 @@ def split_authors(model: Any, path: str) -> Any:
 
 
 def dense_graph(model: Any) -> bytes:
-    """fc1 and fc2 as an ONNX graph: ``hidden`` 1×1024×1×N float32 in, ``dense``
-    1×1024×1×N ([fc1; fc2]) out — 83% of the head's multiply-adds, for an engine to run
-    (OpenVINO: in bf16 where the CPU has a bf16 unit)."""
+    """fc1 and fc2 as an ONNX graph: the hidden layer (:data:`DENSE_INPUT`, 1×1024×1×N
+    float32) in, [fc1; fc2] (:data:`DENSE_OUTPUT`, 1×1024×1×N) out — 83% of the head's
+    multiply-adds, for an engine to run (OpenVINO: in bf16 where the CPU has a bf16 unit)."""
     import onnx
     from onnx import TensorProto, helper
 
