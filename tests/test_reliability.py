@@ -139,6 +139,22 @@ def test_every_way_an_input_fails_is_its_own_line(tmp_path, onnx_path, capsys, e
         load_image(folder / "f_vanishes.png")
 
 
+def test_a_missing_input_path_is_one_failed_line_and_the_rest_goes_on(
+    tmp_path, onnx_path, capsys, encoded
+):
+    (tmp_path / "a.png").write_bytes(encoded["png"])
+    (tmp_path / "b.jpg").write_bytes(encoded["jpg"])
+    out = tmp_path / "out"
+    inputs = [tmp_path / "a.png", tmp_path / "nope.jpg", tmp_path / "b.jpg"]
+    code, _, err = run_cli(["extract", *inputs, "-o", out, "-m", onnx_path, "-f", "png"], capsys)
+    assert code == 1 and "Traceback" not in err
+    failures = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert len(failures) == 1 and "nope.jpg" in failures[0] and "no such file" in failures[0]
+    assert sorted(p.name for p in out.iterdir()) == ["a.embedding.png", "b.embedding.png"]
+    code, _, err = run_cli(["extract", tmp_path / "nope.jpg", "-o", out, "-m", onnx_path], capsys)
+    assert code == 4 and "no such file or folder" in err  # nothing exists: nothing to do
+
+
 def test_output_inside_input_is_never_an_input(tmp_path, onnx_path, capsys, encoded):
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -184,7 +184,8 @@ def find_images(
     """Expand files and folders into image tasks whose output paths mirror the input tree.
 
     Returns ``(tasks, skipped)`` where ``skipped`` counts non-image files found in folders.
-    Files named explicitly are always kept (and fail later if unreadable). Symbolic links are
+    Files named explicitly are always kept (and fail later if unreadable or missing; only when
+    no input exists at all is that an ``ImageError`` here). Symbolic links are
     followed; a file reached twice (named twice, or through links) is kept once, a folder
     reached again through a link is not walked again (so link loops end), and nothing inside
     ``exclude`` (the output folder), however reached, is an input. When two inputs would map to
@@ -196,6 +197,7 @@ def find_images(
     skipped = 0
     seen: set[str] = set()
     walked: set[str] = set()
+    missing: list[Path] = []
     banned = os.path.realpath(exclude) if exclude is not None else None
 
     def excluded(real: str) -> bool:
@@ -218,7 +220,11 @@ def find_images(
         elif root.exists() or root.is_symlink():
             add(root, Path(root.stem))
         else:
-            raise ImageError(f"{root}: no such file or folder")
+            missing.append(root)
+    if missing and len(missing) == len(inputs):  # nothing to work on at all
+        raise ImageError(f"{missing[0]}: no such file or folder")
+    for root in missing:  # like any file that fails: its own `failed:` line, the rest goes on
+        add(root, Path(root.stem))
     counts: dict[Path, int] = {}
     for task in tasks:
         counts[task.relative_stem] = counts.get(task.relative_stem, 0) + 1
