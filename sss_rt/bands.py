@@ -86,6 +86,36 @@ class FeatureSource(abc.ABC):
         return DeviceBand(int(band.gpudata), (self.channels, y1 - y0, self.width), band.dtype, band)
 
 
+class ComputedSource(FeatureSource):
+    """Features computed for any rectangle on demand (a network head evaluated on the host),
+    with the post-processing's projection folded into the last layer where asked: subclasses
+    give ``_compute(y0, y1, x0, x1, project)``, ``project`` being ``(components, shift)``
+    (k×C, C) or None; it returns C×(y1−y0)×(x1−x0) float32 (k× with ``project``)."""
+
+    @abc.abstractmethod
+    def _compute(
+        self, y0: int, y1: int, x0: int, x1: int, project: tuple[np.ndarray, np.ndarray] | None
+    ) -> np.ndarray:
+        """The features (or their projection) of rows ``y0:y1``, columns ``x0:x1``."""
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        return self._compute(y0, y1, 0, self.width, None)
+
+    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return self._compute(y0, y1, x0, x1, None)
+
+    def projected_rows(
+        self,
+        y0: int,
+        y1: int,
+        components: np.ndarray,
+        shift: np.ndarray,
+        threads: int | None = None,
+    ) -> np.ndarray:
+        """The projection folded into the last layer: no C-channel band is formed."""
+        return self._compute(y0, y1, 0, self.width, (components, shift))
+
+
 @dataclass
 class DeviceBand:
     """C×n×W features in GPU memory at ``pointer``: each channel's n×W rows contiguous, channel

@@ -24,7 +24,7 @@ from functools import cached_property
 import numpy as np
 
 from sss_rt import native
-from sss_rt.bands import FeatureSource
+from sss_rt.bands import ComputedSource
 from sss_rt.resample import int32_taps, linear_taps
 
 
@@ -44,7 +44,7 @@ class HeadWeights:
         return native.PackedHead.pack(self.head, self.head_bias)
 
 
-class HeadSource(FeatureSource):
+class HeadSource(ComputedSource):
     """Features of one image from its trunk outputs, computed for any band on demand.
 
     ``t_in`` is 4×H×W, ``t_p1`` 124×(H/4)×(W/4), ``deep`` 512×(H/8)×(W/8) (float32; the
@@ -79,23 +79,6 @@ class HeadSource(FeatureSource):
         self._y_deep = linear_taps(self.height, self.deep.shape[1])
         self._x_p1 = linear_taps(self.width, self.t_p1.shape[2])
         self._x_deep = linear_taps(self.width, self.deep.shape[2])
-
-    def rows(self, y0: int, y1: int) -> np.ndarray:
-        return self._compute(y0, y1, 0, self.width, None)
-
-    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return self._compute(y0, y1, x0, x1, None)
-
-    def projected_rows(
-        self,
-        y0: int,
-        y1: int,
-        components: np.ndarray,
-        shift: np.ndarray,
-        threads: int | None = None,
-    ) -> np.ndarray:
-        """The projection folded into the last conv: no 128-channel band is formed."""
-        return self._compute(y0, y1, 0, self.width, (components, shift))
 
     def _compute(
         self, y0: int, y1: int, x0: int, x1: int, project: tuple[np.ndarray, np.ndarray] | None

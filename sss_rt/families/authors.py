@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from sss_rt import native
-from sss_rt.bands import FeatureSource
+from sss_rt.bands import ComputedSource
 from sss_rt.errors import ModelError
 from sss_rt.families.authors_graph import PAD, TAP_OUTPUTS
 from sss_rt.model_info import initializers
@@ -117,7 +117,7 @@ def dense_graph(model: Any) -> bytes:
     return out.SerializeToString()
 
 
-class AuthorsHeadSource(FeatureSource):
+class AuthorsHeadSource(ComputedSource):
     """One image's features from the authors' trunk outputs, any band on demand.
 
     ``taps``: the five tap outputs (C×h×w float32 each) in :data:`TAP_OUTPUTS` order; the
@@ -148,23 +148,6 @@ class AuthorsHeadSource(FeatureSource):
         p = weights.pad
         self._ys = [asymmetric_taps(padded_h, t.shape[1], p, self.height) for t in self.taps[1:]]
         self._xs = [asymmetric_taps(padded_w, t.shape[2], p, self.width) for t in self.taps[1:]]
-
-    def rows(self, y0: int, y1: int) -> np.ndarray:
-        return self._compute(y0, y1, 0, self.width, None)
-
-    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return self._compute(y0, y1, x0, x1, None)
-
-    def projected_rows(
-        self,
-        y0: int,
-        y1: int,
-        components: np.ndarray,
-        shift: np.ndarray,
-        threads: int | None = None,
-    ) -> np.ndarray:
-        """The projection folded into the last layer: no 128-channel band is formed."""
-        return self._compute(y0, y1, 0, self.width, (components, shift))
 
     def _compute(
         self, y0: int, y1: int, x0: int, x1: int, project: tuple[np.ndarray, np.ndarray] | None
