@@ -23,7 +23,7 @@ import numpy as np
 from sss_rt import native
 from sss_rt.bands import ComputedSource
 from sss_rt.errors import ModelError
-from sss_rt.families.authors_graph import PAD, TAP_OUTPUTS
+from sss_rt.families.authors_graph import PAD, TAP_OUTPUTS, crop_pad
 from sss_rt.model_info import initializers
 from sss_rt.resample import asymmetric_taps, int32_taps
 
@@ -44,6 +44,20 @@ class AuthorsHeadWeights:
     pad: int = PAD
 
     @classmethod
+    def from_arrays(cls, get: Callable[[str], np.ndarray], pad: int) -> AuthorsHeadWeights:
+        """From the graph's weights by name (``get``: an ONNX initializer or a module's
+        parameter as an array; 1×1 conv kernels become matrices)."""
+
+        def matrix(name: str) -> np.ndarray:
+            a = np.asarray(get(name), np.float32)
+            return np.ascontiguousarray(a.reshape(a.shape[0], -1) if a.ndim == 4 else a)
+
+        names = ("fc1_matting/a.weight", "fc1_matting/b.weight", "fc1_matting/b.bias",
+                 "fc2_matting/a.weight", "fc2_matting/b.weight", "fc2_matting/b.bias",
+                 "fc3_matting.weight", "fc3_matting.bias")  # fmt: skip
+        return cls(*(matrix(n) for n in names), pad=pad)
+
+    @classmethod
     def from_onnx(cls, model: Any, path: str) -> AuthorsHeadWeights:
         from onnx import numpy_helper
 
@@ -52,16 +66,9 @@ class AuthorsHeadWeights:
         def get(name: str) -> np.ndarray:
             if name not in inits:
                 raise ModelError(f"{path}: no {name} in the authors' graph; it cannot be split")
-            a = numpy_helper.to_array(inits[name]).astype(np.float32)
-            return np.ascontiguousarray(a.reshape(a.shape[0], -1) if a.ndim == 4 else a)
+            return numpy_helper.to_array(inits[name])
 
-        crop = [n for n in model.graph.node if n.name == "/output/Crop"]
-        pad = int(numpy_helper.to_array(inits[crop[0].input[1]])[0]) if crop else 0
-        return cls(
-            get("fc1_matting/a.weight"), get("fc1_matting/b.weight"), get("fc1_matting/b.bias"),
-            get("fc2_matting/a.weight"), get("fc2_matting/b.weight"), get("fc2_matting/b.bias"),
-            get("fc3_matting.weight"), get("fc3_matting.bias"), pad,
-        )  # fmt: skip
+        return cls.from_arrays(get, crop_pad(model))
 
 
 #: the dense layers fc1 and fc2 as a graph of their own (``dense_graph``): its input, the

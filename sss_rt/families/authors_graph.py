@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -295,6 +296,18 @@ def build_onnx(
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def crop_pad(model: Any) -> int:
+    """The reflect padding a graph built by :func:`build_onnx` crops off (0: none)."""
+    from onnx import numpy_helper
+
+    from sss_rt.model_info import initializers
+
+    crop = [n for n in model.graph.node if n.name == "/output/Crop"]
+    if not crop:
+        return 0
+    return int(numpy_helper.to_array(initializers(model)[crop[0].input[1]])[0])
 
 
 def random_weights(seed: int = 0, moving_statistics: bool = False) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from sss_rt.errors import ModelError
-from sss_rt.families.authors_graph import BN_EPS, MEAN_BGR, PAD, TAPS, blocks
+from sss_rt.families.authors_graph import BN_EPS, MEAN_BGR, PAD, TAPS, blocks, crop_pad
 from sss_rt.model_info import ModelInfo, initializers, read_model_info
 from sss_rt.resample import asymmetric_taps
 
@@ -123,21 +124,21 @@ class AuthorsNet(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.taps(images))
 
+    @cached_property
+    def head_weights(self) -> Any:
+        """The dense layers as host matrices (:class:`AuthorsHeadWeights`), made once."""
+        from sss_rt.families.authors import AuthorsHeadWeights
+
+        return AuthorsHeadWeights.from_arrays(
+            lambda name: self.p(name).detach().cpu().numpy(), self.pad
+        )
+
     def trunk_source(self, images: torch.Tensor, threads: int | None) -> Any:
         """The trunk here, the head in bands on the host (:class:`AuthorsHeadSource`)."""
-        from sss_rt.families.authors import AuthorsHeadSource, AuthorsHeadWeights
+        from sss_rt.families.authors import AuthorsHeadSource
 
-        def m(name: str) -> np.ndarray:
-            a = self.p(name).detach().cpu().numpy()
-            return np.ascontiguousarray(a.reshape(a.shape[0], -1) if a.ndim == 4 else a)
-
-        weights = AuthorsHeadWeights(
-            m("fc1_matting/a.weight"), m("fc1_matting/b.weight"), m("fc1_matting/b.bias"),
-            m("fc2_matting/a.weight"), m("fc2_matting/b.weight"), m("fc2_matting/b.bias"),
-            m("fc3_matting.weight"), m("fc3_matting.bias"), self.pad,
-        )  # fmt: skip
         taps = [t[0].float().cpu().numpy() for t in self.taps(images)]
-        return AuthorsHeadSource(weights, taps, threads)
+        return AuthorsHeadSource(self.head_weights, taps, threads)
 
 
 def authors_net_from_onnx(path: str | os.PathLike[str]) -> tuple[AuthorsNet, ModelInfo]:
@@ -148,8 +149,7 @@ def authors_net_from_onnx(path: str | os.PathLike[str]) -> tuple[AuthorsNet, Mod
     info = read_model_info(path)
     model = onnx.load(os.fspath(path))
     inits = initializers(model)
-    crop = [n for n in model.graph.node if n.name == "/output/Crop"]
-    pad = int(numpy_helper.to_array(inits[crop[0].input[1]])[0]) if crop else 0
+    pad = crop_pad(model)
     skip = {"bgr", "mean", "pads", "crop_starts", "crop_ends", "crop_axes"}
     weights = {
         name: numpy_helper.to_array(t).astype(np.float32)
