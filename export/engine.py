@@ -4,7 +4,8 @@ Building is apart from running (``sss_rt.backends.tensorrt`` runs what is built 
 Polygraphy's loaders and runners. An engine is only valid for the TensorRT version and the GPU
 it was built on. Every engine has a JSON sidecar (``X.engine.json``) recording what it was built
 from and for; a sidecar that does not match the running GPU / TensorRT is reported as
-"built for … running on …". TensorRT and pycuda are imported only when used.
+"built for … running on …". TensorRT and the CUDA runtime (:mod:`sss_rt.cuda`) are imported
+only when used.
 """
 
 from __future__ import annotations
@@ -154,23 +155,14 @@ def require_tensorrt() -> Any:
     return trt
 
 
-def running_machine() -> dict[str, Any]:
-    """TensorRT version and the current GPU's name, compute capability, SMs and memory."""
+def running_machine(device: str = "cuda") -> dict[str, Any]:
+    """TensorRT version and ``device``'s name, compute capability, SMs and memory."""
+    from sss_rt.cuda import cuda_runtime
+    from sss_rt.device import Device
+
     trt = require_tensorrt()
-    try:
-        import pycuda.autoprimaryctx  # noqa: F401
-        import pycuda.driver as drv
-    except ImportError:
-        raise BackendUnavailableError("the TensorRT backend needs pycuda") from None
-    dev = drv.Context.get_device()
-    major, minor = dev.compute_capability()
-    return {
-        "tensorrt": trt.__version__,
-        "gpu_name": dev.name(),
-        "compute_capability": f"{major}{minor}",
-        "sm_count": dev.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT),
-        "gpu_memory_mb": dev.total_memory() // (1 << 20),
-    }
+    runtime = cuda_runtime(Device.parse(device).cuda_index)
+    return {"tensorrt": trt.__version__, **runtime.properties()}
 
 
 def build(
@@ -178,14 +170,27 @@ def build(
     engine_path: str | os.PathLike[str],
     settings: BuildSettings,
     log: Any = print,
+    device: str = "cuda",
 ) -> dict[str, Any]:
-    """Build an engine and its sidecar (written atomically); returns the sidecar."""
+    """Build an engine for ``device`` and its sidecar (written atomically); returns the
+    sidecar."""
+    from sss_rt.cuda import cuda_runtime
+    from sss_rt.device import Device
+
+    require_tensorrt()
+    read_model_info(onnx_path)  # a clear ModelError for a file that is not ours
+    with cuda_runtime(Device.parse(device).cuda_index).activate():  # TensorRT builds there
+        return _build(Path(onnx_path), Path(engine_path), settings, log, device)
+
+
+def _build(
+    onnx_path: Path, engine_path: Path, settings: BuildSettings, log: Any, device: str
+) -> dict[str, Any]:
     from sss_rt._version import __version__
 
     trt = require_tensorrt()
-    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    info = read_model_info(onnx_path)  # a clear ModelError for a file that is not ours
-    machine = running_machine()
+    info = read_model_info(onnx_path)
+    machine = running_machine(device)
     logger = trt.Logger(trt.Logger.INFO)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
@@ -243,8 +248,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def cached_engine(onnx: Path, settings: BuildSettings, machine: dict[str, Any]) -> Path:
-    """The cache's engine for this model, settings, GPU and TensorRT, built if missing.
+def cached_engine(
+    onnx: Path, settings: BuildSettings, machine: dict[str, Any], device: str = "cuda"
+) -> Path:
+    """The cache's engine for this model, settings, GPU (``device``, described by ``machine``)
+    and TensorRT, built if missing.
 
     An engine without its sidecar (a build killed between the two writes) is rebuilt, never
     refused. Builds of one key are serialized by a lock file (``KEY.lock``, ``flock``): a second
@@ -256,6 +264,6 @@ def cached_engine(onnx: Path, settings: BuildSettings, machine: dict[str, Any]) 
     make_once(
         directory / f"{key}.lock",
         lambda: engine_path.is_file() and sidecar_path(engine_path).is_file(),
-        lambda: build(onnx, engine_path, settings),
+        lambda: build(onnx, engine_path, settings, device=device),
     )
     return engine_path

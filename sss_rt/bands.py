@@ -16,8 +16,8 @@ Device bands: ``device_band(y0, y1, runtime, stream)`` is the same band in GPU m
 order of ``stream``. Any source has one — a host band is uploaded on that stream — and a source
 whose features live on the GPU (a TensorRT binding, a PyTorch CUDA tensor, an ONNX Runtime CUDA
 output) gives out its own memory or computes the band on that stream, so that nothing crosses
-to the host. ``runtime`` is the CUDA runtime the post-processing drives (pycuda, or the test
-suite's emulation of it).
+to the host. ``runtime`` is the CUDA runtime the post-processing drives (:mod:`sss_rt.cuda`:
+pycuda or CuPy, or the test suite's emulation of either).
 """
 
 from __future__ import annotations
@@ -80,10 +80,8 @@ class FeatureSource(abc.ABC):
 
     def device_band(self, y0: int, y1: int, runtime: Any, stream: Any) -> DeviceBand:
         """Rows ``y0:y1`` in GPU memory, ready in ``stream``'s order (here: uploaded)."""
-        band = runtime.gpuarray.to_gpu_async(
-            np.ascontiguousarray(self.rows(y0, y1), np.float32), stream=stream
-        )
-        return DeviceBand(int(band.gpudata), (self.channels, y1 - y0, self.width), band.dtype, band)
+        band = runtime.upload(np.ascontiguousarray(self.rows(y0, y1), np.float32), stream)
+        return DeviceBand(band.ptr, (self.channels, y1 - y0, self.width), band.dtype, band)
 
 
 class ComputedSource(FeatureSource):
@@ -131,16 +129,15 @@ class DeviceBand:
     def stride(self) -> int:
         return self.ld or self.shape[1] * self.shape[2]
 
-    def to_host(self, drv: Any, r0: int, r1: int, stream: Any) -> np.ndarray:
+    def to_host(self, runtime: Any, r0: int, r1: int, stream: Any) -> np.ndarray:
         """Rows ``r0:r1`` of every channel, C×(r1−r0)×W in page-locked host memory (in the
         band's dtype): one asynchronous copy per channel on ``stream``, then one wait."""
         c, _, w = self.shape
         item = np.dtype(self.dtype).itemsize
-        host = drv.pagelocked_empty((c, r1 - r0, w), self.dtype)
+        host = runtime.pinned((c, r1 - r0, w), self.dtype)
         for ch in range(c):
-            drv.memcpy_dtoh_async(
-                host[ch], self.pointer + (ch * self.stride + r0 * w) * item, stream
-            )
+            start = self.pointer + (ch * self.stride + r0 * w) * item
+            runtime.copy_to_host(host[ch], start, stream)
         stream.synchronize()
         return host
 
@@ -149,8 +146,8 @@ class DeviceArraySource(FeatureSource):
     """C×H×W features already in GPU memory (C-contiguous at ``pointer``, float32 or float16):
     device bands are offsets into it; host bands are copied out. ``ready``: an event the
     producer recorded on its own stream after writing them (waited on before any read);
-    ``owner``: whatever keeps the memory alive; ``runtime``: the pycuda-like runtime whose
-    driver copies host bands out."""
+    ``owner``: whatever keeps the memory alive; ``runtime``: the :mod:`sss_rt.cuda` runtime
+    that copies host bands out."""
 
     on_device = True
 
@@ -173,7 +170,7 @@ class DeviceArraySource(FeatureSource):
 
     def _wait(self, stream: Any) -> None:
         if self.ready is not None:
-            stream.wait_for_event(self.ready)
+            stream.wait(self.ready)
 
     def device_band(self, y0: int, y1: int, runtime: Any, stream: Any) -> DeviceBand:
         self._wait(stream)
@@ -182,10 +179,11 @@ class DeviceArraySource(FeatureSource):
         return DeviceBand(self.pointer + offset, shape, self.dtype, self, self.height * self.width)
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
-        if self._stream is None:
-            self._stream = self.runtime.drv.Stream()
-        band = self.device_band(y0, y1, self.runtime, self._stream)
-        return np.asarray(band.to_host(self.runtime.drv, 0, y1 - y0, self._stream), np.float32)
+        with self.runtime.activate():
+            if self._stream is None:
+                self._stream = self.runtime.stream()
+            band = self.device_band(y0, y1, self.runtime, self._stream)
+            return np.asarray(band.to_host(self.runtime, 0, y1 - y0, self._stream), np.float32)
 
 
 class ArraySource(FeatureSource):

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 from functools import cache
 
-#: what the network runs in
-PRECISIONS = ("fp32", "bf16", "int8")
+#: what the network runs in (which backend runs which, on which device:
+#: :data:`sss_rt.backends.support.SUPPORT`; ``tf32`` is the torch backend's on a GPU)
+PRECISIONS = ("fp32", "bf16", "int8", "tf32")
 #: what ``--precision`` accepts: a precision, or ``auto`` (:func:`resolve_precision`)
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 #: the flags that matter for the network's speed, in the order reported

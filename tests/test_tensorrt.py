@@ -118,7 +118,7 @@ def test_concurrent_cache_builds_of_one_key_build_once(monkeypatch, tmp_path, on
     monkeypatch.setenv("SSS_RT_CACHE", str(tmp_path))
     builds = []
 
-    def fake_build(onnx, engine_path, settings, log=print):
+    def fake_build(onnx, engine_path, settings, log=print, device="cuda"):
         builds.append(engine_path)
         time.sleep(0.3)  # long enough for the other caller to arrive
         Path(engine_path).write_bytes(b"engine")

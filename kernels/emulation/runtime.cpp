@@ -28,8 +28,8 @@
 namespace emu {
 thread_local uint3 thread_index;
 thread_local uint3 block_index;
-dim3 block_dim;
-dim3 grid_dim;
+thread_local dim3 block_dim;
+thread_local dim3 grid_dim;
 
 namespace {
 // -- fiber contexts: a few instructions on x86-64 (callee-saved registers, the stack pointer,
@@ -230,8 +230,8 @@ extern "C" int emu_launch(void (*body)(void *), void *args, const unsigned grid[
                           int barriers, int *synced, char *error, std::size_t error_size)
 {
     using namespace emu;
-    grid_dim = {grid[0], grid[1], grid[2]};
-    block_dim = {block[0], block[1], block[2]};
+    const dim3 launch_grid = {grid[0], grid[1], grid[2]};
+    const dim3 launch_block = {block[0], block[1], block[2]};
     const unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
     const unsigned threads = block[0] * block[1] * block[2];
     workers = (int)std::max<unsigned long long>(1, std::min<unsigned long long>(workers, blocks));
@@ -240,6 +240,8 @@ extern "C" int emu_launch(void (*body)(void *), void *args, const unsigned grid[
     std::vector<std::string> errors(workers);
     std::atomic<bool> any_sync{false};
     auto work = [&](int id) {
+        grid_dim = launch_grid;  // this thread's launch (Python threads may launch at once)
+        block_dim = launch_block;
         Worker w;
         w.body = body;
         w.args = args;

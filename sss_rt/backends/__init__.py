@@ -6,32 +6,34 @@ import importlib.util
 import os
 
 from sss_rt.backends.base import Backend
+from sss_rt.backends.support import SUPPORT, check_support
+from sss_rt.device import Device
 from sss_rt.errors import BackendUnavailableError
 from sss_rt.precision import check_precision, resolve_precision
 
-#: backend name → the packages it needs (the one list of backends)
-BACKENDS: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnxruntime",),
-    "openvino": ("openvino",),
-    "torch": ("torch",),
-    "tensorrt": ("tensorrt", "pycuda"),
-}
+#: backend name → the packages it needs (from the one table, :data:`SUPPORT`)
+BACKENDS: dict[str, tuple[str, ...]] = {name: s.packages for name, s in SUPPORT.items()}
 #: what ``--backend`` accepts: a backend name, or ``auto`` (by the model file's suffix)
 BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
 def available_backends() -> dict[str, bool]:
-    """Which backends can be created in this environment (without importing them)."""
-    return {
+    """Which backends can be created in this environment (without importing them); TensorRT
+    also needs a CUDA runtime (CuPy or pycuda)."""
+    from sss_rt.cuda import installed_runtimes
+
+    found = {
         name: all(importlib.util.find_spec(m) is not None for m in needs)
         for name, needs in BACKENDS.items()
     }
+    found["tensorrt"] = found["tensorrt"] and bool(installed_runtimes())
+    return found
 
 
 def create_backend(
     name: str,
     model: str | os.PathLike[str],
-    device: str = "auto",
+    device: str | Device = "auto",
     threads: int | None = None,
     precision: str = "fp32",
     **options: object,
@@ -40,9 +42,11 @@ def create_backend(
     else OpenVINO for bf16 and int8 on the CPU (where installed) and ONNX Runtime otherwise.
     ``precision="auto"``: bf16 where the CPU has a bf16 unit and an ONNX model runs on the CPU,
     else fp32 (:func:`sss_rt.precision.resolve_precision`). ``options`` go to the backend
-    (e.g. ``execution="whole"``)."""
+    (e.g. ``execution="whole"``). What a backend supports is :data:`SUPPORT`'s, checked here
+    with its one message before anything is loaded."""
+    device = Device.parse(device)
     torch_model = os.fspath(model).endswith((".pt", ".pth"))
-    on_cpu = device == "cpu" or (device == "auto" and not _gpu_backend_present())
+    on_cpu = device.is_cpu or (device.kind == "auto" and not _gpu_backend_present())
     if precision == "auto":
         automatic = name in ("auto", "openvino") and not torch_model and on_cpu
         precision = resolve_precision("auto") if automatic else "fp32"
@@ -56,6 +60,8 @@ def create_backend(
             name = "openvino"
         else:
             name = "onnxruntime"
+    execution = options.get("execution")
+    check_support(name, device, precision, execution if isinstance(execution, str) else None)
     kwargs = {"device": device, "threads": threads, "precision": precision, **options}
     if name == "onnxruntime":
         from sss_rt.backends.onnxruntime import OnnxRuntimeBackend
@@ -72,8 +78,8 @@ def create_backend(
     if name == "tensorrt":
         if not available_backends()["tensorrt"]:
             raise BackendUnavailableError(
-                "the tensorrt backend needs TensorRT and pycuda on an NVIDIA GPU "
-                "(pip install 'sss-rt[gpu]'); use --backend onnxruntime on this machine"
+                "the tensorrt backend needs TensorRT and a CUDA runtime (CuPy or pycuda) on an "
+                "NVIDIA GPU (pip install 'sss-rt[gpu]'); use --backend onnxruntime here"
             )
         from sss_rt.backends.tensorrt import TensorRTBackend
 
@@ -90,4 +96,12 @@ def _gpu_backend_present() -> bool:
     return bool(gpu_providers())
 
 
-__all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "available_backends", "create_backend"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_CHOICES",
+    "SUPPORT",
+    "Backend",
+    "available_backends",
+    "check_support",
+    "create_backend",
+]

@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from sss_rt.backends.base import EXECUTIONS, Backend, check_image
+from sss_rt.backends.base import Backend, check_image
 from sss_rt.backends.onnx_graph import load_feature_model
+from sss_rt.backends.support import check_support
 from sss_rt.bands import ArraySource, DeviceArraySource, FeatureSource
+from sss_rt.device import Device
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_of
 from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
@@ -43,18 +45,13 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _device_index(device: str) -> int:
-    _, _, index = device.partition(":")
-    return int(index) if index else 0
-
-
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(
         self,
         model: str | os.PathLike[str],
-        device: str = "auto",
+        device: str | Device = "auto",
         threads: int | None = None,
         graph_optimization: str = "all",
         execution: str = "split",
@@ -63,12 +60,7 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         self.precision = check_precision(precision)
-        if precision == "bf16":
-            raise BackendUnavailableError(
-                "ONNX Runtime runs fp32 and int8 on the CPU; bf16 runs on --backend openvino"
-            )
-        if execution not in EXECUTIONS:
-            raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+        dev = check_support(self.name, device, precision, execution)
         if graph_optimization not in GRAPH_OPT_LEVELS:
             raise ValueError(f"graph_optimization must be one of {GRAPH_OPT_LEVELS}")
         graph, path, props = load_feature_model(os.fspath(model), precision)
@@ -87,18 +79,16 @@ class OnnxRuntimeBackend(Backend):
         # nearly doubles peak RSS (4.6 GB vs 2.5 GB) for no speed gain
         options.enable_cpu_mem_arena = False
         providers: list[Any] = ["CPUExecutionProvider"]
-        gpus = gpu_providers()
-        if device.startswith("cuda"):
+        gpus = gpu_providers() if precision == "fp32" else []
+        if dev.is_cuda:
             if not gpus:
                 raise BackendUnavailableError(
-                    "device 'cuda' needs onnxruntime-gpu (pip install 'sss-rt[gpu]')"
+                    "device cuda needs onnxruntime-gpu in place of onnxruntime: pip uninstall -y "
+                    "onnxruntime && pip install onnxruntime-gpu"
                 )
-            index = _device_index(device)
-            providers = [(p, {"device_id": index}) for p in gpus] + providers
-        elif device == "auto" and gpus:
+            providers = [(p, {"device_id": dev.cuda_index}) for p in gpus] + providers
+        elif dev.kind == "auto" and gpus:
             providers = gpus + providers
-        elif device not in ("auto", "cpu"):
-            raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda[:N])")
         self._info = ModelInfo.from_metadata(props)
         self._path, self._options, self._providers_asked = path, options, providers
         self.threads = threads
@@ -117,9 +107,8 @@ class OnnxRuntimeBackend(Backend):
         else:
             active = self._whole_session()
         self._providers = active.get_providers()
-        self._device = "cpu" if self._providers[0] == "CPUExecutionProvider" else device
-        if self._device == "auto":
-            self._device = "cuda:0"
+        on_cpu = self._providers[0] == "CPUExecutionProvider"
+        self._device = "cpu" if on_cpu else str(Device("cuda", dev.cuda_index))
 
     def _session(self, model: str | bytes) -> Any:
         import onnxruntime as ort
@@ -145,7 +134,7 @@ class OnnxRuntimeBackend(Backend):
 
     def features(self, image: np.ndarray, *, whole: bool = False) -> FeatureSource:
         batch = check_image(image)[None]
-        if self._device.startswith("cuda"):
+        if Device.parse(self._device).is_cuda:
             return self._device_features(batch)
         if self._trunk is None or whole:
             return ArraySource(self._whole_session().run(None, {INPUT_NAME: batch})[0][0])
@@ -155,18 +144,19 @@ class OnnxRuntimeBackend(Backend):
 
     def _device_features(self, batch: np.ndarray) -> FeatureSource:
         """The whole graph on a GPU execution provider, its output bound in GPU memory (I/O
-        binding): a device source for the CUDA post-processing, or a host array where pycuda
-        is missing. ``run_with_iobinding`` returns once the output is written."""
+        binding): a device source for the CUDA post-processing, or a host array where no CUDA
+        runtime (pycuda, CuPy) is usable. ``run_with_iobinding`` returns once the output is
+        written."""
         session = self._whole_session()
         binding = session.io_binding()
         binding.bind_cpu_input(INPUT_NAME, batch)
-        binding.bind_output(OUTPUT_NAME, "cuda", _device_index(self._device))
+        binding.bind_output(OUTPUT_NAME, "cuda", Device.parse(self._device).cuda_index)
         session.run_with_iobinding(binding)
         out = binding.get_outputs()[0]
         try:
-            from sss_rt.postprocess.cuda import pycuda_runtime
+            from sss_rt.cuda import cuda_runtime
 
-            runtime = pycuda_runtime(self._device)
+            runtime = cuda_runtime(Device.parse(self._device).cuda_index)
         except BackendUnavailableError:
             return ArraySource(out.numpy()[0])
         shape = tuple(out.shape())[1:]

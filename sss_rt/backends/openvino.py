@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from sss_rt.backends.base import EXECUTIONS, Backend, check_image
+from sss_rt.backends.base import Backend, check_image
 from sss_rt.backends.onnx_graph import load_feature_model
+from sss_rt.backends.support import check_support
 from sss_rt.bands import ArraySource, FeatureSource
+from sss_rt.device import Device
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_of
 from sss_rt.families.graph import cut
@@ -48,7 +50,7 @@ class OpenVinoBackend(Backend):
     def __init__(
         self,
         model: str | os.PathLike[str],
-        device: str = "auto",
+        device: str | Device = "auto",
         threads: int | None = None,
         execution: str = "split",
         precision: str = "bf16",
@@ -56,13 +58,7 @@ class OpenVinoBackend(Backend):
     ):
         ov = import_openvino()
         self.precision = check_precision(precision)
-        if execution not in EXECUTIONS:
-            raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
-        if device not in ("auto", "cpu"):
-            raise BackendUnavailableError(
-                f"the openvino backend runs on the CPU; for {device!r} use --backend tensorrt "
-                "or onnxruntime"
-            )
+        check_support(self.name, device, precision, execution)
         if precision == "bf16" and bf16_unit() is None:
             raise BackendUnavailableError(
                 "bf16 needs a CPU with AMX-BF16 or AVX512-BF16 and this one has neither; "

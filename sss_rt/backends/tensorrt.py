@@ -2,8 +2,9 @@
 
 Its features stay on the GPU: a :class:`~sss_rt.bands.DeviceArraySource` over the output binding,
 with an event recorded after the engine ran, which the CUDA post-processing's stream waits on;
-bands are copied to the host only when a host post-processing asks for them. TensorRT and pycuda
-are imported only when used; the device's primary context (``device="cuda:N"``) is pycuda's.
+bands are copied to the host only when a host post-processing asks for them. TensorRT and the CUDA
+runtime (:mod:`sss_rt.cuda`: pycuda or CuPy) are imported only when used; every call makes the
+device (``device="cuda:N"``) current on the calling thread for its duration.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from sss_rt.backends.base import Backend, check_image
+from sss_rt.backends.support import check_support
 from sss_rt.bands import DeviceArraySource, FeatureSource
-from sss_rt.errors import BackendUnavailableError, ModelError
+from sss_rt.device import Device
+from sss_rt.errors import ModelError
 from sss_rt.export.engine import (
     BuildSettings,
     Profile,
@@ -43,30 +46,31 @@ class TensorRTBackend(Backend):
     def __init__(
         self,
         model: str | os.PathLike[str],
-        device: str = "auto",
+        device: str | Device = "auto",
         threads: int | None = None,
         settings: BuildSettings | None = None,
         strict: bool = False,
         precision: str = "fp32",
     ):
         del threads
-        if precision != "fp32":  # an engine's precision is a build setting (build-engine)
-            raise BackendUnavailableError(
-                "TensorRT engines take their precision from sss-rt build-engine --precision"
-            )
+        parsed = check_support(self.name, device, precision, "whole")
         trt = require_tensorrt()
-        from sss_rt.postprocess.cuda import pycuda_runtime
+        from sss_rt.cuda import cuda_runtime
 
-        self._device = "cuda" if device == "auto" else device
-        self._runtime = pycuda_runtime(self._device)
-        drv = self._drv = self._runtime.drv
-        path = Path(model)
+        self._device = str(Device("cuda", parsed.index))
+        self._runtime = cuda_runtime(parsed.cuda_index)
+        with self._runtime.activate():
+            self._open(trt, Path(model), settings, strict)
+
+    def _open(self, trt: Any, path: Path, settings: BuildSettings | None, strict: bool) -> None:
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
-        machine = running_machine()
+        machine = running_machine(self._device)
         settings = settings or BuildSettings()
         onnx = path if path.suffix == ".onnx" else None
-        engine_path = cached_engine(onnx, settings, machine) if onnx is not None else path
+        engine_path = (
+            cached_engine(onnx, settings, machine, self._device) if onnx is not None else path
+        )
         record_file = sidecar_path(engine_path)
         if not record_file.is_file():
             raise ModelError(f"{engine_path}: no sidecar {record_file.name}; rebuild the engine")
@@ -75,7 +79,7 @@ class TensorRTBackend(Backend):
         if problem:
             if strict or onnx is None:
                 raise ModelError(f"{engine_path}: {problem}; rebuild it with sss-rt build-engine")
-            build(onnx, engine_path, settings)
+            build(onnx, engine_path, settings, device=self._device)
             record = json.loads(record_file.read_text())
         if not record.get("model"):
             raise ModelError(f"{engine_path}: its sidecar does not describe the model")
@@ -93,37 +97,40 @@ class TensorRTBackend(Backend):
                 f"TensorRT {record.get('tensorrt')}, running {trt.__version__})"
             )
         self._context = self._engine.create_execution_context()
-        self._stream = drv.Stream()
+        self._stream = self._runtime.stream()
         self.record = record
 
     def run_device(self, image: np.ndarray) -> tuple[Any, tuple[int, ...]]:
         """Run on one H×W×3 uint8 image; the 1×C×H×W output stays on the GPU."""
-        drv = self._drv
+        with self._runtime.activate():
+            return self._run_device(image)
+
+    def _run_device(self, image: np.ndarray) -> tuple[Any, tuple[int, ...]]:
+        rt = self._runtime
         images = check_image(image)[None]
         self.profile.check(images.shape)
-        host_in = drv.pagelocked_empty(images.shape, np.uint8)
+        host_in = rt.pinned(images.shape, np.uint8)
         host_in[...] = images
-        d_in = drv.mem_alloc(host_in.nbytes)
-        drv.memcpy_htod_async(d_in, host_in, self._stream)
+        d_in = rt.empty(images.shape, np.uint8)
+        rt.copy_from_host(d_in.ptr, host_in, self._stream)
         if not self._context.set_input_shape(INPUT_NAME, images.shape):
             raise ModelError(f"the engine refuses input shape {images.shape}")
         out_shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
-        itemsize = np.dtype(_trt_dtype(self._engine.get_tensor_dtype(OUTPUT_NAME))).itemsize
-        d_out = drv.mem_alloc(int(np.prod(out_shape)) * itemsize)
-        self._context.set_tensor_address(INPUT_NAME, int(d_in))
-        self._context.set_tensor_address(OUTPUT_NAME, int(d_out))
+        dtype = np.dtype(_trt_dtype(self._engine.get_tensor_dtype(OUTPUT_NAME)))
+        d_out = rt.empty(out_shape, dtype)
+        self._context.set_tensor_address(INPUT_NAME, d_in.ptr)
+        self._context.set_tensor_address(OUTPUT_NAME, d_out.ptr)
         if not self._context.execute_async_v3(self._stream.handle):
             raise RuntimeError("TensorRT execution failed")
-        self._keep = (d_in, host_in)  # alive until the stream has used them
+        d_out.keep = (d_in, host_in)  # alive until the stream has used them
         return d_out, out_shape
 
     def features(self, image: np.ndarray, *, whole: bool = False) -> FeatureSource:
-        d_out, shape = self.run_device(image)
-        dtype = _trt_dtype(self._engine.get_tensor_dtype(OUTPUT_NAME))
-        ready = self._drv.Event()
-        ready.record(self._stream)  # the consumer's stream waits on it
+        with self._runtime.activate():
+            d_out, shape = self._run_device(image)
+            ready = self._runtime.record(self._stream)  # the consumer's stream waits on it
         return DeviceArraySource(
-            int(d_out), shape[1:], dtype, self._runtime, ready=ready, owner=(d_out, self._keep)
+            d_out.ptr, shape[1:], d_out.dtype, self._runtime, ready=ready, owner=d_out
         )
 
     def close(self) -> None:

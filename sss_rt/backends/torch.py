@@ -9,13 +9,18 @@ device); ``execution="whole"`` runs the whole module at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from sss_rt.backends.base import EXECUTIONS, Backend, check_image
+from sss_rt.backends.base import Backend, check_image
+from sss_rt.backends.support import check_support
 from sss_rt.bands import ArraySource, DeviceArraySource, DeviceBand, FeatureSource
+from sss_rt.device import CPU, Device
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_named
 from sss_rt.model_info import ModelInfo, read_model_info
@@ -33,27 +38,40 @@ def _import_torch() -> Any:
     return torch
 
 
+_TF32_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def tf32(torch: Any, allow: bool) -> Iterator[None]:
+    """cuDNN convolutions and CUDA matmuls with TF32 on or off for the block (PyTorch's flags
+    are process-wide: they are set, and restored after, under one lock, so concurrent blocks
+    with different settings never see each other's)."""
+    with _TF32_LOCK:
+        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = allow
+        torch.backends.cuda.matmul.allow_tf32 = allow
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 class TorchBackend(Backend):
     name = "torch"
 
     def __init__(
         self,
         model: str | os.PathLike[str],
-        device: str = "auto",
+        device: str | Device = "auto",
         threads: int | None = None,
         execution: str = "split",
         precision: str = "fp32",
     ):
-        if check_precision(precision) != "fp32":
-            raise BackendUnavailableError(
-                f"the torch backend runs fp32 only; --precision {precision} runs on "
-                "--backend onnxruntime"
-            )
+        check_precision(precision)
+        dev = check_support(self.name, device, precision, execution)
         torch = _import_torch()
         from sss_rt.export.inference_form import InferenceNet
 
-        if execution not in EXECUTIONS:
-            raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
         path = os.fspath(model)
         if not os.path.isfile(path):
             raise ModelError(f"model file not found: {path}")
@@ -69,12 +87,16 @@ class TorchBackend(Backend):
             info = ModelInfo(
                 meta["backbone"], FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, training=meta
             )
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailableError("device 'cuda' requested but PyTorch sees no CUDA GPU")
-        if device != "cpu" and not device.startswith("cuda"):
-            raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda[:N])")
+        if dev.kind == "auto":
+            dev = Device("cuda", dev.index) if torch.cuda.is_available() else CPU
+        if dev.is_cuda and not torch.cuda.is_available():
+            raise BackendUnavailableError("device cuda requested but PyTorch sees no CUDA GPU")
+        check_support(self.name, dev, precision, execution)  # tf32 exists on a GPU only
+        device = str(dev)
+        #: TF32 in cuDNN convolutions and matmuls: only for --precision tf32 (PyTorch enables it
+        #: for convolutions by default; fp32 here means IEEE fp32, the CPU pipeline's numbers)
+        self.allow_tf32 = precision == "tf32"
+        self.precision = precision
         if threads is not None:
             torch.set_num_threads(int(threads))
         self._torch = torch
@@ -98,7 +120,7 @@ class TorchBackend(Backend):
         x = torch.from_numpy(check_image(image)[None]).to(self._device)
         net = self._net
         on_gpu = x.device.type == "cuda"
-        with torch.inference_mode():
+        with torch.inference_mode(), tf32(torch, self.allow_tf32):
             # a family whose trunk cannot run in bands (per-image statistics) makes its own
             # split source; on a GPU it runs whole
             own = getattr(net, "trunk_source", None)
@@ -115,7 +137,7 @@ class TorchBackend(Backend):
             t_in, t_p1, deep = self._trunk(x)
         if on_gpu:  # the head's bands then run on the consumer's stream, after the trunk
             torch.cuda.current_stream(x.device).synchronize()
-        return TorchHeadSource(net, t_in[0], t_p1[0], deep[0])
+        return TorchHeadSource(net, t_in[0], t_p1[0], deep[0], allow_tf32=self.allow_tf32)
 
     def _trunk(self, image: Any) -> tuple[Any, Any, Any]:
         """The trunk's outputs t_in, t_p1, deep (1×C×h×w) of a 1×H×W×3 uint8 tensor, in an
@@ -177,7 +199,7 @@ class TorchBackend(Backend):
 
     def close(self) -> None:
         self._net = None
-        if self._device.startswith("cuda"):
+        if Device.parse(self._device).is_cuda:
             self._torch.cuda.empty_cache()
 
 
@@ -271,10 +293,11 @@ class TorchHeadSource(FeatureSource):
 
     CHUNK_MB = 64
 
-    def __init__(self, net: Any, t_in: Any, t_p1: Any, deep: Any):
+    def __init__(self, net: Any, t_in: Any, t_p1: Any, deep: Any, allow_tf32: bool = False):
         import torch
 
         self._torch = torch
+        self.allow_tf32 = allow_tf32
         self.net = net
         self.t_in, self.t_p1, self.deep = t_in, t_p1, deep
         _, self.height, self.width = t_in.shape
@@ -342,7 +365,7 @@ class TorchHeadSource(FeatureSource):
         out_c = self.channels if project is None else project[0].shape[0]
         out = torch.empty((out_c, y1 - y0, width), dtype=torch.float32, device=self.t_in.device)
         step = max(1, (self.CHUNK_MB << 20) // (mid * width * 4))
-        with torch.inference_mode():
+        with torch.inference_mode(), tf32(torch, self.allow_tf32):
             for a in range(y0, y1, step):
                 b = min(y1, a + step)
                 hidden = self._hidden(a, b, x0, x1)

@@ -21,6 +21,7 @@ def environment() -> dict:
     from sss_rt import native
     from sss_rt._version import __version__
     from sss_rt.backends import available_backends
+    from sss_rt.backends.support import describe as support_table
     from sss_rt.segmentation import native as segmentation_native
 
     env: dict = {
@@ -38,9 +39,12 @@ def environment() -> dict:
                 "torch",
                 "tensorrt",
                 "pycuda",
+                "cupy-cuda12x",
+                "cupy-cuda13x",
             )
         },
         "backends": available_backends(),
+        "backend support (device: precisions — executions)": support_table(),
         "postprocess_engine": native.describe(),
         "segmentation_kernels": segmentation_native.describe(),
     }
@@ -87,21 +91,44 @@ def gpu_parts() -> dict[str, str]:
         f"usable ({nvcc})" if nvcc else "unavailable: not on PATH; install the CUDA toolkit"
     )
 
-    if not _version("pycuda"):
-        why = "pycuda not installed: pip install 'sss-rt[gpu]' (builds against the CUDA toolkit)"
+    from sss_rt.cuda import ENV, installed_runtimes, requested_runtime
+
+    runtimes = installed_runtimes()
+    try:
+        asked = requested_runtime()
+    except Exception as exc:  # a bad SSS_RT_CUDA_RUNTIME
+        asked, why = "auto", str(exc)
+    else:
+        why = ""
+    forced = f" ({ENV}={asked})" if asked != "auto" else ""
+    parts["cuda runtimes installed"] = (
+        ", ".join(runtimes)
+        if runtimes
+        else ("none: pip install 'sss-rt[cuda12]' (CuPy) or 'sss-rt[gpu]' (pycuda)")
+    )
+    if why:
+        pass
+    elif not runtimes and asked == "auto":
+        why = "no CUDA runtime (pycuda or CuPy) installed"
     elif driver:
         why = driver
     else:
         try:
-            from sss_rt.postprocess.cuda import pycuda_runtime
+            from sss_rt.cuda import cuda_runtime
 
-            runtime = pycuda_runtime("cuda")
-            why = ""
-            parts["cuda post-processing"] = f"usable ({runtime.device.name()})"
+            runtime = cuda_runtime(0)
+            parts["cuda post-processing"] = f"usable: {runtime.describe()}{forced}"
         except Exception as exc:
             why = str(exc)
     if why:
         parts["cuda post-processing"] = f"unavailable: {why}; extraction post-processes on the CPU"
+    both = _version("onnxruntime") and _version("onnxruntime-gpu")
+    if both:
+        parts["onnxruntime packages"] = (
+            "conflict: onnxruntime and onnxruntime-gpu are both installed and overwrite each "
+            "other's files: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+            "onnxruntime-gpu"
+        )
 
     torch_version = _version("torch")
     if not torch_version:
@@ -119,8 +146,8 @@ def gpu_parts() -> dict[str, str]:
         parts["tensorrt backend"] = (
             "unavailable: tensorrt not installed: pip install 'sss-rt[gpu]' (tensorrt>=10,<12)"
         )
-    elif not _version("pycuda"):
-        parts["tensorrt backend"] = "unavailable: it needs pycuda too"
+    elif not runtimes:
+        parts["tensorrt backend"] = "unavailable: it needs a CUDA runtime too (CuPy or pycuda)"
     else:
         parts["tensorrt backend"] = f"usable (TensorRT {_version('tensorrt')})" + (
             f", but {driver}" if driver else ""
@@ -136,7 +163,7 @@ def gpu_parts() -> dict[str, str]:
         "usable"
         if has_cuda
         else "unavailable: this onnxruntime has no CUDA execution provider: "
-        "pip install onnxruntime-gpu (in place of onnxruntime)"
+        "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
     )
     return parts
 

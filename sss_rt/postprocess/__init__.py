@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sss_rt.bands import FeatureSource, as_source
+from sss_rt.device import Device
 from sss_rt.postprocess import exact, fast, matlab
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.pca import PCABasis
@@ -73,15 +74,18 @@ def run(
 
 class Postprocessor:
     """The post-processing for features produced on ``device``, chosen once: the CUDA exact
-    mode (:mod:`sss_rt.postprocess.cuda`) for a CUDA device in exact mode where pycuda works,
-    else the CPU modes of :func:`run` (with one warning when a GPU was asked for and cannot
-    be used). ``runtime``: a pycuda-like runtime for the CUDA path (default: pycuda)."""
+    mode (:mod:`sss_rt.postprocess.cuda`) for a CUDA device in exact mode where a CUDA runtime
+    (pycuda or CuPy) works, else the CPU modes of :func:`run` (with one warning when a GPU was
+    asked for and cannot be used). ``runtime``: the :mod:`sss_rt.cuda` runtime for the CUDA path
+    (default: :func:`~sss_rt.cuda.cuda_runtime` of the device)."""
 
-    def __init__(self, config: PostprocessConfig, device: str = "cpu", runtime: Any = None):
+    def __init__(
+        self, config: PostprocessConfig, device: str | Device = "cpu", runtime: Any = None
+    ):
         self.config = config
         self.gpu: Any = None
         self.reason = ""
-        if device.startswith("cuda"):
+        if Device.parse(device).is_cuda:
             if config.mode != "exact":
                 self.reason = f"the {config.mode} mode has no GPU implementation"
             else:

@@ -1,4 +1,4 @@
-"""GPU post-processing: the CUDA kernels of ``kernels/guided_filter.cu`` driven by pycuda.
+"""GPU post-processing: the CUDA kernels of ``kernels/guided_filter.cu`` on a CUDA runtime.
 
 The exact mode's rules and results (``sss_rt.postprocess.exact``), in the same two passes over
 device bands (:meth:`~sss_rt.bands.FeatureSource.device_band`):
@@ -12,19 +12,20 @@ device bands (:meth:`~sss_rt.bands.FeatureSource.device_band`):
 A band carries a halo of 2r rows on each side, so the result equals the whole-image filter; an
 image whose buffers fit in the free GPU memory (``memory_fraction`` of it) is one band. Only the
 H×W×k result (and the raw features, when asked) come back to the host. Every launch is on one
-stream, the caller's (``stream=``) or the post-processor's own, which waits on a source's
-``ready`` event before reading it; host copies are asynchronous with one synchronize where the
-host needs the values.
+stream, the caller's (``stream=``) or the post-processor's own (one for its life, so a caching
+allocator producing the bands on it keeps one cache), which waits on a source's ``ready`` event
+before reading it; host copies are asynchronous with one synchronize where the host needs the
+values.
 
-The runtime is pycuda by default (imported on first use; the device's primary context, shared
-with TensorRT and PyTorch), or anything with the same ``drv``, ``gpuarray`` and
-``SourceModule`` (the test suite runs these kernels on the CPU that way: tests/cuda_emulator.py).
+The runtime (:mod:`sss_rt.cuda`) is pycuda or CuPy, chosen by :func:`sss_rt.cuda.cuda_runtime`,
+or one given (the test suite runs these kernels on the CPU through its stand-ins of both:
+tests/cuda_emulator.py). Each call makes the device current on the calling thread for its
+duration, so one post-processor serves any thread; calls are serialized (one stream).
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from sss_rt.bands import DeviceArraySource, DeviceBand, FeatureSource, as_source
-from sss_rt.errors import BackendUnavailableError
+from sss_rt.cuda import DeviceArray, cuda_runtime
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.exact import bands
 from sss_rt.postprocess.moments import MomentAccumulator
@@ -45,66 +46,16 @@ REDUCE_THREADS = 256
 DEFAULT_SHARED = 48 << 10  #: dynamic shared memory a kernel gets without opting in
 MAX_GRID_Y = 65535
 MAX_COMPONENTS = 4  #: the project kernel's accumulators
-_runtimes: dict[int, Any] = {}
 
 
 def device_index(device: str) -> int:
     """``"cuda"`` → 0, ``"cuda:N"`` → N."""
-    if device in ("cuda", "auto"):
-        return 0
-    head, _, index = device.partition(":")
-    if head != "cuda" or not index.isdigit():
+    from sss_rt.device import Device
+
+    parsed = Device.parse(device)
+    if parsed.kind == "cpu":
         raise ValueError(f"not a CUDA device: {device!r} (use cuda or cuda:N)")
-    return int(index)
-
-
-class PycudaRuntime:
-    """pycuda on one GPU, through that device's primary context (the one TensorRT, PyTorch and
-    ONNX Runtime use), made current on the calling thread."""
-
-    name = "pycuda"
-
-    def __init__(self, index: int = 0):
-        try:
-            import pycuda.driver as drv
-            import pycuda.gpuarray as gpuarray
-            from pycuda.compiler import SourceModule
-        except ImportError as exc:
-            raise BackendUnavailableError(
-                f"GPU post-processing needs pycuda ({exc}): pip install 'sss-rt[gpu]' "
-                "(it builds against the CUDA toolkit), or use --device cpu"
-            ) from None
-        try:
-            drv.init()
-            if index >= drv.Device.count():
-                raise BackendUnavailableError(
-                    f"cuda:{index} requested but {drv.Device.count()} CUDA device(s) exist"
-                )
-            device = drv.Device(index)
-            self.context = device.retain_primary_context()
-            self.context.push()
-        except BackendUnavailableError:
-            raise
-        except Exception as exc:  # pycuda present, no driver or no GPU
-            raise BackendUnavailableError(f"no usable CUDA GPU for pycuda: {exc}") from None
-        atexit.register(self._pop)
-        self.drv, self.gpuarray, self.SourceModule = drv, gpuarray, SourceModule
-        self.device = device
-        self.max_shared_optin = device.get_attribute(
-            drv.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
-        )
-
-    def _pop(self) -> None:
-        with contextlib.suppress(Exception):  # already gone at interpreter exit
-            self.context.pop()
-
-
-def pycuda_runtime(device: str = "cuda") -> PycudaRuntime:
-    """The pycuda runtime of ``device`` (one per device and process)."""
-    index = device_index(device)
-    if index not in _runtimes:
-        _runtimes[index] = PycudaRuntime(index)
-    return _runtimes[index]
+    return parsed.cuda_index
 
 
 def kernel_source() -> str:
@@ -127,8 +78,8 @@ class _FilterBuffers:
     """The filter's two [chunk][4][n][W] float32 work buffers, reused while bands keep their
     size (a buffer for more channels serves fewer: the kernels index by the band's n·W)."""
 
-    def __init__(self, gpuarray: Any, chunk: int):
-        self.gpuarray, self.chunk = gpuarray, chunk
+    def __init__(self, runtime: Any, chunk: int):
+        self.runtime, self.chunk = runtime, chunk
         self.pair: tuple[Any, Any] | None = None
 
     def get(self, channels: int, n_rows: int, w: int) -> tuple[Any, Any]:
@@ -137,7 +88,7 @@ class _FilterBuffers:
         if held is None or held[0].shape[0] < chunk or held[0].shape[2:] != (n_rows, w):
             self.pair = held = None  # the old pair is freed before the new one is allocated
             shape = (chunk, 4, n_rows, w)
-            held = (self.gpuarray.empty(shape, np.float32), self.gpuarray.empty(shape, np.float32))
+            held = (self.runtime.empty(shape, np.float32), self.runtime.empty(shape, np.float32))
             self.pair = held
         return held
 
@@ -145,9 +96,10 @@ class _FilterBuffers:
 class CudaPostprocessor:
     """Exact post-processing on the GPU (see the module's doc).
 
-    ``device``: ``"cuda"`` or ``"cuda:N"``; ``runtime``: a pycuda-like runtime (default: pycuda
-    on that device). ``chunk``: channels filtered at once; ``band_rows``: rows per band (default:
-    as many as ``memory_fraction`` of the free GPU memory holds).
+    ``device``: ``"cuda"`` or ``"cuda:N"``; ``runtime``: a :mod:`sss_rt.cuda` runtime (default:
+    :func:`~sss_rt.cuda.cuda_runtime` of that device). ``chunk``: channels filtered at once;
+    ``band_rows``: rows per band (default: as many as ``memory_fraction`` of the free GPU
+    memory holds).
     """
 
     def __init__(
@@ -163,15 +115,15 @@ class CudaPostprocessor:
         self.config = config or PostprocessConfig()
         if self.config.mode != "exact":
             raise ValueError("the GPU post-processing implements the exact mode")
-        self.runtime = runtime if runtime is not None else pycuda_runtime(device)
-        self.drv, self.gpuarray = self.runtime.drv, self.runtime.gpuarray
+        self.runtime = runtime if runtime is not None else cuda_runtime(device_index(device))
         self.chunk = chunk
         self.band_rows = band_rows
         self.memory_fraction = memory_fraction
-        module = self.runtime.SourceModule(
-            kernel_source(), no_extern_c=True, options=["-O3", "-std=c++17"]
-        )
-        self.f = {name: module.get_function(name) for name in KERNELS}
+        self._lock = threading.Lock()
+        with self.runtime.activate():
+            module = self.runtime.compile(kernel_source())
+            self.f = {name: module.function(name) for name in KERNELS}
+            self._stream = self.runtime.stream()
         shared = self._products_shared()
         if shared > DEFAULT_SHARED:  # large radii: opt in to more dynamic shared memory
             if shared > self.runtime.max_shared_optin:
@@ -180,33 +132,32 @@ class CudaPostprocessor:
                     f"radius {self.config.radius} needs {shared} bytes of shared memory per "
                     f"block; this GPU allows {self.runtime.max_shared_optin} (radius ≤ {largest})"
                 )
-            for name in ("box_rows_products_f32", "box_rows_products_f16", "box_rows"):
-                self.f[name].set_attribute(
-                    self.drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, shared
-                )
+            with self.runtime.activate():
+                for name in ("box_rows_products_f32", "box_rows_products_f16", "box_rows"):
+                    self.f[name].allow_shared(shared)
 
     def _products_shared(self) -> int:
         return 4 * (ROW_TILE + 2 * self.config.radius) * 4
 
     # -- pieces ----------------------------------------------------------------------------
     def _guide(self, image: np.ndarray, b0: int, b1: int, stream: Any) -> _Guide:
-        g, r, h = self.gpuarray, self.config.radius, image.shape[0]
+        g, r, h = self.runtime, self.config.radius, image.shape[0]
         n_rows, w = b1 - b0, image.shape[1]
         i32 = np.int32
-        rgb = g.to_gpu_async(np.ascontiguousarray(image[b0:b1]), stream=stream)
+        rgb = g.upload(np.ascontiguousarray(image[b0:b1]), stream)
         planes = g.empty((9, n_rows, w), np.float32)
         tmp = g.empty((9, n_rows, w), np.float32)
         sums = g.empty((9, n_rows, w), np.float32)
         flat = (_blocks(n_rows * w, 256, 1 << 16), 1)
         self.f["guide_planes"](
-            rgb.gpudata, planes.gpudata, i32(n_rows), i32(w),
+            rgb, planes, i32(n_rows), i32(w),
             block=(256, 1, 1), grid=flat, stream=stream,
         )  # fmt: skip
         self._box(planes, tmp, sums, 9, n_rows, w, stream)
         mean = g.empty((3, n_rows, w), np.float32)
         inv = g.empty((6, n_rows, w), np.float32)
         self.f["guide_inverse"](
-            sums.gpudata, mean.gpudata, inv.gpudata, i32(n_rows), i32(w), i32(r),
+            sums, mean, inv, i32(n_rows), i32(w), i32(r),
             np.float32(self.config.eps), i32(b0), i32(h),
             block=(256, 1, 1), grid=flat, stream=stream,
         )  # fmt: skip
@@ -216,12 +167,12 @@ class CudaPostprocessor:
         """dst = box sums of ``planes`` planes of src (n_rows×w each), through tmp."""
         i32, r = np.int32, self.config.radius
         self.f["box_rows"](
-            src.gpudata, tmp.gpudata, i32(n_rows), i32(w), i32(r),
+            src, tmp, i32(n_rows), i32(w), i32(r),
             block=(ROW_TILE, 1, 1), grid=(_blocks(w, ROW_TILE), n_rows, planes),
             shared=(ROW_TILE + 2 * r) * 4, stream=stream,
         )  # fmt: skip
         self.f["box_cols"](
-            tmp.gpudata, dst.gpudata, i32(n_rows), i32(w), i32(r),
+            tmp, dst, i32(n_rows), i32(w), i32(r),
             block=(128, 1, 1), grid=(_blocks(w, 128), planes), stream=stream,
         )  # fmt: skip
 
@@ -235,48 +186,53 @@ class CudaPostprocessor:
         for c0 in range(0, c_total, self.chunk):
             n = min(self.chunk, c_total - c0)
             self.f[f"box_rows_products_{suffix}"](
-                np.uintp(band.pointer), guide.planes.gpudata, buf_a.gpudata, i32(c0),
+                np.uintp(band.pointer), guide.planes, buf_a, i32(c0),
                 i32(n_rows), i32(w), i32(r), np.int64(band.stride),
                 block=(ROW_TILE, 1, 1), grid=(_blocks(w, ROW_TILE), n_rows, n),
                 shared=self._products_shared(), stream=stream,
             )  # fmt: skip
             self.f["box_cols"](
-                buf_a.gpudata, buf_b.gpudata, i32(n_rows), i32(w), i32(r),
+                buf_a, buf_b, i32(n_rows), i32(w), i32(r),
                 block=(128, 1, 1), grid=(_blocks(w, 128), 4 * n), stream=stream,
             )  # fmt: skip
             grid = (_blocks(n * n_rows * w, 256, 1 << 16), 1)
             self.f["coefficients"](
-                buf_b.gpudata, guide.mean.gpudata, guide.inv.gpudata, i32(n), i32(n_rows),
+                buf_b, guide.mean, guide.inv, i32(n), i32(n_rows),
                 i32(w), i32(r), i32(b0), i32(h), block=(256, 1, 1), grid=grid, stream=stream,
             )  # fmt: skip
             self._box(buf_b, buf_a, buf_b, 4 * n, n_rows, w, stream)
             self.f["apply_output"](
-                buf_b.gpudata, guide.planes.gpudata, out.gpudata, i32(c0), i32(n),
+                buf_b, guide.planes, out, i32(c0), i32(n),
                 i32(n_rows), i32(w), i32(r), i32(b0), i32(h),
                 block=(256, 1, 1), grid=grid, stream=stream,
             )  # fmt: skip
 
     def _channel_sums(self, pointer: int, dtype: Any, c: int, count: int, ld: int, stream) -> Any:
         blocks = min(1024, _blocks(count, REDUCE_THREADS))
-        partial = self.gpuarray.empty((blocks, c), np.float64)
+        partial = self.runtime.empty((blocks, c), np.float64)
         suffix = "f16" if np.dtype(dtype) == np.float16 else "f32"
         self.f[f"channel_sums_{suffix}"](
-            np.uintp(pointer), partial.gpudata, np.int32(c), np.int64(count), np.int64(ld),
+            np.uintp(pointer), partial, np.int32(c), np.int64(count), np.int64(ld),
             block=(REDUCE_THREADS, 1, 1), grid=(blocks, c), stream=stream,
         )  # fmt: skip
         return partial
 
     def _rows_per_band(self, c: int, h: int, w: int, itemsize: int, uploads: bool) -> int:
         if self.band_rows is not None:
-            return max(1, min(h, self.band_rows, MAX_GRID_Y))
+            return max(1, min(h, self.band_rows, self._max_rows()))
         k, chunk = self.config.n_components, min(self.chunk, c)
         per_row = w * (c * 4 + 2 * chunk * 16 + 36 * 4 + 8 * k + (c * itemsize if uploads else 0))
         fixed = h * w * k * 12  # the projected planes, their filter and the output
-        free = self.drv.mem_get_info()[0] * self.memory_fraction - fixed
+        free = self.runtime.free_memory() * self.memory_fraction - fixed
         rows = int(free // max(per_row, 1))
         if rows >= h:
-            return min(h, MAX_GRID_Y)
-        return max(8 * self.config.radius, 16, min(rows, MAX_GRID_Y))
+            return min(h, self._max_rows())
+        return max(8 * self.config.radius, 16, min(rows, self._max_rows()))
+
+    def _max_rows(self) -> int:
+        """Output rows per band such that the band with its two 2r halos launches: a band's
+        rows are grid.y of the row kernels, at most 65,535."""
+        return max(1, MAX_GRID_Y - 4 * self.config.radius)
 
     # -- the whole post-processing -----------------------------------------------------------
     def run(
@@ -288,10 +244,40 @@ class CudaPostprocessor:
         keep_features: bool = False,
         timings: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, PCABasis, np.ndarray | None]:
-        """Post-process C×H×W ``features`` — a source, a host array, or a C-contiguous
-        ``GPUArray`` (float32 or float16) — with the H×W×3 uint8 RGB ``image`` as guide:
-        (H×W×k embedding in [0, 1], basis, C×H×W float32 raw features if ``keep_features``)."""
-        g, drv, cfg = self.gpuarray, self.drv, self.config
+        """Post-process C×H×W ``features`` with the image as guide.
+
+        Parameters
+        ----------
+        features : FeatureSource, ndarray or device array
+            C×H×W float32 or float16: a source, a host array, a :class:`~sss_rt.cuda.DeviceArray`
+            or any C-contiguous array with ``__cuda_array_interface__`` (CuPy, PyTorch, pycuda)
+            on this device.
+        image : ndarray
+            H×W×3 uint8 RGB, the guide.
+        stream : runtime stream, optional
+            Where to launch (default: the post-processor's own).
+        keep_features : bool
+            Also return the raw features, C×H×W float32 on the host.
+
+        Returns
+        -------
+        embedding : ndarray
+            H×W×k float32 in [0, 1].
+        basis : PCABasis
+        features : ndarray or None
+        """
+        with self._lock, self.runtime.activate():
+            return self._run(features, image, stream, keep_features, timings)
+
+    def _run(
+        self,
+        features: Any,
+        image: np.ndarray,
+        stream: Any,
+        keep_features: bool,
+        timings: dict[str, float] | None,
+    ) -> tuple[np.ndarray, PCABasis, np.ndarray | None]:
+        g, cfg = self.runtime, self.config
         source = self._source(features)
         c, h, w = source.shape
         if image.shape != (h, w, 3) or image.dtype != np.uint8:
@@ -299,12 +285,12 @@ class CudaPostprocessor:
         r, k = cfg.radius, cfg.n_components
         if k > MAX_COMPONENTS:
             raise ValueError(f"the GPU path keeps at most {MAX_COMPONENTS} components")
-        stream = stream if stream is not None else drv.Stream()
+        stream = stream if stream is not None else self._stream
         itemsize = 2 if getattr(source, "dtype", None) == np.float16 else 4
         rows = self._rows_per_band(c, h, w, itemsize, uploads=not source.on_device)
         plan = list(bands(h, rows, 2 * r))
         single = len(plan) == 1
-        kept = drv.pagelocked_empty((c, h, w), np.float32) if keep_features else None
+        kept = g.pinned((c, h, w), np.float32) if keep_features else None
 
         # pass 1: filtered channels → float64 sums about the first band's channel means
         acc: MomentAccumulator | None = None
@@ -315,7 +301,7 @@ class CudaPostprocessor:
         guide = None
         for y0, y1, b0, b1 in plan:
             with timed(timings, "network"):
-                band = self._check(source.device_band(b0, b1, self.runtime, stream), c, b1 - b0, w)
+                band = self._check(source.device_band(b0, b1, g, stream), c, b1 - b0, w)
             with timed(timings, "guided_filter"):
                 guide = self._guide(image, b0, b1, stream)
                 n_rows = b1 - b0
@@ -330,32 +316,30 @@ class CudaPostprocessor:
                         band.pointer + inner * band.dtype.itemsize, band.dtype, c, count,
                         band.stride, stream,
                     )  # fmt: skip
-                    first = sums.get_async(stream=stream)
+                    first = g.download(sums, stream)
                     stream.synchronize()  # the shift is needed before the covariance
                     shift32 = (first.sum(axis=0) / count).astype(np.float32)
                     acc = MomentAccumulator(shift32.astype(np.float64))
-                    shift_gpu = g.to_gpu_async(shift32, stream=stream)
+                    shift_gpu = g.upload(shift32, stream)
                 nz = min(1024, _blocks(count, 1 << 15))
                 per_block = -(-count // nz)
                 gram = g.empty((nz, c, c), np.float64)
                 self.f["gram_partial"](
-                    np.uintp(int(filtered.gpudata) + inner * 4), shift_gpu.gpudata,
-                    gram.gpudata, np.int32(c), np.int64(count), np.int64(n_rows * w),
+                    np.uintp(filtered.ptr + inner * 4), shift_gpu,
+                    gram, np.int32(c), np.int64(count), np.int64(n_rows * w),
                     np.int64(per_block), block=(GRAM_TILE, GRAM_TILE, 1),
                     grid=(_blocks(c, GRAM_TILE), _blocks(c, GRAM_TILE), nz), stream=stream,
                 )  # fmt: skip
                 total = self._channel_sums(
-                    int(filtered.gpudata) + inner * 4, np.float32, c, count, n_rows * w, stream
+                    filtered.ptr + inner * 4, np.float32, c, count, n_rows * w, stream
                 )
                 partials.append((total, gram, count))
             if kept is not None:
-                kept[:, y0:y1] = band.to_host(drv, y0 - b0, y1 - b0, stream)
+                kept[:, y0:y1] = band.to_host(g, y0 - b0, y1 - b0, stream)
         del filtered
         assert acc is not None
         with timed(timings, "pca"):
-            host = [
-                (t.get_async(stream=stream), m.get_async(stream=stream), n) for t, m, n in partials
-            ]
+            host = [(g.download(t, stream), g.download(m, stream), n) for t, m, n in partials]
             stream.synchronize()
             for total, gram, count in host:
                 acc.add_moments(total.sum(axis=0) - count * acc.shift, gram.sum(axis=0), count)
@@ -363,33 +347,33 @@ class CudaPostprocessor:
         k = basis.components.shape[0]
 
         # pass 2: the raw features projected on the basis, k channels filtered
-        comps = g.to_gpu_async(np.ascontiguousarray(basis.components), stream=stream)
-        shift64 = g.to_gpu_async(acc.shift, stream=stream)
+        comps = g.upload(np.ascontiguousarray(basis.components), stream)
+        shift64 = g.upload(acc.shift, stream)
         projected = g.empty((k, h, w), np.float32)
         for y0, y1, b0, b1 in plan:
             n_rows = b1 - b0
             with timed(timings, "network"):
-                band = self._check(source.device_band(b0, b1, self.runtime, stream), c, n_rows, w)
+                band = self._check(source.device_band(b0, b1, g, stream), c, n_rows, w)
             with timed(timings, "guided_filter"):
                 if not single or guide is None:
                     guide = self._guide(image, b0, b1, stream)
                 proj = g.empty((k, n_rows, w), np.float32)
                 suffix = "f16" if band.dtype == np.float16 else "f32"
                 self.f[f"project_{suffix}"](
-                    np.uintp(band.pointer), comps.gpudata, shift64.gpudata, proj.gpudata,
+                    np.uintp(band.pointer), comps, shift64, proj,
                     np.int32(c), np.int32(k), np.int64(n_rows * w), np.int64(band.stride),
                     block=(256, 1, 1), grid=(_blocks(n_rows * w, 256, 1 << 16), 1),
                     stream=stream,
                 )  # fmt: skip
                 target = projected if single else g.empty((k, n_rows, w), np.float32)
-                proj_band = DeviceBand(int(proj.gpudata), (k, n_rows, w), np.dtype(np.float32))
+                proj_band = DeviceBand(proj.ptr, (k, n_rows, w), np.dtype(np.float32))
                 self._filter(proj_band, guide, target, buffers.get(k, n_rows, w), stream)
                 if not single:
                     row_bytes = w * 4
                     for j in range(k):
-                        drv.memcpy_dtod_async(
-                            int(projected.gpudata) + (j * h + y0) * row_bytes,
-                            int(target.gpudata) + (j * n_rows + y0 - b0) * row_bytes,
+                        g.copy_device(
+                            projected.ptr + (j * h + y0) * row_bytes,
+                            target.ptr + (j * n_rows + y0 - b0) * row_bytes,
                             (y1 - y0) * row_bytes,
                             stream,
                         )
@@ -397,69 +381,81 @@ class CudaPostprocessor:
         # [0, 1] per component, by its own min and max
         with timed(timings, "normalize"):
             n = h * w
-            offset = g.to_gpu_async(
-                (basis.components @ (basis.mean - acc.shift)).astype(np.float32), stream=stream
+            offset = g.upload(
+                (basis.components @ (basis.mean - acc.shift)).astype(np.float32), stream
             )
             blocks = min(1024, _blocks(n, REDUCE_THREADS))
             mm = g.empty((blocks, k, 2), np.float32)
             self.f["minmax_partial"](
-                projected.gpudata, offset.gpudata, mm.gpudata, np.int32(k), np.int64(n),
+                projected, offset, mm, np.int32(k), np.int64(n),
                 block=(REDUCE_THREADS, 1, 1), grid=(blocks, k), stream=stream,
             )  # fmt: skip
-            mm_host = mm.get_async(stream=stream)
+            mm_host = g.download(mm, stream)
             stream.synchronize()
             lo, hi = mm_host[..., 0].min(axis=0), mm_host[..., 1].max(axis=0)
             span = (hi - lo).astype(np.float32)
             span[(span <= 0) | basis.degenerate()] = 0.0
-            lo_gpu = g.to_gpu_async(lo.astype(np.float32), stream=stream)
-            span_gpu = g.to_gpu_async(span, stream=stream)
+            lo_gpu = g.upload(lo.astype(np.float32), stream)
+            span_gpu = g.upload(span, stream)
             out = g.empty((n, k), np.float32)
             self.f["normalize"](
-                projected.gpudata, offset.gpudata, lo_gpu.gpudata, span_gpu.gpudata,
-                out.gpudata, np.int32(k), np.int64(n),
+                projected, offset, lo_gpu, span_gpu,
+                out, np.int32(k), np.int64(n),
                 block=(256, 1, 1), grid=(_blocks(n, 256, 1 << 16), 1), stream=stream,
             )  # fmt: skip
-            embedding = out.get_async(stream=stream)
+            embedding = g.download(out, stream)
             stream.synchronize()  # the embedding and any kept features are on the host now
-        return embedding.reshape(h, w, k), basis, kept
+        return np.array(embedding.reshape(h, w, k)), basis, kept
 
     def filter_channels(self, features: Any, image: np.ndarray, stream: Any = None) -> np.ndarray:
         """The guided filter of every channel (C×H×W float32, host), the whole image as one
         band: for tests and for callers that want the filtered channels themselves."""
-        source = self._source(features)
-        c, h, w = source.shape
-        stream = stream if stream is not None else self.drv.Stream()
-        band = self._check(source.device_band(0, h, self.runtime, stream), c, h, w)
-        guide = self._guide(image, 0, h, stream)
-        out = self.gpuarray.empty((c, h, w), np.float32)
-        self._filter(
-            band, guide, out, _FilterBuffers(self.gpuarray, self.chunk).get(c, h, w), stream
-        )
-        host = out.get_async(stream=stream)
-        stream.synchronize()
-        return host
+        with self._lock, self.runtime.activate():
+            source = self._source(features)
+            c, h, w = source.shape
+            stream = stream if stream is not None else self._stream
+            band = self._check(source.device_band(0, h, self.runtime, stream), c, h, w)
+            guide = self._guide(image, 0, h, stream)
+            out = self.runtime.empty((c, h, w), np.float32)
+            scratch = _FilterBuffers(self.runtime, self.chunk).get(c, h, w)
+            self._filter(band, guide, out, scratch, stream)
+            host = self.runtime.download(out, stream)
+            stream.synchronize()
+            return np.array(host)
 
     __call__ = run
 
     def _source(self, features: Any) -> FeatureSource:
+        """Any accepted form of features as a source (called with the device current)."""
         if isinstance(features, np.ndarray) and features.dtype == np.float16:
             if features.ndim != 3:
                 raise ValueError(f"features must be C×H×W, got shape {features.shape}")
-            features = self.gpuarray.to_gpu(np.ascontiguousarray(features))  # stays half
+            features = self.runtime.upload(np.ascontiguousarray(features), self._stream)
         if isinstance(features, FeatureSource | np.ndarray):
             return as_source(features)
-        if hasattr(features, "gpudata"):  # a GPUArray
+        if isinstance(features, DeviceArray):
             if len(features.shape) != 3:
                 raise ValueError(f"device features must be C×H×W, got shape {features.shape}")
-            if not features.flags.c_contiguous:
+            return DeviceArraySource(
+                features.ptr, features.shape, features.dtype, self.runtime, owner=features
+            )
+        interface = getattr(features, "__cuda_array_interface__", None)
+        if interface is not None:  # CuPy, PyTorch, pycuda, Numba arrays
+            shape, dtype = tuple(interface["shape"]), np.dtype(interface["typestr"])
+            if len(shape) != 3:
+                raise ValueError(f"device features must be C×H×W, got shape {shape}")
+            contiguous = tuple(dtype.itemsize * int(np.prod(shape[i + 1 :])) for i in range(3))
+            strides = interface.get("strides")
+            if strides is not None and tuple(strides) != contiguous:
                 raise ValueError(
                     "device features must be C-contiguous C×H×W (this array is strided, e.g. "
                     "a transposed view: pass a contiguous copy)"
                 )
-            return DeviceArraySource(
-                int(features.gpudata), features.shape, features.dtype, self.runtime, owner=features
-            )
-        raise TypeError(f"features must be a source, an array or a GPUArray, not {type(features)}")
+            pointer = int(interface["data"][0])
+            return DeviceArraySource(pointer, shape, dtype, self.runtime, owner=features)
+        raise TypeError(
+            f"features must be a source, an array or a CUDA device array, not {type(features)}"
+        )
 
     @staticmethod
     def _check(band: DeviceBand, c: int, n_rows: int, w: int) -> DeviceBand:

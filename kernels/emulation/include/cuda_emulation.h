@@ -29,8 +29,8 @@ struct dim3 {
 namespace emu {
 extern thread_local uint3 thread_index;
 extern thread_local uint3 block_index;
-extern dim3 block_dim;
-extern dim3 grid_dim;
+extern thread_local dim3 block_dim;  // per launch worker: launches may run concurrently
+extern thread_local dim3 grid_dim;
 void syncthreads();
 void *dynamic_shared();
 }  // namespace emu
