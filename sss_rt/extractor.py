@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from sss_rt.backends import Backend, create_backend
@@ -18,7 +17,6 @@ from sss_rt.bundled import default_model_path
 from sss_rt.bundled import examples_dir as examples_dir  # re-exported
 from sss_rt.errors import ImageError
 from sss_rt.families import family_named
-from sss_rt.io.images import load_image
 from sss_rt.model_info import ModelInfo
 from sss_rt.postprocess import Postprocessor
 from sss_rt.postprocess.config import PostprocessConfig
@@ -151,6 +149,8 @@ class Extractor:
         if not isinstance(image, np.ndarray):
             source = Path(image)
             with timed(timings, "decode"):
+                from sss_rt.io.images import load_image
+
                 image = load_image(source, self.max_megapixels, self.large)
         image = check_image(image)
         work, scale = self._fit(image, source)
@@ -162,6 +162,8 @@ class Extractor:
         embedding = result.embedding
         if scale != 1.0:
             h, w = image.shape[:2]
+            import cv2
+
             embedding = cv2.resize(embedding, (w, h), interpolation=cv2.INTER_LINEAR)
             embedding = np.clip(embedding.reshape(h, w, -1), 0.0, 1.0)
         raw = result.features
@@ -219,6 +221,8 @@ class Extractor:
             "embedding resized back",
             name, w, h, mp, limit, why, *size,
         )  # fmt: skip
+        import cv2
+
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         return small, size[0] / w
 

@@ -101,10 +101,11 @@ def gpu_parts() -> dict[str, str]:
     else:
         why = ""
     forced = f" ({ENV}={asked})" if asked != "auto" else ""
-    parts["cuda runtimes installed"] = (
-        ", ".join(runtimes)
+    parts["cuda runtimes"] = (
+        f"usable: {', '.join(runtimes)} installed{forced}"
         if runtimes
-        else ("none: pip install 'sss-rt[cuda12]' (CuPy) or 'sss-rt[gpu]' (pycuda)")
+        else "unavailable: none installed: pip install 'sss-rt[cuda12]' (CuPy) or "
+        "'sss-rt[gpu]' (pycuda)"
     )
     if why:
         pass
@@ -125,7 +126,7 @@ def gpu_parts() -> dict[str, str]:
     both = _version("onnxruntime") and _version("onnxruntime-gpu")
     if both:
         parts["onnxruntime packages"] = (
-            "conflict: onnxruntime and onnxruntime-gpu are both installed and overwrite each "
+            "unavailable: onnxruntime and onnxruntime-gpu are both installed and overwrite each "
             "other's files: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
             "onnxruntime-gpu"
         )

@@ -9,6 +9,7 @@ C×H×W array.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,18 +19,22 @@ import numpy as np
 
 from sss_rt.bands import FeatureSource, as_source
 from sss_rt.device import Device
-from sss_rt.postprocess import exact, fast, matlab
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.pca import PCABasis
 
 log = logging.getLogger("sss_rt")
 
-#: mode name → its implementation
-MODES: dict[str, Callable[..., tuple[np.ndarray, PCABasis, FeatureSource]]] = {
-    "exact": exact.run,
-    "fast": fast.run,
-    "matlab": matlab.run,
+#: mode name → the module implementing it (``run``), imported when first used
+MODES: dict[str, str] = {
+    "exact": "sss_rt.postprocess.exact",
+    "fast": "sss_rt.postprocess.fast",
+    "matlab": "sss_rt.postprocess.matlab",
 }
+
+
+def mode_runner(mode: str) -> Callable[..., tuple[np.ndarray, PCABasis, FeatureSource]]:
+    """The ``run`` of ``mode``'s module."""
+    return importlib.import_module(MODES[mode]).run  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -64,7 +69,8 @@ def run(
         source = _FiniteCheck(source)
     # NaN/Inf inputs surface as non-finite PCA sums (a ValueError), not as NumPy warnings
     with np.errstate(invalid="ignore", over="ignore"):
-        embedding, basis, read = MODES[config.mode](source, image, config, keep_features, timings)
+        runner = mode_runner(config.mode)
+        embedding, basis, read = runner(source, image, config, keep_features, timings)
     kept = None
     if keep_features:
         read = read.materialize() if not read.in_memory else read

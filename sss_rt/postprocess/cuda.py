@@ -1,13 +1,12 @@
 """GPU post-processing: the CUDA kernels of ``kernels/guided_filter.cu`` on a CUDA runtime.
 
-The exact mode's rules and results (``sss_rt.postprocess.exact``), in the same two passes over
-device bands (:meth:`~sss_rt.bands.FeatureSource.device_band`):
-
-1. every channel of a band guided-filtered against the band's own guide statistics, its float64
-   covariance about the first band's channel means accumulated on the device;
-2. after the eigendecomposition on the host (same sign rule), the raw features projected on the
-   basis and those k channels filtered — ``filter(V·(p − s)) = V·(filter(p) − s)`` — then
-   normalized to [0, 1].
+The exact mode's rules and results (``sss_rt.postprocess.exact``): its two passes are written
+once (:func:`~sss_rt.postprocess.exact.two_passes`); :class:`CudaEngine` is this device's part —
+over device bands (:meth:`~sss_rt.bands.FeatureSource.device_band`), every channel of a band
+guided-filtered against the band's own guide statistics and its float64 covariance about the
+first band's channel means accumulated on the device; after the eigendecomposition on the host,
+the raw features projected on the basis (float64 kernel) and those k channels filtered, then
+normalized to [0, 1] on the device.
 
 A band carries a halo of 2r rows on each side, so the result equals the whole-image filter; an
 image whose buffers fit in the free GPU memory (``memory_fraction`` of it) is one band. Only the
@@ -34,9 +33,9 @@ import numpy as np
 
 from sss_rt.bands import DeviceArraySource, DeviceBand, FeatureSource, as_source
 from sss_rt.cuda import DeviceArray, cuda_runtime
+from sss_rt.device import Device
 from sss_rt.postprocess.config import PostprocessConfig
-from sss_rt.postprocess.exact import bands
-from sss_rt.postprocess.moments import MomentAccumulator
+from sss_rt.postprocess.exact import bands, two_passes
 from sss_rt.postprocess.pca import PCABasis
 from sss_rt.timing import timed
 
@@ -48,10 +47,8 @@ MAX_GRID_Y = 65535
 MAX_COMPONENTS = 4  #: the project kernel's accumulators
 
 
-def device_index(device: str) -> int:
+def device_index(device: str | Device) -> int:
     """``"cuda"`` → 0, ``"cuda:N"`` → N."""
-    from sss_rt.device import Device
-
     parsed = Device.parse(device)
     if parsed.kind == "cpu":
         raise ValueError(f"not a CUDA device: {device!r} (use cuda or cuda:N)")
@@ -106,7 +103,7 @@ class CudaPostprocessor:
         self,
         config: PostprocessConfig | None = None,
         *,
-        device: str = "cuda",
+        device: str | Device = "cuda",
         runtime: Any = None,
         chunk: int = 16,
         band_rows: int | None = None,
@@ -267,145 +264,10 @@ class CudaPostprocessor:
         features : ndarray or None
         """
         with self._lock, self.runtime.activate():
-            return self._run(features, image, stream, keep_features, timings)
-
-    def _run(
-        self,
-        features: Any,
-        image: np.ndarray,
-        stream: Any,
-        keep_features: bool,
-        timings: dict[str, float] | None,
-    ) -> tuple[np.ndarray, PCABasis, np.ndarray | None]:
-        g, cfg = self.runtime, self.config
-        source = self._source(features)
-        c, h, w = source.shape
-        if image.shape != (h, w, 3) or image.dtype != np.uint8:
-            raise ValueError(f"image must be {h}×{w}×3 uint8 RGB, got {image.shape} {image.dtype}")
-        r, k = cfg.radius, cfg.n_components
-        if k > MAX_COMPONENTS:
-            raise ValueError(f"the GPU path keeps at most {MAX_COMPONENTS} components")
-        stream = stream if stream is not None else self._stream
-        itemsize = 2 if getattr(source, "dtype", None) == np.float16 else 4
-        rows = self._rows_per_band(c, h, w, itemsize, uploads=not source.on_device)
-        plan = list(bands(h, rows, 2 * r))
-        single = len(plan) == 1
-        kept = g.pinned((c, h, w), np.float32) if keep_features else None
-
-        # pass 1: filtered channels → float64 sums about the first band's channel means
-        acc: MomentAccumulator | None = None
-        shift_gpu = None
-        partials: list[tuple[Any, Any, int]] = []
-        buffers = _FilterBuffers(g, self.chunk)
-        filtered = None
-        guide = None
-        for y0, y1, b0, b1 in plan:
-            with timed(timings, "network"):
-                band = self._check(source.device_band(b0, b1, g, stream), c, b1 - b0, w)
-            with timed(timings, "guided_filter"):
-                guide = self._guide(image, b0, b1, stream)
-                n_rows = b1 - b0
-                if filtered is None or filtered.shape[1] != n_rows:
-                    filtered = None
-                    filtered = g.empty((c, n_rows, w), np.float32)
-                self._filter(band, guide, filtered, buffers.get(c, n_rows, w), stream)
-            with timed(timings, "pca"):
-                inner, count = (y0 - b0) * w, (y1 - y0) * w
-                if acc is None:
-                    sums = self._channel_sums(
-                        band.pointer + inner * band.dtype.itemsize, band.dtype, c, count,
-                        band.stride, stream,
-                    )  # fmt: skip
-                    first = g.download(sums, stream)
-                    stream.synchronize()  # the shift is needed before the covariance
-                    shift32 = (first.sum(axis=0) / count).astype(np.float32)
-                    acc = MomentAccumulator(shift32.astype(np.float64))
-                    shift_gpu = g.upload(shift32, stream)
-                nz = min(1024, _blocks(count, 1 << 15))
-                per_block = -(-count // nz)
-                gram = g.empty((nz, c, c), np.float64)
-                self.f["gram_partial"](
-                    np.uintp(filtered.ptr + inner * 4), shift_gpu,
-                    gram, np.int32(c), np.int64(count), np.int64(n_rows * w),
-                    np.int64(per_block), block=(GRAM_TILE, GRAM_TILE, 1),
-                    grid=(_blocks(c, GRAM_TILE), _blocks(c, GRAM_TILE), nz), stream=stream,
-                )  # fmt: skip
-                total = self._channel_sums(
-                    filtered.ptr + inner * 4, np.float32, c, count, n_rows * w, stream
-                )
-                partials.append((total, gram, count))
-            if kept is not None:
-                kept[:, y0:y1] = band.to_host(g, y0 - b0, y1 - b0, stream)
-        del filtered
-        assert acc is not None
-        with timed(timings, "pca"):
-            host = [(g.download(t, stream), g.download(m, stream), n) for t, m, n in partials]
-            stream.synchronize()
-            for total, gram, count in host:
-                acc.add_moments(total.sum(axis=0) - count * acc.shift, gram.sum(axis=0), count)
-            basis = acc.basis(k)
-        k = basis.components.shape[0]
-
-        # pass 2: the raw features projected on the basis, k channels filtered
-        comps = g.upload(np.ascontiguousarray(basis.components), stream)
-        shift64 = g.upload(acc.shift, stream)
-        projected = g.empty((k, h, w), np.float32)
-        for y0, y1, b0, b1 in plan:
-            n_rows = b1 - b0
-            with timed(timings, "network"):
-                band = self._check(source.device_band(b0, b1, g, stream), c, n_rows, w)
-            with timed(timings, "guided_filter"):
-                if not single or guide is None:
-                    guide = self._guide(image, b0, b1, stream)
-                proj = g.empty((k, n_rows, w), np.float32)
-                suffix = "f16" if band.dtype == np.float16 else "f32"
-                self.f[f"project_{suffix}"](
-                    np.uintp(band.pointer), comps, shift64, proj,
-                    np.int32(c), np.int32(k), np.int64(n_rows * w), np.int64(band.stride),
-                    block=(256, 1, 1), grid=(_blocks(n_rows * w, 256, 1 << 16), 1),
-                    stream=stream,
-                )  # fmt: skip
-                target = projected if single else g.empty((k, n_rows, w), np.float32)
-                proj_band = DeviceBand(proj.ptr, (k, n_rows, w), np.dtype(np.float32))
-                self._filter(proj_band, guide, target, buffers.get(k, n_rows, w), stream)
-                if not single:
-                    row_bytes = w * 4
-                    for j in range(k):
-                        g.copy_device(
-                            projected.ptr + (j * h + y0) * row_bytes,
-                            target.ptr + (j * n_rows + y0 - b0) * row_bytes,
-                            (y1 - y0) * row_bytes,
-                            stream,
-                        )
-
-        # [0, 1] per component, by its own min and max
-        with timed(timings, "normalize"):
-            n = h * w
-            offset = g.upload(
-                (basis.components @ (basis.mean - acc.shift)).astype(np.float32), stream
-            )
-            blocks = min(1024, _blocks(n, REDUCE_THREADS))
-            mm = g.empty((blocks, k, 2), np.float32)
-            self.f["minmax_partial"](
-                projected, offset, mm, np.int32(k), np.int64(n),
-                block=(REDUCE_THREADS, 1, 1), grid=(blocks, k), stream=stream,
-            )  # fmt: skip
-            mm_host = g.download(mm, stream)
-            stream.synchronize()
-            lo, hi = mm_host[..., 0].min(axis=0), mm_host[..., 1].max(axis=0)
-            span = (hi - lo).astype(np.float32)
-            span[(span <= 0) | basis.degenerate()] = 0.0
-            lo_gpu = g.upload(lo.astype(np.float32), stream)
-            span_gpu = g.upload(span, stream)
-            out = g.empty((n, k), np.float32)
-            self.f["normalize"](
-                projected, offset, lo_gpu, span_gpu,
-                out, np.int32(k), np.int64(n),
-                block=(256, 1, 1), grid=(_blocks(n, 256, 1 << 16), 1), stream=stream,
-            )  # fmt: skip
-            embedding = g.download(out, stream)
-            stream.synchronize()  # the embedding and any kept features are on the host now
-        return np.array(embedding.reshape(h, w, k)), basis, kept
+            source = self._source(features)
+            engine = CudaEngine(self, image, stream or self._stream, keep_features, timings)
+            embedding, basis, _ = two_passes(engine, source, self.config, timings)
+            return embedding, basis, engine.kept
 
     def filter_channels(self, features: Any, image: np.ndarray, stream: Any = None) -> np.ndarray:
         """The guided filter of every channel (C×H×W float32, host), the whole image as one
@@ -464,6 +326,175 @@ class CudaPostprocessor:
         if np.dtype(band.dtype) not in (np.float32, np.float16):
             raise ValueError(f"device features must be float32 or float16, got {band.dtype}")
         return band
+
+
+@dataclass
+class _FilteredBand:
+    band: DeviceBand  #: the raw features, rows b0:b1
+    filtered: Any  #: C×n×W float32, the filter of rows y0:y1 at (y0 − b0)·W
+    inner: int  #: offset of row y0 in the band, in pixels
+    count: int  #: output pixels
+
+
+class CudaEngine:
+    """The exact mode's GPU engine (:func:`sss_rt.postprocess.exact.two_passes` drives it):
+    device bands, the kernels' filter, float64 partial sums on the device (copied back at the
+    end of the pass, one wait), the float64 projection kernel, min/max and normalization on the
+    device. Runs inside its post-processor's lock with the device current."""
+
+    def __init__(
+        self,
+        pp: CudaPostprocessor,
+        image: np.ndarray,
+        stream: Any,
+        keep_features: bool,
+        timings: dict[str, float] | None,
+    ):
+        self.pp, self.rt, self.f = pp, pp.runtime, pp.f
+        self.image, self.stream, self.keep, self.timings = image, stream, keep_features, timings
+        self.kept: np.ndarray | None = None
+        self.guide: _Guide | None = None
+        self.filtered: Any = None
+        self.projected: Any = None
+
+    def plan(self, source: FeatureSource) -> tuple[FeatureSource, list, list]:
+        c, h, w = self.shape = source.shape
+        if self.image.shape != (h, w, 3) or self.image.dtype != np.uint8:
+            raise ValueError(
+                f"image must be {h}×{w}×3 uint8 RGB, got {self.image.shape} {self.image.dtype}"
+            )
+        if self.pp.config.n_components > MAX_COMPONENTS:
+            raise ValueError(f"the GPU path keeps at most {MAX_COMPONENTS} components")
+        itemsize = 2 if getattr(source, "dtype", None) == np.float16 else 4
+        rows = self.pp._rows_per_band(c, h, w, itemsize, uploads=not source.on_device)
+        plan = list(bands(h, rows, 2 * self.pp.config.radius))
+        self.single = len(plan) == 1
+        self.buffers = _FilterBuffers(self.rt, self.pp.chunk)
+        if self.keep:
+            self.kept = self.rt.pinned((c, h, w), np.float32)
+        return source, plan, plan
+
+    def _band(self, source: FeatureSource, b0: int, b1: int) -> DeviceBand:
+        c, _, w = self.shape
+        with timed(self.timings, "network"):
+            band = source.device_band(b0, b1, self.rt, self.stream)
+            return self.pp._check(band, c, b1 - b0, w)
+
+    def filter_band(
+        self, source: FeatureSource, y0: int, y1: int, b0: int, b1: int
+    ) -> _FilteredBand:
+        c, _, w = self.shape
+        band = self._band(source, b0, b1)
+        n_rows = b1 - b0
+        with timed(self.timings, "guided_filter"):
+            self.guide = self.pp._guide(self.image, b0, b1, self.stream)
+            if self.filtered is None or self.filtered.shape[1] != n_rows:
+                self.filtered = None
+                self.filtered = self.rt.empty((c, n_rows, w), np.float32)
+            scratch = self.buffers.get(c, n_rows, w)
+            self.pp._filter(band, self.guide, self.filtered, scratch, self.stream)
+        if self.kept is not None:
+            self.kept[:, y0:y1] = band.to_host(self.rt, y0 - b0, y1 - b0, self.stream)
+        return _FilteredBand(band, self.filtered, (y0 - b0) * w, (y1 - y0) * w)
+
+    def shift(self, fb: _FilteredBand) -> np.ndarray:
+        """The first band's channel means (of the raw features, float32 as on the device)."""
+        c = self.shape[0]
+        band = fb.band
+        start = band.pointer + fb.inner * band.dtype.itemsize
+        sums = self.pp._channel_sums(start, band.dtype, c, fb.count, band.stride, self.stream)
+        first = self.rt.download(sums, self.stream)
+        self.stream.synchronize()  # the shift is needed before the covariance
+        shift32 = (first.sum(axis=0) / fb.count).astype(np.float32)
+        self.shift_gpu = self.rt.upload(shift32, self.stream)
+        return shift32.astype(np.float64)
+
+    def moments(self, fb: _FilteredBand, shift: np.ndarray) -> tuple[Any, Any, int]:
+        c, _, w = self.shape
+        n_rows = fb.filtered.shape[1]
+        nz = min(1024, _blocks(fb.count, 1 << 15))
+        per_block = -(-fb.count // nz)
+        gram = self.rt.empty((nz, c, c), np.float64)
+        start = fb.filtered.ptr + fb.inner * 4
+        self.f["gram_partial"](
+            np.uintp(start), self.shift_gpu, gram, np.int32(c), np.int64(fb.count),
+            np.int64(n_rows * w), np.int64(per_block), block=(GRAM_TILE, GRAM_TILE, 1),
+            grid=(_blocks(c, GRAM_TILE), _blocks(c, GRAM_TILE), nz), stream=self.stream,
+        )  # fmt: skip
+        total = self.pp._channel_sums(start, np.float32, c, fb.count, n_rows * w, self.stream)
+        self.shift64 = shift
+        return total, gram, fb.count
+
+    def resolve(self, handles: list[Any]) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        host = [(self.rt.download(t, self.stream), self.rt.download(m, self.stream), n)
+                for t, m, n in handles]  # fmt: skip
+        self.stream.synchronize()
+        self.filtered = None  # pass 1's buffer, no longer needed
+        return [(t.sum(axis=0) - n * self.shift64, m.sum(axis=0), n) for t, m, n in host]
+
+    def project(
+        self, source: FeatureSource, rows: tuple[int, int, int, int], comps: np.ndarray,
+        shift: np.ndarray,
+    ) -> None:  # fmt: skip
+        y0, y1, b0, b1 = rows
+        c, h, w = self.shape
+        k, n_rows = comps.shape[0], b1 - b0
+        if self.projected is None:
+            self.comps = self.rt.upload(np.ascontiguousarray(comps), self.stream)
+            self.shift_dev = self.rt.upload(np.asarray(shift, np.float64), self.stream)
+            self.projected = self.rt.empty((k, h, w), np.float32)
+        band = self._band(source, b0, b1)
+        with timed(self.timings, "guided_filter"):
+            if not self.single or self.guide is None:
+                self.guide = self.pp._guide(self.image, b0, b1, self.stream)
+            proj = self.rt.empty((k, n_rows, w), np.float32)
+            suffix = "f16" if band.dtype == np.float16 else "f32"
+            self.f[f"project_{suffix}"](
+                np.uintp(band.pointer), self.comps, self.shift_dev, proj,
+                np.int32(c), np.int32(k), np.int64(n_rows * w), np.int64(band.stride),
+                block=(256, 1, 1), grid=(_blocks(n_rows * w, 256, 1 << 16), 1),
+                stream=self.stream,
+            )  # fmt: skip
+            target = self.projected if self.single else self.rt.empty((k, n_rows, w), np.float32)
+            proj_band = DeviceBand(proj.ptr, (k, n_rows, w), np.dtype(np.float32))
+            scratch = self.buffers.get(k, n_rows, w)
+            self.pp._filter(proj_band, self.guide, target, scratch, self.stream)
+            if not self.single:
+                row_bytes = w * 4
+                for j in range(k):
+                    self.rt.copy_device(
+                        self.projected.ptr + (j * h + y0) * row_bytes,
+                        target.ptr + (j * n_rows + y0 - b0) * row_bytes,
+                        (y1 - y0) * row_bytes,
+                        self.stream,
+                    )
+
+    def normalize(self, offset: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        rt, stream = self.rt, self.stream
+        k, h, w = self.projected.shape
+        n = h * w
+        offset_dev = rt.upload(np.asarray(offset, np.float32), stream)
+        blocks = min(1024, _blocks(n, REDUCE_THREADS))
+        mm = rt.empty((blocks, k, 2), np.float32)
+        self.f["minmax_partial"](
+            self.projected, offset_dev, mm, np.int32(k), np.int64(n),
+            block=(REDUCE_THREADS, 1, 1), grid=(blocks, k), stream=stream,
+        )  # fmt: skip
+        mm_host = rt.download(mm, stream)
+        stream.synchronize()
+        lo, hi = mm_host[..., 0].min(axis=0), mm_host[..., 1].max(axis=0)
+        span = (hi - lo).astype(np.float32)
+        span[(span <= 0) | flat] = 0.0
+        lo_dev = rt.upload(lo.astype(np.float32), stream)
+        span_dev = rt.upload(span, stream)
+        out = rt.empty((n, k), np.float32)
+        self.f["normalize"](
+            self.projected, offset_dev, lo_dev, span_dev, out, np.int32(k), np.int64(n),
+            block=(256, 1, 1), grid=(_blocks(n, 256, 1 << 16), 1), stream=stream,
+        )  # fmt: skip
+        embedding = rt.download(out, stream)
+        stream.synchronize()  # the embedding and any kept features are on the host now
+        return np.array(embedding.reshape(h, w, k))
 
 
 def _blocks(n: int, threads: int, cap: int = 65535) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 WindowMean = Callable[[np.ndarray], np.ndarray]
@@ -21,6 +20,8 @@ def box_sum(x: np.ndarray, radius: int) -> np.ndarray:
 
     ``x`` is H×W or H×W×C with C ≤ 512.
     """
+    import cv2  # imported when used: the compiled kernels and the GPU path never need it
+
     k = 2 * radius + 1
     out = cv2.boxFilter(x, -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
     return out.reshape(x.shape)

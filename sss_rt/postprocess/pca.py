@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 
@@ -126,6 +125,10 @@ def normalize_unit(
         np.clip(columns, 0.0, 1.0, out=columns)
     columns[flat] = 0.0
     if len(columns) > 1:  # interleave: OpenCV's merge is several times NumPy's strided copy
+        try:
+            import cv2
+        except ImportError:  # a GPU machine's minimal environment: the same values, slower
+            return np.ascontiguousarray(columns.T)
         return cv2.merge(list(columns)).reshape(-1, len(columns))
     return np.ascontiguousarray(columns.T)
 
