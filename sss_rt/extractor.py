@@ -15,6 +15,7 @@ from sss_rt.backends.base import check_image
 from sss_rt.bundled import DEFAULT_MODEL_NAME as DEFAULT_MODEL_NAME  # re-exported
 from sss_rt.bundled import default_model_path
 from sss_rt.bundled import examples_dir as examples_dir  # re-exported
+from sss_rt.device import Device
 from sss_rt.errors import ImageError
 from sss_rt.families import family_named
 from sss_rt.model_info import ModelInfo
@@ -83,7 +84,7 @@ class Extractor:
         self,
         model: str | os.PathLike[str] | None = None,
         backend: str = "auto",
-        device: str = "auto",
+        device: str | Device = "auto",
         *,
         radius: int | None = None,
         eps: float | None = None,
@@ -110,6 +111,7 @@ class Extractor:
             config = PostprocessConfig(**{**config.__dict__, **overrides})
         self.config = config
         self.model_path = Path(model) if model is not None else default_model_path()
+        device = Device.parse(device)  # parsed once, handed down
         self._backend: Backend | None = create_backend(
             backend, self.model_path, device=device, threads=threads, precision=precision
         )

@@ -296,3 +296,32 @@ def test_interrupted_run_cleans_up_and_resumes(tmp_path, onnx_path, encoded, sig
     assert rerun.returncode == 0
     assert f"{done} skipped" in rerun.stderr or f"{12 - done} extracted" in rerun.stderr
     assert len(list(out.glob("*.npz"))) == 12
+
+
+@pytest.mark.parametrize(
+    "backend,execution", [("openvino", "split"), ("openvino", "whole"), ("onnxruntime", "split")]
+)
+def test_one_extractor_shared_by_threads_gives_the_serial_results(backend, execution):
+    """A service shares one Extractor across threads: every backend must take concurrent calls
+    (OpenVINO's infer requests are not reentrant: one request shared by threads failed with
+    'Infer Request is busy') and give each call its serial result — to float rounding: the
+    head's float32 GEMM is OpenBLAS's, whose result depends on how many threads it gets (1 vs 2
+    BLAS threads: features ±2e-5, embedding ±3e-7), and concurrent calls change that."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sss_rt import Extractor
+    from sss_rt.backends import available_backends
+
+    if not available_backends()[backend]:
+        pytest.skip(f"{backend} not installed")
+    rng = np.random.default_rng(11)
+    images = [rng.integers(0, 256, (40 + 8 * i, 56 + 4 * i, 3), dtype=np.uint8) for i in range(4)]
+    with Extractor(backend=backend, device="cpu") as ex:
+        if execution == "whole":
+            ex.backend._trunk = None  # the whole graph, as a model without a split runs
+        serial = [ex.extract(im).embedding for im in images]
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(2):
+                together = list(pool.map(lambda im: ex.extract(im).embedding, images))
+                for got, want in zip(together, serial, strict=True):
+                    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -14,6 +14,7 @@ runs the whole graph in OpenVINO (the peer the split path is measured against).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,7 @@ class OpenVinoBackend(Backend):
         self._path = path
         self.threads = threads
         self._core = ov.Core()
+        self._lock = threading.Lock()
         self._config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": HINTS[precision] if bf16_unit() else "f32",
@@ -110,7 +112,7 @@ class OpenVinoBackend(Backend):
             else:
                 read = self._core.read_model(model)
             config = {**self._config, **(config or {})}
-            return self._core.compile_model(read, "CPU", config).create_infer_request()
+            return _RequestPool(self._core.compile_model(read, "CPU", config))
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"OpenVINO cannot load {self._path}: {first}") from None
@@ -122,18 +124,13 @@ class OpenVinoBackend(Backend):
     def features(self, image: np.ndarray, *, whole: bool = False) -> FeatureSource:
         batch = check_image(image)[None]
         if self._trunk is None or whole:
-            if self._whole is None:
-                self._whole = self._compile(self._path)
-            self._whole.infer({0: batch})
-            return ArraySource(np.array(self._whole.get_output_tensor(0).data[0]))
-        self._trunk.infer({0: batch})
-        outs = [
-            np.array(self._trunk.get_output_tensor(i).data[0])
-            for i in range(len(self._trunk.model_outputs))
-        ]
+            with self._lock:  # compiled once, by the first caller
+                if self._whole is None:
+                    self._whole = self._compile(self._path)
+            return ArraySource(self._whole.run(batch)[0][0])
+        outs = [out[0] for out in self._trunk.run(batch)]
         if self._input_tap is not None:
-            self._input_tap.infer({0: batch})
-            outs.insert(0, np.array(self._input_tap.get_output_tensor(0).data[0]))
+            outs.insert(0, self._input_tap.run(batch)[0][0])
         return self._source(outs, self.threads, self._head, self._dense)
 
     def describe(self) -> dict[str, Any]:
@@ -147,19 +144,39 @@ class OpenVinoBackend(Backend):
         self._dense = None
 
 
-class _DenseRunner:
-    """Runs a split's ``dense_graph`` (1×C×1×N in and out) on one infer request, one call at a
-    time: a C×N float32 array in, a new C'×N array out."""
+class _RequestPool:
+    """A compiled model's infer requests, one per concurrent caller: OpenVINO's requests are not
+    reentrant (a second ``infer`` on a busy one fails), so each call takes an idle request — or
+    makes one — and returns it. As many requests exist as calls ever ran at once."""
 
-    def __init__(self, request: Any):
-        import threading
-
-        self._request = request
+    def __init__(self, compiled: Any):
+        self.compiled = compiled
+        self._idle: list[Any] = []
         self._lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of one inference on ``batch``, copied out of the request's buffers."""
+        with self._lock:
+            request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
+        try:
+            request.infer({0: batch})
+            return [
+                np.array(request.get_output_tensor(i).data)
+                for i in range(len(self.compiled.outputs))
+            ]
+        finally:
+            with self._lock:
+                self._idle.append(request)
+
+
+class _DenseRunner:
+    """Runs a split's ``dense_graph`` (1×C×1×N in and out): a C×N float32 array in, a new C'×N
+    array out; concurrent calls each get their own request."""
+
+    def __init__(self, pool: _RequestPool):
+        self._pool = pool
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         c, n = x.shape
-        with self._lock:
-            self._request.infer({0: np.ascontiguousarray(x).reshape(1, c, 1, n)})
-            out = self._request.get_output_tensor(0).data
-            return np.array(out).reshape(out.shape[1], n)
+        out = self._pool.run(np.ascontiguousarray(x).reshape(1, c, 1, n))[0]
+        return out.reshape(out.shape[1], n)
