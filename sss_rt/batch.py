@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 import errno
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sss_rt.errors import OutputError, SssRtError
+from sss_rt.errors import ImageError, OutputError, SssRtError
 from sss_rt.extractor import Extractor
 from sss_rt.io.images import ImageTask
 from sss_rt.io.writers import FORMATS, write_output
 
 #: write errors that no later file would escape: the run stops with one line
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def ensure_output_folder(out_dir: Path) -> None:
+    """Make ``out_dir`` (and its parents) and prove a file can be written there, once, before
+    any work: an unusable output folder — a file in the way, a path under a file, a forbidden,
+    read-only or full file system — is one ``OutputError`` (exit 6), not one error per input."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a folder (choose another -o)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"{out_dir}: cannot create the output folder ({exc.strerror or exc})"
+        ) from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sss-rt-probe-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(
+            f"{out_dir}: cannot write in the output folder ({exc.strerror or exc})"
+        ) from None
 
 
 def output_paths(task: ImageTask, out_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
@@ -142,6 +167,9 @@ def segment_to(
     count = segmenter.config.layers
 
     def produce(task: ImageTask, paths: dict[str, Path]) -> None:
+        kind = io_layers.own_output_kind(task.source)
+        if kind is not None:  # named explicitly: said, never segmented as a photo
+            raise ImageError(f"{task.source}: {kind}; segment its .npz or .sss.png instead")
         if io_layers.is_feature_file(task.source):
             photo = None
             if photos is not None and task.source.name.lower().endswith(".npz"):
@@ -168,7 +196,6 @@ def segment_to(
 
 
 def _photo_in(folder: Path, stem: Path) -> Path:
-    from sss_rt.errors import ImageError
     from sss_rt.io.layers import find_photo
 
     photo = find_photo(folder / stem)

@@ -6,6 +6,7 @@ import json
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -219,3 +220,65 @@ def test_info_says_for_each_gpu_part_whether_it_is_usable_and_why_not(capsys):
     code, out, _ = run_cli(["info"], capsys)
     assert code == 0
     assert "cuda post-processing:" in out
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "in /proc"])
+def test_an_unusable_output_folder_is_one_line_before_any_work(tmp_path, capsys, monkeypatch,
+                                                               where):  # fmt: skip
+    """`-o photos/coffee.jpg`, `-o photos/coffee.jpg/sub`, `-o /proc/x` once printed one errno
+    line per input after the network ran; now one line, exit 6, and no network built."""
+    import sss_rt.extractor
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("coffee.jpg", "cat.png"):
+        cv2.imwrite(str(photos / name), rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    out = {"a file": photos / "coffee.jpg", "under a file": photos / "coffee.jpg" / "sub",
+           "in /proc": Path("/proc/sss-rt-test/x")}[where]  # fmt: skip
+
+    def no_network(*a, **k):
+        raise AssertionError("the network was built before the output folder was checked")
+
+    monkeypatch.setattr(sss_rt.extractor.Extractor, "__init__", no_network)
+    for command in ("extract", "segment"):
+        code, _, err = run_cli([command, photos, "-o", out], capsys)
+        assert code == 6, err
+        lines = [x for x in err.splitlines() if x.strip()]
+        assert len(lines) == 1 and str(out) in lines[0], err
+
+
+def test_no_images_is_exit_4_and_examples_do_not_report_their_licence(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["extract", tmp_path / "empty", "-o", tmp_path / "o"], capsys)
+    assert code == 4 and "no images" in err
+    code, _, err = run_cli(["extract", "--examples", "-o", tmp_path / "ex", "-f", "npz"],
+                           capsys)  # fmt: skip
+    assert code == 0, err
+    assert "ignored" not in err
+
+
+def test_segment_on_an_extract_output_folder_never_takes_embedding_images_for_photos(
+    tmp_path, capsys
+):
+    """`sss-rt extract photos -o feats; sss-rt segment feats -o layers` once segmented the
+    false-colour coffee.embedding.png as a photo. The .npz features are used, the embedding
+    image is skipped and the summary says so; named explicitly it is one failed line."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(4)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8), 12, 0), 12, 1)
+    cv2.imwrite(str(photos / "coffee.png"), img)
+    feats = tmp_path / "feats"
+    code, _, err = run_cli(["extract", photos, "-o", feats, "-q"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in feats.iterdir()) == ["coffee.embedding.png", "coffee.npz"]
+    layers = tmp_path / "layers"
+    code, _, err = run_cli(["segment", feats, "--photos", photos, "-o", layers], capsys)
+    assert code == 0, err
+    written = sorted(p.name for p in layers.iterdir())
+    assert written and all(n.startswith("coffee.") for n in written), written
+    assert not any("embedding" in n for n in written), written
+    assert "1 sss-rt outputs skipped" in err
+    code, _, err = run_cli(["segment", feats / "coffee.embedding.png", "-o", layers], capsys)
+    assert code == 1 and "embedding image" in err and "not a photo" in err

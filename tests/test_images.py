@@ -113,3 +113,18 @@ def test_tiny_and_thin_images_extract(onnx_path, size, rng, backend):
     assert r.embedding.shape == (*size, 3) and r.features.shape == (*size, 128)
     assert np.isfinite(r.embedding).all()
     assert r.embedding.min() >= 0 and r.embedding.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "content", [b"hello, not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"GIF89a" + b"\1" * 9]
+)
+def test_messages_name_the_file_and_the_cause_in_words(tmp_path, content):
+    """Never Python internals: a text file named y.jpg once gave "cannot identify image file
+    <_io.BytesIO object at 0x…>"."""
+    path = tmp_path / "y.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageError) as err:
+        load_image(path)
+    message = str(err.value)
+    assert "y.jpg" in message and "\n" not in message
+    assert "0x" not in message and "<" not in message and "_io" not in message, message

@@ -35,6 +35,7 @@ def run_batch(
     quiet: bool,
     done_word: str,
     ignored: int = 0,
+    notes: list[str] | None = None,
 ) -> None:
     """Open ``worker()`` (e.g. an Extractor), run ``outcomes(worker)`` with a progress bar, print
     the summary and exit with the batch's code: 1 if any file failed, 130 / 143 on Ctrl-C /
@@ -72,6 +73,7 @@ def run_batch(
         ]
         if ignored:
             parts.append(f"{ignored} non-image files ignored")
+        parts += notes or []
         if stop is not None:
             parts.append(f"{total - summary.done - summary.skipped - len(summary.failed)} "
                          "left to do (a re-run resumes)")  # fmt: skip

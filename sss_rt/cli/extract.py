@@ -13,7 +13,7 @@ from sss_rt.cli.params import (
     extractor_options,
     limit_blas_threads,
 )
-from sss_rt.errors import SssRtError
+from sss_rt.errors import ImageError
 from sss_rt.io.writers import FORMATS
 
 
@@ -80,27 +80,31 @@ def extract(
     Ctrl-C or SIGTERM stops after the file in progress is cleaned up (exit 130 / 143); a full or
     read-only output folder stops the run (exit 6). A re-run resumes.
     """
-    from sss_rt.batch import extract_to
+    from sss_rt.batch import ensure_output_folder, extract_to
     from sss_rt.extractor import Extractor, examples_dir
     from sss_rt.io.images import find_images
 
     if ray_address is not None and not _is_ray_address(ray_address):
         # "--ray photos/": click took the first input as the address
         inputs, ray_address = (ray_address, *inputs), "local"
-    if examples:
-        inputs = (*inputs, examples_dir())
-    if not inputs:
+    if not inputs and not examples:
         raise click.UsageError("give image files or folders (or --examples)")
     formats = tuple(dict.fromkeys(formats))
     if ray_address is not None:  # inputs may be filesystem URIs there: listed by Ray's driver
         _extract_on_ray(
-            inputs, out_dir, formats, ray_address, actors, gpus_per_actor, recursive,
+            (*inputs, *([examples_dir()] if examples else [])), out_dir, formats, ray_address,
+            actors, gpus_per_actor, recursive,
             overwrite, float16, with_features, quiet, extractor_opts,
         )  # fmt: skip
         return
-    tasks, ignored = find_images(inputs, recursive=recursive, exclude=out_dir)
+    tasks, ignored = (
+        find_images(inputs, recursive=recursive, exclude=out_dir) if inputs else ([], 0)
+    )
+    if examples:  # the bundled photos; the folder's licence file is not the user's to be told of
+        tasks += find_images([examples_dir()], exclude=out_dir)[0]
     if not tasks:
-        raise SssRtError("no images found in the given inputs")
+        raise ImageError("no images found in the given inputs")
+    ensure_output_folder(out_dir)
 
     limit_blas_threads(extractor_opts["threads"])
 
@@ -140,7 +144,7 @@ def _extract_on_ray(
         extractor_options=options,
     )  # fmt: skip
     if not rows:
-        raise SssRtError("no images found in the given inputs")
+        raise ImageError("no images found in the given inputs")
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
         click.echo(f"failed: {r['source']}: {r['message']}", err=True)

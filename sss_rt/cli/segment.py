@@ -13,7 +13,7 @@ from sss_rt.cli.params import (
     extractor_options,
     limit_blas_threads,
 )
-from sss_rt.errors import SssRtError
+from sss_rt.errors import ImageError
 
 
 @click.command()
@@ -70,9 +70,9 @@ def segment(
     goes on (exit 1 if any failed); Ctrl-C / SIGTERM stop after the file in progress is cleaned
     up (130 / 143); a full or read-only output folder stops the run (exit 6).
     """
-    from sss_rt.batch import segment_to
+    from sss_rt.batch import ensure_output_folder, segment_to
     from sss_rt.io.images import ImageTask, find_images, is_image_path
-    from sss_rt.io.layers import feature_stem, is_feature_file
+    from sss_rt.io.layers import feature_stem, is_feature_file, own_output_kind
     from sss_rt.segmentation import SegmentConfig, SoftSegmenter
 
     if not inputs:
@@ -86,12 +86,19 @@ def segment(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
+    own_outputs = 0
+
     def accept(path: Path) -> bool:
         # in folders: photos and .npz features (an .sss.png is a photo too: named, it is read
-        # as features; found in a folder, by its name)
+        # as features; found in a folder, by its name); never sss-rt's embedding or layer images
+        nonlocal own_outputs
+        if own_output_kind(path) is not None:
+            own_outputs += 1
+            return False
         return is_feature_file(path) or is_image_path(path)
 
     found, ignored = find_images(inputs, recursive=recursive, exclude=out_dir, accept=accept)
+    ignored -= own_outputs
     tasks = [
         ImageTask(t.source, t.relative_stem.with_name(feature_stem(t.source)))
         if is_feature_file(t.source)
@@ -99,7 +106,8 @@ def segment(
         for t in found
     ]
     if not tasks:
-        raise SssRtError("no photos or feature files found in the given inputs")
+        raise ImageError("no photos or feature files found in the given inputs")
+    ensure_output_folder(out_dir)
     options = extractor_kwargs(extractor_opts)
     limit_blas_threads(options["threads"])
 
@@ -111,4 +119,8 @@ def segment(
             seg, tasks, out_dir, layer_pngs=layers_png, photos=photos, overwrite=overwrite
         )
 
-    run_batch(len(tasks), worker, outcomes, quiet=quiet, done_word="segmented", ignored=ignored)
+    notes = [f"{own_outputs} sss-rt outputs skipped (embedding and layer images are not photos)"]
+    run_batch(
+        len(tasks), worker, outcomes, quiet=quiet, done_word="segmented", ignored=ignored,
+        notes=notes if own_outputs else [],
+    )  # fmt: skip

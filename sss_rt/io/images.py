@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -78,8 +79,14 @@ def image_size(data: bytes, name: str = "image") -> tuple[int, int, str]:
 
 
 def _why(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """The cause in words: the library's first line, without Python object representations."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image, or a format neither Pillow nor OpenCV reads"
+    lines = str(exc).strip().splitlines()
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", lines[0]) if lines else ""
+    return text or type(exc).__name__
 
 
 def _check_complete(data: bytes, fmt: str, name: str) -> None:

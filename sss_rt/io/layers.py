@@ -8,6 +8,7 @@ alpha channel, RGBA). Every file is written atomically (``writers.atomic_path``)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -67,6 +68,19 @@ def write_layer(path: Path, image: np.ndarray, alpha: np.ndarray) -> None:
     """The photo with one layer as its alpha channel (RGBA PNG)."""
     a = np.round(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
     _write_with(path, lambda fh: fh.write(_png(np.dstack([image, a]))))
+
+
+def own_output_kind(path: Path) -> str | None:
+    """What ``path`` is if it is an sss-rt output that is neither a photo nor a feature file
+    ``segment`` reads (an embedding image, a soft layer or their overview), else ``None``."""
+    from sss_rt.io.writers import FORMATS
+
+    name = path.name.lower()
+    if name.endswith(FORMATS["png"].suffix):
+        return "an sss-rt embedding image (false colour), not a photo"
+    if name.endswith(OVERVIEW_SUFFIX) or re.search(r"\.layer-\d+\.png$", name):
+        return "an sss-rt soft-layer image, not a photo"
+    return None
 
 
 def is_feature_file(path: Path) -> bool:
