@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sss_rt.cli.bench import summarize, test_image, time_extraction
+from sss_rt.benchmark import summarize, test_image, time_extraction
 
 
 def machine() -> dict[str, Any]:

@@ -6,7 +6,7 @@ import os
 import statistics
 from pathlib import Path
 
-from sss_rt.cli.bench import STAGES
+from sss_rt.benchmark import STAGES
 
 
 def _ms(seconds: float) -> str:

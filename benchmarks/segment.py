@@ -115,7 +115,7 @@ def instance_iou(scenes: int, size: int) -> dict:
     from sss_rt import Extractor
     from sss_rt.cli.evaluate import HELD_OUT_SEED
     from sss_rt.segmentation import SegmentConfig, SoftSegmenter
-    from sss_rt.training.synthetic import SyntheticScenes
+    from sss_rt.synthetic import SyntheticScenes
 
     data = SyntheticScenes((size, size), seed=HELD_OUT_SEED)
     ious = []

@@ -44,7 +44,7 @@ def calibration_images(n_synthetic: int = N_SYNTHETIC) -> list[np.ndarray]:
 
     from sss_rt.bundled import examples_dir
     from sss_rt.io.images import load_image
-    from sss_rt.training.synthetic import SyntheticScenes
+    from sss_rt.synthetic import SyntheticScenes
 
     h, w = CALIBRATION_SIZE
     images = [

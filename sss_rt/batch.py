@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sss_rt.errors import ImageError, OutputError, SssRtError
 from sss_rt.extractor import Extractor
@@ -17,6 +17,14 @@ from sss_rt.io.writers import FORMATS, write_output
 
 #: write errors that no later file would escape: the run stops with one line
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+class Progress(Protocol):
+    """Where a batch reports what it is doing: the file it starts, then stages within it."""
+
+    def file(self, task: ImageTask) -> None: ...
+
+    def stage(self, name: str) -> None: ...
 
 
 def ensure_output_folder(out_dir: Path) -> None:
@@ -76,17 +84,21 @@ def process_tasks(
     produce: Callable[[ImageTask, dict[str, Path]], None],
     *,
     overwrite: bool = False,
+    progress: Progress | None = None,
 ) -> Iterator[FileOutcome]:
     """The batch rules, for any job: a task whose outputs all exist is skipped unless
     ``overwrite``; ``produce(task, paths)`` writes the outputs still missing (each atomically);
     a failure on one file (bad input, a write error of its own) is its outcome and the run goes
     on; an output folder that cannot take any file (disk full, read-only, forbidden) raises
-    ``OutputError``."""
+    ``OutputError``. ``progress``: told of each file as it starts (and its stages, by the
+    job)."""
     for task in tasks:
         paths = paths_for(task)
         if not overwrite and all(p.exists() for p in paths.values()):
             yield FileOutcome(task, "skipped")
             continue
+        if progress is not None:
+            progress.file(task)
         try:
             produce(task, {k: p for k, p in paths.items() if overwrite or not p.exists()})
         except OSError as exc:
@@ -112,6 +124,7 @@ def extract_to(
     float16: bool = False,
     features: bool = False,
     load: Callable[[ImageTask], Any] | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[FileOutcome]:
     """Extract each task's image and write every format; yields one outcome per task (the
     rules of :func:`process_tasks`). ``features``: also store the raw features in the npz.
@@ -130,8 +143,9 @@ def extract_to(
             )  # fmt: skip
 
     return process_tasks(
-        tasks, out_dir, lambda t: output_paths(t, out_dir, formats), produce, overwrite=overwrite
-    )
+        tasks, out_dir, lambda t: output_paths(t, out_dir, formats), produce,
+        overwrite=overwrite, progress=progress,
+    )  # fmt: skip
 
 
 def layer_paths(task: ImageTask, out_dir: Path, layers: int, pngs: bool) -> dict[str, Path]:
@@ -158,6 +172,7 @@ def segment_to(
     layer_pngs: bool = False,
     photos: Path | None = None,
     overwrite: bool = False,
+    progress: Progress | None = None,
 ) -> Iterator[FileOutcome]:
     """Soft layers of each task (a photo, or extracted features: ``.sss.png`` / ``.npz``), the
     rules of :func:`process_tasks`. ``photos``: where the photos of ``.npz`` inputs are (the
@@ -165,6 +180,7 @@ def segment_to(
     from sss_rt.io import layers as io_layers
 
     count = segmenter.config.layers
+    stage = progress.stage if progress is not None else None
 
     def produce(task: ImageTask, paths: dict[str, Path]) -> None:
         kind = io_layers.own_output_kind(task.source)
@@ -175,9 +191,9 @@ def segment_to(
             if photos is not None and task.source.name.lower().endswith(".npz"):
                 photo = _photo_in(photos, task.relative_stem)
             image, embedding = io_layers.read_features(task.source, photo)
-            result = segmenter.segment(image, embedding, source=task.source)
+            result = segmenter.segment(image, embedding, source=task.source, progress=stage)
         else:
-            result = segmenter.segment(task.source)
+            result = segmenter.segment(task.source, progress=stage)
         alphas = result.alphas
         for name, path in paths.items():
             if name == "npz":
@@ -192,7 +208,7 @@ def segment_to(
     def paths_for(task: ImageTask) -> dict[str, Path]:
         return layer_paths(task, out_dir, count, layer_pngs)
 
-    return process_tasks(tasks, out_dir, paths_for, produce, overwrite=overwrite)
+    return process_tasks(tasks, out_dir, paths_for, produce, overwrite=overwrite, progress=progress)
 
 
 def _photo_in(folder: Path, stem: Path) -> Path:

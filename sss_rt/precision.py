@@ -77,13 +77,12 @@ def bf16_unit() -> str | None:
     return None
 
 
-#: the bf16 head kernels chosen without being asked for: AMX only — measured on a Xeon with
-#: both, the AVX512-BF16 kernel is no faster than the fp32 head (one VDPBF16PS per cycle does
-#: the MACs of two fp32 FMAs); ``SSS_RT_HEAD_VARIANT`` names one to run it anyway
-#: the fused head kernels each precision picks from, fastest first where the CPU runs them
-#: (at 1 MP on a 2-core AMX Xeon: amx-bf16 0.42 s, avx512-vnni-int8 0.55 s, avx512-bf16
-#: 1.16 s, the fp32 head 1.64 s; avx512-bf16 is no faster than fp32 on AMD's EPYC, so not
-#: picked; the int8 head — the hidden layer in uint8 — only where the precision is int8)
+#: the fused head kernels each precision picks from without being asked, fastest first where
+#: the CPU runs them (at 1 MP on a 2-core AMX Xeon: amx-bf16 0.42 s, avx512-vnni-int8 0.55 s,
+#: avx512-bf16 1.16 s, the fp32 head 1.64 s). bf16 takes AMX only: the AVX512-BF16 kernel is
+#: no faster than the fp32 head (one VDPBF16PS per cycle does the MACs of two fp32 FMAs; the
+#: same on AMD's EPYC); int8 also takes the VNNI kernel (the hidden layer in uint8), and only
+#: int8 does. ``SSS_RT_HEAD_VARIANT`` names one a precision allows, to run it anyway.
 AUTO_HEAD_VARIANTS = {"bf16": ("amx-bf16",), "int8": ("amx-bf16", "avx512-vnni-int8")}
 _HEAD_UNITS = {
     "amx-bf16": {"amx_bf16", "amx_tile"},

@@ -282,3 +282,42 @@ def test_segment_on_an_extract_output_folder_never_takes_embedding_images_for_ph
     assert "1 sss-rt outputs skipped" in err
     code, _, err = run_cli(["segment", feats / "coffee.embedding.png", "-o", layers], capsys)
     assert code == 1 and "embedding image" in err and "not a photo" in err
+
+
+def test_without_a_terminal_each_finished_file_is_one_line(image_tree, tmp_path, capsys):
+    """Logs, CI and Ray workers saw nothing until the summary: now one line per file."""
+    code, _, err = run_cli(["extract", image_tree, "-o", tmp_path / "o"], capsys)
+    assert code == 0, err
+    done = [x for x in err.splitlines() if x.startswith("done: ")]
+    assert len(done) == 3 and all(x.endswith(" s)") for x in done), err
+    code, _, err = run_cli(["extract", image_tree, "-o", tmp_path / "o"], capsys)
+    assert sum(x.startswith("skipped: ") for x in err.splitlines()) == 3, err
+    code, _, err = run_cli(["extract", image_tree, "-o", tmp_path / "q", "-q"], capsys)
+    assert code == 0 and err.strip() == "", err
+
+
+def test_progress_names_the_file_and_the_segmentation_stage(tmp_path):
+    """On a terminal the bar shows the file in progress and, for segment, its stage."""
+    from sss_rt.batch import segment_to
+    from sss_rt.cli.batch_run import BarProgress
+    from sss_rt.io.images import ImageTask
+    from sss_rt.segmentation import SegmentConfig, SoftSegmenter
+    from sss_rt.segmentation.segmenter import STAGES
+
+    class Bar:
+        def __init__(self):
+            self.shown: list[str] = []
+
+        def set_postfix_str(self, text, refresh=True):
+            self.shown.append(text)
+
+    rng = np.random.default_rng(3)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8), 10, 0), 10, 1)
+    cv2.imwrite(str(tmp_path / "cat.png"), img)
+    bar = Bar()
+    with SoftSegmenter(config=SegmentConfig(superpixels=50, eigenvectors=10)) as seg:
+        task = ImageTask(tmp_path / "cat.png", Path("cat"))
+        outcomes = list(segment_to(seg, [task], tmp_path / "o", progress=BarProgress(bar)))
+    assert [o.status for o in outcomes] == ["done"], outcomes
+    assert bar.shown[0] == "cat.png"
+    assert bar.shown[1:] == [f"cat.png: {stage}" for stage in STAGES], bar.shown

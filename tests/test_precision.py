@@ -125,8 +125,8 @@ def test_int8_held_out_pair_auc_within_0_005_of_fp32(int8_model, head, monkeypat
     if head:
         monkeypatch.setenv("SSS_RT_HEAD_VARIANT", head)
     from sss_rt.cli.evaluate import HELD_OUT_SEED
+    from sss_rt.synthetic import SyntheticScenes
     from sss_rt.training.evaluate import evaluate
-    from sss_rt.training.synthetic import SyntheticScenes
 
     scenes = SyntheticScenes((160, 160), seed=HELD_OUT_SEED)
     with Extractor(device="cpu") as fp32, Extractor(int8_model, precision="int8") as int8:

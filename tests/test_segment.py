@@ -375,7 +375,7 @@ def test_held_out_synthetic_instances_are_recovered():
     from sss_rt import Extractor
     from sss_rt.cli.evaluate import HELD_OUT_SEED
     from sss_rt.segmentation import SoftSegmenter
-    from sss_rt.training.synthetic import SyntheticScenes
+    from sss_rt.synthetic import SyntheticScenes
 
     data = SyntheticScenes((96, 96), seed=HELD_OUT_SEED)
     cfg = SegmentConfig(scale=1.0, superpixels=300, eigenvectors=50, initial_segments=20)

@@ -115,7 +115,7 @@ def test_sampling_skips_single_instance_images(rng):
 # ---------------------------------------------------------------- data readers
 def test_synthetic_scenes_deterministic_and_labelled():
     pytest.importorskip("skimage")
-    from sss_rt.training.synthetic import SyntheticScenes
+    from sss_rt.synthetic import SyntheticScenes
 
     scenes = SyntheticScenes((96, 128), seed=3)
     (a, la), (b, lb) = scenes[5], scenes[5]

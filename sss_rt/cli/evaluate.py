@@ -34,7 +34,7 @@ def evaluate(model, count, size, data, backend, precision, as_json) -> None:
     from sss_rt.training.evaluate import evaluate as run_eval
 
     if data == "synthetic":
-        from sss_rt.training.synthetic import SyntheticScenes
+        from sss_rt.synthetic import SyntheticScenes
 
         scenes = SyntheticScenes((size, size), seed=HELD_OUT_SEED)
     else:

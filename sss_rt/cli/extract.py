@@ -80,7 +80,7 @@ def extract(
     Ctrl-C or SIGTERM stops after the file in progress is cleaned up (exit 130 / 143); a full or
     read-only output folder stops the run (exit 6). A re-run resumes.
     """
-    from sss_rt.batch import ensure_output_folder, extract_to
+    from sss_rt.batch import Progress, ensure_output_folder, extract_to
     from sss_rt.extractor import Extractor, examples_dir
     from sss_rt.io.images import find_images
 
@@ -111,10 +111,10 @@ def extract(
     def worker() -> Extractor:
         return Extractor(**extractor_kwargs(extractor_opts))
 
-    def outcomes(ex: Extractor):
+    def outcomes(ex: Extractor, progress: Progress):
         return extract_to(
             ex, tasks, out_dir, formats, overwrite=overwrite, float16=float16,
-            features=with_features,
+            features=with_features, progress=progress,
         )  # fmt: skip
 
     run_batch(

@@ -92,14 +92,6 @@ def basis_from_moments(
     return PCABasis(mean=mean, components=comps, eigenvalues=ev, scale=scale)
 
 
-def fit_pca(x: np.ndarray, n_components: int = 3) -> PCABasis:
-    """Fit a centred PCA to (N, C) vectors (covariance through the Gram matrix)."""
-    x = np.asarray(x)
-    total = x.sum(axis=0, dtype=np.float64)
-    gram = x.T.astype(np.float64) @ x.astype(np.float64) if x.dtype != np.float64 else x.T @ x
-    return basis_from_moments(total, gram, x.shape[0], n_components)
-
-
 def normalize_unit(
     y: np.ndarray,
     constant: np.ndarray | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,17 @@ class SoftSegmenter:
         return self._extractor
 
     def segment(
-        self, image: Any, features: np.ndarray | None = None, *, source: Path | None = None
+        self,
+        image: Any,
+        features: np.ndarray | None = None,
+        *,
+        source: Path | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> SoftSegmentation:
         """Layers of ``image`` (path or H×W×3 uint8 RGB); ``features``: its H×W×3 embedding in
-        [0, 1] (computed with the extractor when None)."""
+        [0, 1] (computed with the extractor when None). ``progress``: called with each stage's
+        name as it starts (``STAGES``)."""
+        report = progress or (lambda name: None)
         from sss_rt.io.images import load_image
 
         timings: dict[str, float] = {}
@@ -120,12 +128,13 @@ class SoftSegmenter:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
         if features is None:
+            report("features")
             features = self.extractor.extract(image).embedding
             timings["features"] = time.perf_counter() - t0
         features = np.asarray(features, np.float32)
         if features.shape[:2] != image.shape[:2] or features.ndim != 3:
             raise ValueError(f"features {features.shape} do not match the image {image.shape[:2]}")
-        alphas = segment_arrays(image, features, self.config, timings)
+        alphas = segment_arrays(image, features, self.config, timings, report)
         shape = self.config.working_shape(*image.shape[:2])
         return SoftSegmentation(alphas, features, image, timings, source, shape)
 
@@ -155,14 +164,29 @@ def _stage(timings: dict[str, float], name: str, t: float) -> float:
     return now
 
 
+#: the stages of one segmentation, in order, as ``progress`` callbacks name them
+STAGES = (
+    "features",
+    "superpixels",
+    "affinities",
+    "eigenvectors",
+    "constrained sparsification",
+    "relaxed sparsification",
+    "resize",
+)
+
+
 def segment_arrays(
     image: np.ndarray,
     features: np.ndarray,
     config: SegmentConfig,
     timings: dict[str, float] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> np.ndarray:
-    """The algorithm on arrays: H×W×3 uint8 photo and H×W×d features → H×W×K float32."""
+    """The algorithm on arrays: H×W×3 uint8 photo and H×W×d features → H×W×K float32.
+    ``progress``: called with each stage's name (``STAGES``) as it starts."""
     timings = {} if timings is None else timings
+    report = progress or (lambda name: None)
     h, w = image.shape[:2]
     t = time.perf_counter()
     sh, sw = config.working_shape(h, w)
@@ -174,23 +198,29 @@ def segment_arrays(
         if feat.ndim == 2:
             feat = feat[..., None]
     n = sh * sw
+    report("superpixels")
     labels = superpixels.slic_zero(img, config.superpixels)
     sp_ = superpixels.describe(labels, img, feat)
     t = _stage(timings, "superpixels", t)
+    report("affinities")
     lap = affinity.segmentation_laplacian(img, sp_)
     t = _stage(timings, "affinities", t)
+    report("eigenvectors")
     vals, vecs = eigen.smallest_eigenvectors(lap, config.eigenvectors, config.seed, shape=(sh, sw))
     t = _stage(timings, "eigenvectors", t)
+    report("constrained sparsification")
     flat = feat.reshape(n, -1)
     initial = _initial_segments(flat, config.initial_segments, config.seed)
     alpha = sparsify.constrained_sparsification(vecs, vals, lap, initial, config.iterations)
     t = _stage(timings, "constrained_sparsification", t)
+    report("relaxed sparsification")
     grouped = sparsify.group_segments(alpha, flat, config.layers, config.seed)
     exponent = 0.9 + np.minimum(gradient_magnitude(img), 0.1).ravel()
     layers = sparsify.relaxed_sparsification(
         grouped, lap, exponent, iterations=config.relaxed_iterations
     )
     t = _stage(timings, "relaxed_sparsification", t)
+    report("resize")
     order = np.argsort(-layers.sum(axis=0))  # largest layer first
     layers = layers[:, order]
     if layers.shape[1] < config.layers:  # fewer survived: empty layers keep K fixed

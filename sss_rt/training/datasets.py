@@ -139,7 +139,7 @@ class CocoStuffDataset:
 
 def make_dataset(spec: str, seed: int, synthetic_size: int):
     """Build a dataset from ``synthetic``, ``folder:PATH`` or ``coco:IMAGES,JSON[,STUFF]``."""
-    from sss_rt.training.synthetic import SyntheticScenes
+    from sss_rt.synthetic import SyntheticScenes
 
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
