@@ -87,9 +87,12 @@ class ExtractWorker:
             load = (lambda _task, uri=source: self._load_remote(uri)) if remote else None
             t0 = time.perf_counter()
             try:
+                flags = self.flags
                 jobs = extract_to(
-                    self.extractor, [task], self.out_dir, self.formats, load=load, **self.flags
-                )
+                    self.extractor, [task], self.out_dir, self.formats, load=load,
+                    overwrite=flags["overwrite"], float16=flags["float16"],
+                    features=flags["features"],
+                )  # fmt: skip
                 outcome = next(iter(jobs))
                 status, message = outcome.status, outcome.message
             except OutputError as exc:  # this node's output folder refuses writes
