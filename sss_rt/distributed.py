@@ -106,6 +106,19 @@ class ExtractWorker:
         return rows
 
 
+def _quiet_ray(ray: Any) -> None:
+    """A successful run prints sss-rt's summary, not Ray's logs: Ray Data's plan and progress
+    (INFO) and the core's note on restartable actors (printed at error level, though expected)
+    stay out of stderr unless the user set their own levels (``RAY_BACKEND_LOG_LEVEL``). What
+    remains is the core's one line saying that level was set. Failures reach stderr through
+    sss-rt's own ``failed:`` lines and exit code."""
+    import logging
+
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    for name in ("ray", "ray.data"):  # progress, when not on a terminal, is logged at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def extract_dataset(
     inputs: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -145,6 +158,7 @@ def extract_dataset(
     items = [{"source": str(t.source), "stem": str(t.relative_stem)} for t in tasks]
     for uri in (os.fspath(i) for i in inputs if "://" in os.fspath(i)):
         items += remote_inputs(uri, recursive)
+    _quiet_ray(ray)
     if not ray.is_initialized():
         ray.init(
             address=None if address in (None, "local") else address,

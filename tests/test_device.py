@@ -269,3 +269,21 @@ def test_pycuda_config_refuses_without_a_toolkit_or_driver(tmp_path, siteconf):
     stubs.mkdir(parents=True)
     (stubs / "libcuda.so").write_bytes(b"")
     assert siteconf.driver_lib_dir(tmp_path, tmp_path / "link", search=[]) == stubs
+
+
+def test_every_backend_defaults_to_fp32():
+    """One default across backends (OpenVINO's was bf16, which this CPU may not even run)."""
+    import inspect
+
+    from sss_rt.backends.onnxruntime import OnnxRuntimeBackend
+    from sss_rt.backends.openvino import OpenVinoBackend
+    from sss_rt.backends.tensorrt import TensorRTBackend
+    from sss_rt.extractor import Extractor
+
+    classes = [OnnxRuntimeBackend, OpenVinoBackend, TensorRTBackend, Extractor, create_backend]
+    if importlib.util.find_spec("torch") is not None:
+        from sss_rt.backends.torch import TorchBackend
+
+        classes.append(TorchBackend)
+    for cls in classes:
+        assert inspect.signature(cls).parameters["precision"].default == "fp32", cls

@@ -147,3 +147,17 @@ def test_inputs_by_filesystem_uri_read_in_the_actors(local_ray, photos, tmp_path
         twin = tmp_path / "b" / png.relative_to(tmp_path / "a")
         assert twin.read_bytes() == png.read_bytes()
     assert len(list((tmp_path / "b").rglob("*.npz"))) == 4
+
+
+def test_a_successful_ray_run_prints_the_summary_not_rays_logs(photos, tmp_path):
+    """`--ray` once printed ~20 Ray log lines on success, some at error level."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "sss_rt", "extract", str(photos), "-o", str(tmp_path / "o"),
+           "--ray", "local", "--actors", "1"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    foreign = [x for x in lines if "extracted" not in x]  # sss-rt's summary is the one
+    assert len(foreign) <= 1 and not any(" E " in x or "ERROR" in x for x in foreign), lines

@@ -7,7 +7,8 @@ against ONNX Runtime's int8 kernels 0.92 s on the same quantized graph; bf16 her
 against 2.93 s for ONNX Runtime's fp32 split path). ``bf16`` sets OpenVINO's inference
 precision to bf16 and runs the head in the bf16 kernel, the input tap in fp32; ``int8`` runs
 the quantized graph (its float layers in bf16 where the CPU has the units) with the same head;
-``fp32`` runs everything in fp32. Split execution as in the ONNX Runtime backend; ``whole``
+``fp32`` (the default of every backend: bit-reproducible; ``auto`` is one flag away) runs
+everything in fp32. Split execution as in the ONNX Runtime backend; ``whole``
 runs the whole graph in OpenVINO (the peer the split path is measured against).
 """
 
@@ -54,7 +55,7 @@ class OpenVinoBackend(Backend):
         device: str | Device = "auto",
         threads: int | None = None,
         execution: str = "split",
-        precision: str = "bf16",
+        precision: str = "fp32",
         engine_head: bool | None = None,
     ):
         ov = import_openvino()
