@@ -61,8 +61,31 @@ def quantize(
     out: str | os.PathLike[str],
     images: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Write the int8 QDQ form of ``model`` to ``out`` (atomically) and its calibration images
-    beside it; returns what was done."""
+    """Write the int8 QDQ form of ``model`` to ``out`` (atomically).
+
+    Post-training static quantization of the convolutions (QDQ, uint8 activations, int8
+    per-channel weights, min/max calibration); the nodes in ``FLOAT_NODES`` stay float.
+
+    Parameters
+    ----------
+    model : str or PathLike
+        An sss-rt fp32 ONNX model.
+    out : str or PathLike
+        The int8 ONNX file to write; its calibration images are written beside it.
+    images : list of ndarray, optional
+        H×W×3 uint8 RGB calibration images (default: :func:`calibration_images`).
+
+    Returns
+    -------
+    dict
+        The record stored in the model's metadata (precision, source sha256, calibration
+        images, float nodes, quantizer version), the output path and the backbone.
+
+    Raises
+    ------
+    ModelError
+        ``model`` is not an sss-rt inference-form model.
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -121,11 +144,23 @@ def quantize(
 
 
 def calibration_path(model: str | os.PathLike[str]) -> Path:
+    """Where the calibration images of ``model``'s int8 form are kept."""
     return Path(str(model) + ".calibration.npz")
 
 
 def quantized_model(model: str | os.PathLike[str]) -> Path:
-    """The cached int8 form of ``model``, made on first use (seconds)."""
+    """The cached int8 form of ``model``, made on first use (seconds).
+
+    Parameters
+    ----------
+    model : str or PathLike
+        An sss-rt fp32 ONNX model.
+
+    Returns
+    -------
+    Path
+        The int8 model in the per-user cache (``$SSS_RT_CACHE`` or ``~/.cache/sss-rt``).
+    """
     root = os.environ.get("SSS_RT_CACHE")
     base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     directory = (base if root else base / "sss-rt") / "quantized"

@@ -34,7 +34,28 @@ _BLOCK_PIXELS = 1 << 14
 
 
 class FeatureSource(abc.ABC):
-    """One image's C×H×W features, computed (or read) for any band of rows on demand."""
+    """One image's C×H×W features, computed (or read) for any band of rows on demand.
+
+    What a backend hands to the post-processing (module docstring: layouts and device bands).
+    Subclasses give ``rows``; the rest has defaults in terms of it.
+
+    Attributes
+    ----------
+    channels, height, width : int
+        C, H, W.
+    in_memory : bool
+        Every band is a view of one array in memory (no halo needed).
+    on_device : bool
+        The features live in GPU memory (``device_band`` copies nothing).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sss_rt.bands import as_source
+    >>> source = as_source(np.zeros((128, 4, 6), np.float32))
+    >>> source.shape, source.rows(1, 3).shape
+    ((128, 4, 6), (128, 2, 6))
+    """
 
     height: int
     width: int
@@ -57,8 +78,11 @@ class FeatureSource(abc.ABC):
         shift: np.ndarray,
         threads: int | None = None,
     ) -> np.ndarray:
-        """``components · (features − shift)`` of rows ``y0:y1`` (k×n×W float32, float64
-        sums); a source that can fold the projection into its last layer overrides this."""
+        """``components · (features − shift)`` of rows ``y0:y1``: k×n×W float32.
+
+        Sums in float64; a source that can fold the projection into its last layer overrides
+        this.
+        """
         return project(self.rows(y0, y1), components, shift, threads)
 
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -76,6 +100,7 @@ class FeatureSource(abc.ABC):
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """(C, H, W)."""
         return (self.channels, self.height, self.width)
 
     def device_band(self, y0: int, y1: int, runtime: Any, stream: Any) -> DeviceBand:
@@ -85,10 +110,12 @@ class FeatureSource(abc.ABC):
 
 
 class ComputedSource(FeatureSource):
-    """Features computed for any rectangle on demand (a network head evaluated on the host),
-    with the post-processing's projection folded into the last layer where asked: subclasses
+    """Features computed for any rectangle on demand (a network head evaluated on the host).
+
+    The post-processing's projection is folded into the last layer where asked: subclasses
     give ``_compute(y0, y1, x0, x1, project)``, ``project`` being ``(components, shift)``
-    (k×C, C) or None; it returns C×(y1−y0)×(x1−x0) float32 (k× with ``project``)."""
+    (k×C, C) or None; it returns C×(y1−y0)×(x1−x0) float32 (k× with ``project``).
+    """
 
     @abc.abstractmethod
     def _compute(
@@ -97,9 +124,11 @@ class ComputedSource(FeatureSource):
         """The features (or their projection) of rows ``y0:y1``, columns ``x0:x1``."""
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
+        """C×(y1−y0)×W float32, computed."""
         return self._compute(y0, y1, 0, self.width, None)
 
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """C×(y1−y0)×(x1−x0) float32, computed."""
         return self._compute(y0, y1, x0, x1, None)
 
     def projected_rows(
@@ -116,8 +145,11 @@ class ComputedSource(FeatureSource):
 
 @dataclass
 class DeviceBand:
-    """C×n×W features in GPU memory at ``pointer``: each channel's n×W rows contiguous, channel
-    c at ``pointer + c·ld`` elements (``ld`` = n·W when 0); ``owner`` keeps the memory alive."""
+    """C×n×W features in GPU memory at ``pointer``.
+
+    Each channel's n×W rows are contiguous, channel c at ``pointer + c·ld`` elements (``ld`` =
+    n·W when 0); ``owner`` keeps the memory alive.
+    """
 
     pointer: int
     shape: tuple[int, int, int]
@@ -127,11 +159,14 @@ class DeviceBand:
 
     @property
     def stride(self) -> int:
+        """Elements from one channel's first element to the next's."""
         return self.ld or self.shape[1] * self.shape[2]
 
     def to_host(self, runtime: Any, r0: int, r1: int, stream: Any) -> np.ndarray:
-        """Rows ``r0:r1`` of every channel, C×(r1−r0)×W in page-locked host memory (in the
-        band's dtype): one asynchronous copy per channel on ``stream``, then one wait."""
+        """Rows ``r0:r1`` of every channel: C×(r1−r0)×W page-locked host memory.
+
+        In the band's dtype: one asynchronous copy per channel on ``stream``, then one wait.
+        """
         c, _, w = self.shape
         item = np.dtype(self.dtype).itemsize
         host = runtime.pinned((c, r1 - r0, w), self.dtype)
@@ -143,11 +178,13 @@ class DeviceBand:
 
 
 class DeviceArraySource(FeatureSource):
-    """C×H×W features already in GPU memory (C-contiguous at ``pointer``, float32 or float16):
-    device bands are offsets into it; host bands are copied out. ``ready``: an event the
+    """C×H×W features already in GPU memory (C-contiguous at ``pointer``, float32 or float16).
+
+    Device bands are offsets into it; host bands are copied out. ``ready``: an event the
     producer recorded on its own stream after writing them (waited on before any read);
     ``owner``: whatever keeps the memory alive; ``runtime``: the :mod:`sss_rt.cuda` runtime
-    that copies host bands out."""
+    that copies host bands out.
+    """
 
     on_device = True
 
@@ -173,12 +210,14 @@ class DeviceArraySource(FeatureSource):
             stream.wait(self.ready)
 
     def device_band(self, y0: int, y1: int, runtime: Any, stream: Any) -> DeviceBand:
+        """Rows ``y0:y1``: an offset into the array, after the producer's event."""
         self._wait(stream)
         offset = y0 * self.width * self.dtype.itemsize
         shape = (self.channels, y1 - y0, self.width)
         return DeviceBand(self.pointer + offset, shape, self.dtype, self, self.height * self.width)
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
+        """C×(y1−y0)×W float32, copied to the host."""
         with self.runtime.activate():
             if self._stream is None:
                 self._stream = self.runtime.stream()
@@ -198,9 +237,11 @@ class ArraySource(FeatureSource):
         self.channels, self.height, self.width = self.array.shape
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
+        """A view of rows ``y0:y1``."""
         return self.array[:, y0:y1]
 
     def materialize(self) -> ArraySource:
+        """Itself: already in memory."""
         return self
 
 

@@ -15,16 +15,24 @@ _SPEC = re.compile(r"(auto|cpu|cuda)(?::(\d+))?")
 
 @dataclass(frozen=True)
 class Device:
-    """A device: ``kind`` ``"auto"`` (a GPU where the backend has one, else the CPU), ``"cpu"``
-    or ``"cuda"``; ``index`` the GPU's ordinal (``None``: the default GPU, 0)."""
+    """A device: its ``kind`` and, for a GPU, ``index``.
+
+    ``kind``: ``"auto"`` (a GPU where the backend has one, else the CPU), ``"cpu"`` or
+    ``"cuda"``; ``index``: the GPU's ordinal (``None``: the default GPU, 0).
+    """
 
     kind: Literal["auto", "cpu", "cuda"]
     index: int | None = None
 
     @classmethod
     def parse(cls, spec: str | Device) -> Device:
-        """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"`` (or a Device) → a Device; anything
-        else raises ``ValueError`` naming the accepted forms."""
+        """Parse ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"`` (or a Device) into a Device.
+
+        Raises
+        ------
+        ValueError
+            Anything else, naming the accepted forms.
+        """
         if isinstance(spec, Device):
             return spec
         text = str(spec).strip().lower()
@@ -36,10 +44,12 @@ class Device:
 
     @property
     def is_cuda(self) -> bool:
+        """Whether it names a CUDA GPU."""
         return self.kind == "cuda"
 
     @property
     def is_cpu(self) -> bool:
+        """Whether it names the CPU."""
         return self.kind == "cpu"
 
     @property

@@ -42,7 +42,23 @@ log = logging.getLogger("sss_rt")
 
 @dataclass
 class ExtractionResult:
-    """Features of one image."""
+    """Features of one image (:meth:`Extractor.extract`).
+
+    Attributes
+    ----------
+    embedding : ndarray
+        H×W×3 float32 in [0, 1]: the semantic feature descriptors, at the input's size.
+    image : ndarray
+        H×W×3 uint8 RGB input.
+    features : ndarray or None
+        H×W×C float32 raw network features (at the processed size), when asked.
+    basis : PCABasis or None
+        The per-image PCA basis.
+    source : Path or None
+        The file the image came from.
+    scale : float
+        Factor the image was shrunk by before the network (1.0: full resolution).
+    """
 
     embedding: np.ndarray  #: H×W×3 float32 in [0, 1]: the semantic feature descriptors
     image: np.ndarray  #: H×W×3 uint8 RGB input
@@ -57,27 +73,63 @@ class ExtractionResult:
 class Extractor:
     """Semantic feature extraction: network → guided filter → PCA → [0, 1].
 
-    >>> with Extractor("model.onnx") as ex:          # doctest: +SKIP
-    ...     result = ex.extract("photo.jpg")
-    ...     result.embedding.shape                   # (H, W, 3)
+    Every image flows the same way: the backend turns it into a source of feature bands
+    (:mod:`sss_rt.bands`), the post-processing mode reads them in bounded memory. One Extractor
+    may be shared by threads (each call gives its serial result, up to float rounding).
 
-    ``model``: an exported ONNX file or a training checkpoint (default: the bundled model).
-    ``backend``: ``"auto"``, ``"onnxruntime"``, ``"torch"``, ``"tensorrt"``; ``device``:
-    ``"auto"``, ``"cpu"``, ``"cuda[:N]"``. ``radius``/``eps``: the guided filter's.
-    ``preprocess``: ``"exact"`` (default), ``"fast"`` or ``"matlab"`` (see
-    :class:`PostprocessConfig`). ``threads``: CPU threads of the network and the
-    post-processing. Every image flows the same way: the backend turns it into a source of
-    feature bands (:mod:`sss_rt.bands`), the post-processing mode reads them in bounded memory.
-    ``tile_megapixels``: images above it (default: all) run split where the backend splits —
-    the network's trunk once, its full-resolution head per band — with the same result as the
-    whole graph up to float rounding; ``None`` runs the whole graph (at most
-    ``WHOLE_GRAPH_MAX_MEGAPIXELS`` on the CPU). ``max_megapixels``: larger images are
-    downscaled to fit before the network (the embedding is resized back to the input's size,
-    and a warning is logged) or, with ``large="refuse"``, rejected with ``ImageError``;
-    ``None`` lifts the limit. ``precision``: ``"fp32"`` (reference), ``"bf16"`` (the CPU's
-    AMX-BF16 / AVX512-BF16 units), ``"int8"`` (AMX-INT8 / VNNI, from a quantized model made and
-    cached on first use) or ``"auto"`` (bf16 where the CPU has a bf16 unit, else fp32); bf16 and
-    int8 run on OpenVINO where installed (see :mod:`sss_rt.precision`).
+    Parameters
+    ----------
+    model : str or PathLike, optional
+        An exported ONNX file (``sss-rt export``, ``sss-rt import-authors``) or a training
+        checkpoint (``.pt``, torch backend). Default: the bundled model.
+    backend : {"auto", "onnxruntime", "openvino", "torch", "tensorrt"}
+        ``"auto"``: torch for ``.pt``, OpenVINO for bf16/int8 on the CPU, else ONNX Runtime.
+        What each runs: :data:`sss_rt.backends.support.SUPPORT`.
+    device : str or Device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. On a CUDA device the exact mode
+        post-processes on the GPU where a CUDA runtime (CuPy, pycuda) works.
+    radius, eps : int, float, optional
+        The guided filter's window radius and regularization (default 5 and 0.01; see
+        :class:`PostprocessConfig`).
+    preprocess : {"exact", "fast", "matlab"}, optional
+        The post-processing mode (:class:`PostprocessConfig`); default ``"exact"``.
+    postprocess : PostprocessConfig, optional
+        All post-processing settings at once (``radius``, ``eps``, ``preprocess`` override it).
+    threads : int, optional
+        CPU threads of the network and the post-processing (default: all cores).
+    max_megapixels : float or None
+        Larger images are downscaled to fit before the network (the embedding is resized back
+        to the input's size, with a warning) or, with ``large="refuse"``, rejected; ``None``
+        lifts the limit. Default 64.
+    large : {"downscale", "refuse"}
+    tile_megapixels : float or None
+        Images above it (default: all) run split where the backend splits — the trunk once,
+        the full-resolution head per band — with the whole graph's result up to float
+        rounding; ``None`` runs the whole graph (at most ``WHOLE_GRAPH_MAX_MEGAPIXELS`` on the
+        CPU).
+    precision : {"fp32", "bf16", "int8", "tf32", "auto"}
+        ``"fp32"`` (default, bit-reproducible), ``"bf16"`` (AMX-BF16 / AVX512-BF16), ``"int8"``
+        (AMX-INT8 / VNNI, from a quantized model made and cached on first use), ``"tf32"``
+        (torch on a GPU) or ``"auto"`` (bf16 where the CPU has a bf16 unit, else fp32).
+
+    Raises
+    ------
+    ModelError
+        The model is missing or not an sss-rt model.
+    BackendUnavailableError
+        The backend, precision or device cannot run here (the message says what can).
+    ValueError
+        A bad option value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sss_rt import Extractor
+    >>> image = np.zeros((48, 64, 3), np.uint8)
+    >>> with Extractor(device="cpu") as ex:
+    ...     result = ex.extract(image)
+    >>> result.embedding.shape, result.embedding.dtype.name
+    ((48, 64, 3), 'float32')
     """
 
     def __init__(
@@ -120,17 +172,29 @@ class Extractor:
 
     @property
     def backend(self) -> Backend:
+        """The backend running the network (``RuntimeError`` once closed)."""
         if self._backend is None:
             raise RuntimeError("this Extractor is closed")
         return self._backend
 
     @property
     def info(self) -> ModelInfo:
+        """The model's metadata (family, backbone, input mean and channel order)."""
         return self.backend.info
 
     def features(self, image: np.ndarray) -> np.ndarray:
-        """Raw network features of one H×W×3 uint8 RGB image, C×H×W float32, computed the way
-        ``extract`` computes them (split or whole graph, by the same rule)."""
+        """Raw network features of one image, computed as :meth:`extract` computes them.
+
+        Parameters
+        ----------
+        image : ndarray
+            H×W×3 uint8 RGB.
+
+        Returns
+        -------
+        ndarray
+            C×H×W float32 (C = 128 for the bundled model).
+        """
         image = check_image(image)
         family_named(self.info.family).check_size(image.shape[0], image.shape[1])
         return self.backend.features(image, whole=not self._splits(image)).rows(0, image.shape[0])
@@ -142,10 +206,28 @@ class Extractor:
         return_features: bool = False,
         timings: dict[str, float] | None = None,
     ) -> ExtractionResult:
-        """Semantic features of one image (an RGB uint8 array or a path to an image file).
+        """Semantic features of one image.
 
-        ``timings``, if given, receives seconds per stage: decode, network (the trunk, and the
-        head's bands as the post-processing reads them), guided_filter, pca, normalize.
+        Parameters
+        ----------
+        image : ndarray or str or PathLike
+            H×W×3 uint8 RGB, or an image file (read with its EXIF orientation).
+        return_features : bool
+            Also return the raw network features (H×W×C float32, at the processed size).
+        timings : dict, optional
+            Receives seconds per stage: decode, network (the trunk, and the head's bands as the
+            post-processing reads them), guided_filter, pca, normalize.
+
+        Returns
+        -------
+        ExtractionResult
+            ``embedding``: H×W×3 float32 in [0, 1] at the input's size.
+
+        Raises
+        ------
+        ImageError
+            An unreadable, truncated or too large file, or an image smaller than the model
+            allows.
         """
         source = None
         if not isinstance(image, np.ndarray):
@@ -231,7 +313,7 @@ class Extractor:
     def extract_many(
         self, images: Iterable[ImageLike], *, return_features: bool = False
     ) -> Iterator[ExtractionResult]:
-        """Lazily extract a sequence of images, one result per input, in order."""
+        """Extract a sequence of images lazily, one result per input, in order."""
         for image in images:
             yield self.extract(image, return_features=return_features)
 
@@ -242,7 +324,9 @@ class Extractor:
             self._backend = None
 
     def __enter__(self) -> Extractor:
+        """Use as a context manager: closed on exit."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the backend."""
         self.close()

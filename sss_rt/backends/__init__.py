@@ -18,8 +18,10 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
 def available_backends() -> dict[str, bool]:
-    """Which backends can be created in this environment (without importing them); TensorRT
-    also needs a CUDA runtime (CuPy or pycuda)."""
+    """Which backends can be created in this environment (without importing them).
+
+    TensorRT also needs a CUDA runtime (CuPy or pycuda).
+    """
     from sss_rt.cuda import installed_runtimes
 
     found = {
@@ -38,12 +40,41 @@ def create_backend(
     precision: str = "fp32",
     **options: object,
 ) -> Backend:
-    """Build a backend by name (the one place that chooses); ``"auto"``: torch for ``.pt``,
-    else OpenVINO for bf16 and int8 on the CPU (where installed) and ONNX Runtime otherwise.
-    ``precision="auto"``: bf16 where the CPU has a bf16 unit and an ONNX model runs on the CPU,
-    else fp32 (:func:`sss_rt.precision.resolve_precision`). ``options`` go to the backend
-    (e.g. ``execution="whole"``). What a backend supports is :data:`SUPPORT`'s, checked here
-    with its one message before anything is loaded."""
+    """Build a backend by name (the one place that chooses).
+
+    What a backend supports is :data:`SUPPORT`'s, checked here with its one message before
+    anything is loaded.
+
+    Parameters
+    ----------
+    name : {"auto", "onnxruntime", "openvino", "torch", "tensorrt"}
+        ``"auto"``: torch for ``.pt``, else OpenVINO for bf16 and int8 on the CPU (where
+        installed), ONNX Runtime otherwise.
+    model : str or PathLike
+        An sss-rt ONNX model, a TensorRT engine or a training checkpoint.
+    device : str or Device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    threads : int, optional
+        CPU threads.
+    precision : {"fp32", "bf16", "int8", "tf32", "auto"}
+        ``"auto"``: bf16 where the CPU has a bf16 unit and an ONNX model runs on the CPU, else
+        fp32 (:func:`sss_rt.precision.resolve_precision`).
+    **options
+        Passed to the backend (e.g. ``execution="whole"``).
+
+    Returns
+    -------
+    Backend
+
+    Raises
+    ------
+    BackendUnavailableError
+        The backend, its packages, the device or the precision are not available here.
+    ModelError
+        The model is missing or not an sss-rt model.
+    ValueError
+        An unknown backend, device or execution name.
+    """
     device = Device.parse(device)
     torch_model = os.fspath(model).endswith((".pt", ".pth"))
     on_cpu = device.is_cpu or (device.kind == "auto" and not _gpu_backend_present())

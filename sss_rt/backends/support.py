@@ -15,8 +15,10 @@ from sss_rt.errors import BackendUnavailableError
 
 @dataclass(frozen=True)
 class Support:
-    """A backend's packages, and per device kind (``cpu``, ``cuda``) the precisions it runs;
-    ``executions``: ``split`` (trunk + head per band) and/or ``whole`` (the graph as one)."""
+    """A backend's packages, and per device kind (``cpu``, ``cuda``) the precisions it runs.
+
+    ``executions``: ``split`` (trunk + head per band) and/or ``whole`` (the graph as one).
+    """
 
     packages: tuple[str, ...]
     precisions: dict[str, tuple[str, ...]]
@@ -25,6 +27,7 @@ class Support:
 
     @property
     def devices(self) -> tuple[str, ...]:
+        """The device kinds it runs on."""
         return tuple(self.precisions)
 
 
@@ -64,9 +67,17 @@ def where(precision: str, kind: str | None = None) -> list[str]:
 def check_support(
     backend: str, device: str | Device, precision: str, execution: str | None = None
 ) -> Device:
-    """The parsed device if ``backend`` runs ``precision`` there (and ``execution``), else a
-    one-line ``BackendUnavailableError`` (``ValueError`` for an unknown name) saying where it
-    runs instead. ``auto`` devices pass on the kinds the backend has."""
+    """Check that ``backend`` runs ``precision`` on ``device`` (and ``execution``).
+
+    Returns the parsed device; ``auto`` devices pass on the kinds the backend has.
+
+    Raises
+    ------
+    BackendUnavailableError
+        One line saying where the precision (or device, or execution) runs instead.
+    ValueError
+        An unknown backend or execution name.
+    """
     dev = Device.parse(device)
     if backend not in SUPPORT:
         raise ValueError(f"unknown backend {backend!r}; choose from auto, {', '.join(SUPPORT)}")

@@ -20,12 +20,34 @@ from sss_rt.segmentation.gradient import gradient_magnitude
 class SegmentConfig:
     """The algorithm's settings (the authors' values by default).
 
-    ``scale``: the photo is resized by it before the eigenvectors and everything after (the
-    authors' demo halves it); the layers are resized back to the photo's size.
-    ``max_pixels``: the size segmented is at most this many pixels, the scale lowered for
-    larger photos (0: no limit). The default, 640×480, measured 73 s and 4.6 GB on 2 cores;
-    time and memory grow faster than the pixel count (the factor's fill), so a 12 MP photo
-    at scale 0.5 (3 MP) would need tens of GB.
+    Attributes
+    ----------
+    scale : float
+        In (0, 1]: the photo is resized by it before the eigenvectors and everything after (the
+        authors' demo halves it); the layers are resized back to the photo's size.
+    max_pixels : int
+        The size segmented is at most this many pixels, the scale lowered for larger photos
+        (0: no limit). Time and memory grow faster than the pixel count: 640×480 at full
+        resolution measured 73 s and 4.6 GB on 2 cores.
+    superpixels : int
+        SLIC-zero superpixels (2,500).
+    eigenvectors : int
+        Eigenvectors of the Laplacian the segments are made of (100).
+    initial_segments : int
+        k-means segments the sparsification starts from (40).
+    iterations : int
+        Constrained sparsification iterations (40).
+    layers : int
+        Soft layers written (5; at most ``initial_segments``).
+    relaxed_iterations : int
+        Relaxed sparsification iterations (20).
+    seed : int
+        Seed of k-means and the eigensolver's start.
+
+    Raises
+    ------
+    ValueError
+        An out-of-range setting (named in the message).
     """
 
     scale: float = 0.5
@@ -62,7 +84,23 @@ class SegmentConfig:
 
 @dataclass
 class SoftSegmentation:
-    """Soft layers of one photo."""
+    """Soft layers of one photo (:meth:`SoftSegmenter.segment`).
+
+    Attributes
+    ----------
+    alphas : ndarray
+        H×W×K float32 in [0, 1], each pixel summing to 1, largest layer first.
+    embedding : ndarray
+        H×W×3 float32: the semantic features the layers came from.
+    image : ndarray
+        H×W×3 uint8 RGB.
+    timings : dict
+        Seconds per stage.
+    source : Path or None
+        The file the photo came from.
+    working_shape : tuple or None
+        The (height, width) it was segmented at.
+    """
 
     alphas: np.ndarray  #: H×W×K float32 in [0, 1], each pixel summing to 1
     embedding: np.ndarray  #: H×W×3 float32: the semantic features the layers came from
@@ -73,17 +111,27 @@ class SoftSegmentation:
 
     @property
     def count(self) -> int:
+        """The number of layers, K."""
         return self.alphas.shape[2]
 
 
 class SoftSegmenter:
     """Semantic Soft Segmentation of photos.
 
+    Parameters
+    ----------
+    extractor : Extractor, optional
+        Computes features when none are given (default: one made from ``extractor_options``,
+        e.g. ``precision="auto"``, on first use; closed with the segmenter).
+    config : SegmentConfig, optional
+        The algorithm's settings.
+    **extractor_options
+        :class:`~sss_rt.Extractor` options for the extractor made on first use.
+
+    Examples
+    --------
     >>> with SoftSegmenter() as seg:                  # doctest: +SKIP
     ...     layers = seg.segment("photo.jpg").alphas  # H×W×5, summing to 1
-
-    ``extractor``: the :class:`~sss_rt.Extractor` that computes features when none are given
-    (default: one made from ``extractor_options``, e.g. ``precision="auto"``, on first use).
     """
 
     def __init__(
@@ -99,6 +147,7 @@ class SoftSegmenter:
 
     @property
     def extractor(self) -> Any:
+        """The Extractor computing features (made on first use)."""
         if self._extractor is None:
             from sss_rt.extractor import Extractor
 
@@ -113,9 +162,31 @@ class SoftSegmenter:
         source: Path | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> SoftSegmentation:
-        """Layers of ``image`` (path or H×W×3 uint8 RGB); ``features``: its H×W×3 embedding in
-        [0, 1] (computed with the extractor when None). ``progress``: called with each stage's
-        name as it starts (``STAGES``)."""
+        """Soft layers of one photo.
+
+        Parameters
+        ----------
+        image : ndarray or str or Path
+            H×W×3 uint8 RGB, or an image file.
+        features : ndarray, optional
+            Its H×W×d float embedding (d = 3 from :class:`~sss_rt.Extractor`, values in [0, 1]);
+            computed with the extractor when None.
+        source : Path, optional
+            The file the photo came from (kept in the result).
+        progress : callable, optional
+            Called with each stage's name as it starts (``STAGES``).
+
+        Returns
+        -------
+        SoftSegmentation
+
+        Raises
+        ------
+        ValueError
+            Image or features of the wrong shape or type.
+        ImageError
+            An unreadable image file.
+        """
         report = progress or (lambda name: None)
         from sss_rt.io.images import load_image
 
@@ -139,21 +210,38 @@ class SoftSegmenter:
         return SoftSegmentation(alphas, features, image, timings, source, shape)
 
     def close(self) -> None:
+        """Close the extractor this segmenter made."""
         if self._own and self._extractor is not None:
             self._extractor.close()
         self._extractor = None if self._own else self._extractor
 
     def __enter__(self) -> SoftSegmenter:
+        """Use as a context manager: closed on exit."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the extractor this segmenter made."""
         self.close()
 
 
 def segment(
     image: Any, features: np.ndarray | None = None, config: SegmentConfig | None = None
 ) -> SoftSegmentation:
-    """One call: the soft layers of ``image`` (features computed if not given)."""
+    """Soft layers of ``image`` in one call (features computed if not given).
+
+    Parameters
+    ----------
+    image : ndarray or str or Path
+        H×W×3 uint8 RGB, or an image file.
+    features : ndarray, optional
+        Its H×W×3 embedding in [0, 1].
+    config : SegmentConfig, optional
+
+    Returns
+    -------
+    SoftSegmentation
+        ``alphas``: H×W×K float32, summing to 1 per pixel.
+    """
     with SoftSegmenter(config=config) as seg:
         return seg.segment(image, features)
 
@@ -183,8 +271,10 @@ def segment_arrays(
     timings: dict[str, float] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> np.ndarray:
-    """The algorithm on arrays: H×W×3 uint8 photo and H×W×d features → H×W×K float32.
-    ``progress``: called with each stage's name (``STAGES``) as it starts."""
+    """Run the algorithm on arrays: H×W×3 uint8 photo, H×W×d features → H×W×K float32.
+
+    ``progress``: called with each stage's name (``STAGES``) as it starts.
+    """
     timings = {} if timings is None else timings
     report = progress or (lambda name: None)
     h, w = image.shape[:2]
