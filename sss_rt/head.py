@@ -10,7 +10,7 @@ The exported graph's trunk ends where its tensors are still small: the input tap
 with the project's bilinear rule (``sss_rt.resample``). Nothing but the rounding order differs
 from the whole graph. In fp32 the compiled kernel (``native.hidden_rows``) does the upsampling,
 fuse and ReLU in one pass and a BLAS GEMM the 512→128 conv; without it, NumPy does the same.
-With ``bf16=`` a fused kernel variant (:func:`sss_rt.precision.head_variant`) one kernel does
+With ``variant=`` a fused kernel (:func:`sss_rt.precision.head_variant`) one kernel does
 all of it per tile of pixels — in bf16 on AMX or AVX512-BF16, the 512-channel layer rounded to
 bf16 and never written to memory, or (``avx512-vnni-int8``) in int8 on AVX-512 VNNI, the layer
 quantized to uint8 per pixel (``native.head_rows_bf16``).
@@ -18,6 +18,7 @@ quantized to uint8 per pixel (``native.head_rows_bf16``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -49,8 +50,9 @@ class HeadSource(ComputedSource):
 
     ``t_in`` is 4×H×W, ``t_p1`` 124×(H/4)×(W/4), ``deep`` 512×(H/8)×(W/8) (float32; the
     low-resolution sizes are whatever the trunk produced). ``compiled``: use the compiled
-    kernel (default: when it is built). ``bf16``: the fused kernel variant to run the head in
-    (one of ``native.head_variants()``; None: fp32).
+    kernel (default: when it is built). ``variant``: the fused kernel to run the head in — bf16
+    or int8, one of ``native.head_variants()`` (None: fp32). ``bf16=``, its old name, still
+    works (deprecated).
     """
 
     #: the 512-channel intermediate is computed this many MB at a time
@@ -64,15 +66,23 @@ class HeadSource(ComputedSource):
         deep: np.ndarray,
         threads: int | None = None,
         compiled: bool | None = None,
+        variant: str | None = None,
         bf16: str | None = None,
     ):
+        if bf16 is not None:
+            warnings.warn(
+                "HeadSource(bf16=) is now variant= (it also names the int8 kernel)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            variant = variant or bf16
         self.w = weights
         self.t_in = np.ascontiguousarray(t_in, dtype=np.float32)
         self.t_p1 = np.asarray(t_p1, np.float32)
         self.deep = np.asarray(deep, np.float32)
         self.threads = threads
         self.compiled = native.available() and compiled is not False
-        self.bf16 = bf16 if self.compiled else None
+        self.variant = variant if self.compiled else None
         _, self.height, self.width = self.t_in.shape
         self.channels = weights.head.shape[0]
         self._y_p1 = linear_taps(self.height, self.t_p1.shape[1])
@@ -84,7 +94,7 @@ class HeadSource(ComputedSource):
         self, y0: int, y1: int, x0: int, x1: int, project: tuple[np.ndarray, np.ndarray] | None
     ) -> np.ndarray:
         w = self.w
-        if self.bf16 is not None:
+        if self.variant is not None:
             return self._compute_bf16(y0, y1, x0, x1, project)
         width = x1 - x0
         mid = w.head.shape[1]
@@ -130,7 +140,7 @@ class HeadSource(ComputedSource):
             t_in, first, ups = self._inputs(a, b, x0, x1)
             native.head_rows_bf16(
                 t_in, w.fuse_input, w.fuse_bias, head, ups, first, b - a, self.threads, out,
-                self.bf16, out_row=a - y0,
+                self.variant, out_row=a - y0,
             )  # fmt: skip
         return out
 

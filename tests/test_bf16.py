@@ -88,7 +88,7 @@ def test_bf16_head_matches_the_float64_oracle(variant, size):
     weights, t_in, t_p1, deep = _random_head(rng, *size)
     h, w = size
     ref_src = HeadSource(weights, t_in, t_p1, deep, compiled=False)
-    src = HeadSource(weights, t_in, t_p1, deep, threads=2, bf16=variant)
+    src = HeadSource(weights, t_in, t_p1, deep, threads=2, variant=variant)
     oracle = _oracle(ref_src, 0, h, 0, w, weights.head, weights.head_bias, variant)
     scale = np.abs(oracle).mean()
     got = src.rows(0, h)
@@ -112,7 +112,7 @@ def test_bf16_projected_rows_match_the_oracle(variant):
     weights, t_in, t_p1, deep = _random_head(rng, 41, 67)
     comps = rng.standard_normal((3, weights.head.shape[0]))
     shift = rng.standard_normal(weights.head.shape[0])
-    src = HeadSource(weights, t_in, t_p1, deep, threads=2, bf16=variant)
+    src = HeadSource(weights, t_in, t_p1, deep, threads=2, variant=variant)
     got = src.projected_rows(4, 30, comps, shift)
     head = (comps @ weights.head.astype(np.float64)).astype(np.float32)
     bias = comps @ (weights.head_bias.astype(np.float64) - shift)

@@ -91,7 +91,7 @@ def _hypercolumn() -> Family:
             outs: Sequence[np.ndarray], threads: int | None, head: str | None, dense: Any = None
         ):  # the whole head runs on the host (its ``dense`` runner: none)
             t_in, t_p1, deep = outs
-            return HeadSource(weights, t_in, t_p1, deep, threads, bf16=head)
+            return HeadSource(weights, t_in, t_p1, deep, threads, variant=head)
 
         return Split(trunk, source)
 

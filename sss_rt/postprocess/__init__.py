@@ -24,8 +24,8 @@ from sss_rt.postprocess.pca import PCABasis
 
 log = logging.getLogger("sss_rt")
 
-#: mode name → the module implementing it (``run``), imported when first used
-MODES: dict[str, str] = {
+#: mode name (``config.MODES``) → the module implementing it (``run``), imported when first used
+MODE_MODULES: dict[str, str] = {
     "exact": "sss_rt.postprocess.exact",
     "fast": "sss_rt.postprocess.fast",
     "matlab": "sss_rt.postprocess.matlab",
@@ -34,7 +34,7 @@ MODES: dict[str, str] = {
 
 def mode_runner(mode: str) -> Callable[..., tuple[np.ndarray, PCABasis, FeatureSource]]:
     """The ``run`` of ``mode``'s module."""
-    return importlib.import_module(MODES[mode]).run  # type: ignore[no-any-return]
+    return importlib.import_module(MODE_MODULES[mode]).run  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -155,4 +155,11 @@ class _FiniteCheck(FeatureSource):
         return _FiniteCheck(self.inner.materialize())
 
 
-__all__ = ["MODES", "PostprocessConfig", "PostprocessResult", "Postprocessor", "postprocess", "run"]
+__all__ = [
+    "MODE_MODULES",
+    "PostprocessConfig",
+    "PostprocessResult",
+    "Postprocessor",
+    "postprocess",
+    "run",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,11 +51,19 @@ def flip_signs(components: np.ndarray) -> np.ndarray:
     return components * signs[:, None]
 
 
-@functools.cache
+_controller: list = [None, -1]  # the controller, and len(sys.modules) when it was made
+
+
 def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, made again when modules were imported
+    since (a library loaded later — SciPy's OpenBLAS on its first import — must be limited
+    too; making the view costs milliseconds, so it is not made on every call)."""
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    loaded = len(sys.modules)
+    if _controller[0] is None or _controller[1] != loaded:
+        _controller[0], _controller[1] = ThreadpoolController(), loaded
+    return _controller[0]
 
 
 @contextmanager
