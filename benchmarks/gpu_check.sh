@@ -118,7 +118,8 @@ else
 fi
 
 step "sss-rt info"
-$PY -m sss_rt info 2>&1 | grep -iE 'cuda|runtime|tensorrt|nvidia|nvcc|onnxruntime' || true
+gate "sss-rt info" sh -c "$PY -m sss_rt info > '$OUT/info.txt' 2>&1"
+grep -iE 'cuda|runtime|tensorrt|nvidia|nvcc|onnxruntime' "$OUT/info.txt" || cat "$OUT/info.txt"
 
 step "GPU tests (CuPy)"
 gate "GPU tests on CuPy" env SSS_RT_CUDA_RUNTIME=cupy $PY -m pytest -q -p no:cacheprovider \

@@ -17,12 +17,21 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _segmentation_kernels() -> str:
+    """The segmentation's compiled kernels, or why the segmentation cannot load here (info
+    works in a partial environment, e.g. a GPU image without SciPy or OpenCV)."""
+    try:
+        from sss_rt.segmentation import native as segmentation_native
+    except ImportError as exc:
+        return f"unavailable: {exc}"
+    return str(segmentation_native.describe())
+
+
 def environment() -> dict:
     from sss_rt import native
     from sss_rt._version import __version__
     from sss_rt.backends import available_backends
     from sss_rt.backends.support import describe as support_table
-    from sss_rt.segmentation import native as segmentation_native
 
     env: dict = {
         "sss-rt": __version__,
@@ -46,7 +55,7 @@ def environment() -> dict:
         "backends": available_backends(),
         "backend support (device: precisions — executions)": support_table(),
         "postprocess_engine": native.describe(),
-        "segmentation_kernels": segmentation_native.describe(),
+        "segmentation_kernels": _segmentation_kernels(),
     }
     try:
         import onnxruntime as ort

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from sss_rt.errors import ImageError
@@ -37,6 +36,8 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
         array = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
     elif array.dtype != np.uint8:
         raise ImageError(f"unsupported pixel type {array.dtype}")
+    import cv2  # imported when images are decoded (the CLI and the GPU path load without it)
+
     if array.ndim == 2:
         return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
     channels = array.shape[2]
@@ -165,6 +166,8 @@ def decode_image(
     _check_complete(data, fmt, str(path))
     # IMREAD_COLOR applies EXIF orientation, converts gray/palette/CMYK to 3 channels and drops
     # alpha; ANYDEPTH keeps 16-bit samples so they can be scaled rather than truncated.
+    import cv2
+
     try:
         array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     except cv2.error as exc:

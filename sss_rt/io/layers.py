@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from sss_rt.errors import ImageError
@@ -44,6 +43,8 @@ def overview(image: np.ndarray, alphas: np.ndarray) -> np.ndarray:
 
 
 def _png(array: np.ndarray) -> bytes:
+    import cv2  # imported when a PNG is written (the CLI loads without OpenCV)
+
     conv = cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
     ok, buf = cv2.imencode(".png", cv2.cvtColor(array, conv))
     if not ok:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import cv2
 import numpy as np
 
 _umask_lock = threading.Lock()
@@ -54,6 +53,8 @@ def embedding_to_uint8(embedding: np.ndarray) -> np.ndarray:
 
 
 def _png_bytes(rgb: np.ndarray) -> bytes:
+    import cv2  # imported when a PNG is written (the CLI loads without OpenCV)
+
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError("PNG encoding failed")
