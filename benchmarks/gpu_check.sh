@@ -2,8 +2,8 @@
 # Every GPU check in one go, for a lent device machine (one NVIDIA GPU, no network): ≤ 6 min on
 # an H100 including installs. `--rehearse` runs every step here, without a GPU (CI does).
 #
-# Prepare here (a registry is reachable here, not there), then carry .whl (≈ 11 MB; with the
-# checkout ≈ 47 MB of the 64 MiB a run may carry):
+# Prepare here (a registry is reachable here, not there), then carry .whl (≈ 14 MB; with the
+# checkout (≈ 36 MB) ≈ 50 MB of the 64 MiB a run may carry):
 #   bash benchmarks/gpu_check_prepare.sh        # → .whl/: sss-rt cp312 wheel, pycuda sdist, deps
 #   device run: bash benchmarks/gpu_check.sh    (carry: [".whl"], timeout_s: 480)
 #
