@@ -160,4 +160,7 @@ def test_a_successful_ray_run_prints_the_summary_not_rays_logs(photos, tmp_path)
     assert done.returncode == 0, done.stderr
     lines = [x for x in done.stderr.splitlines() if x.strip()]
     foreign = [x for x in lines if "extracted" not in x]  # sss-rt's summary is the one
-    assert len(foreign) <= 1 and not any(" E " in x or "ERROR" in x for x in foreign), lines
+    # here one line remains (the core's note that its log level was set); a machine may add a
+    # resource warning of its own (e.g. a small /dev/shm), never errors or progress logs
+    assert len(foreign) <= 3, lines
+    assert not any(" E " in x or "ERROR" in x or "Progress" in x for x in foreign), lines
