@@ -32,11 +32,12 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sss_rt.benchmark import time_it
 
 HERE = Path(__file__).resolve().parent
 PARITY_TOL = 2e-4  #: embedding max |Δ| vs the CPU exact mode on the same input values
@@ -57,17 +58,6 @@ def test_image(h: int, w: int, seed: int = 0) -> np.ndarray:
         img[y0 : y0 + h // 3 + 1, x0 : x0 + w // 3 + 1] = rng.integers(0, 256, 3)
     img += rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def timed(fn: Callable[[], Any], runs: int, warmup: int = 1) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return {"median_s": float(np.median(samples)), "min_s": float(min(samples)), "runs": runs}
 
 
 def runtimes(rehearse: bool, only: str | None = None) -> dict[str, Any]:
@@ -149,7 +139,7 @@ def speed(rt: Any, sizes: list[tuple[int, int]], runs: int, torch_device: str) -
             entry[name] = {
                 "max_abs_vs_cpu": err,
                 "passed": err <= PARITY_TOL,
-                **timed(lambda dev=dev, image=image: pp.run(dev, image), runs),
+                **time_it(lambda dev=dev, image=image: pp.run(dev, image), runs),
             }
         tensor = torch.from_numpy(feats).to(torch_device)
 
@@ -158,7 +148,7 @@ def speed(rt: Any, sizes: list[tuple[int, int]], runs: int, torch_device: str) -
             if torch_device.startswith("cuda"):
                 torch.cuda.synchronize()
 
-        entry["torch_ops"] = {"device": torch_device, **timed(peer, runs)}
+        entry["torch_ops"] = {"device": torch_device, **time_it(peer, runs)}
         entry["torch_ops_over_kernels"] = entry["torch_ops"]["median_s"] / entry["fp32"]["median_s"]
         out.append(entry)
     return out
@@ -193,7 +183,7 @@ def end_to_end(size: tuple[int, int], runs: int, rehearse: bool, rt: Any) -> dic
                 "runtime": runtime,
                 "max_abs_vs_cpu_pipeline": err,
                 "mean_abs_vs_cpu_pipeline": float(np.abs(got - want).mean()),
-                **timed(lambda ex=ex: ex.extract(photo), runs),
+                **time_it(lambda ex=ex: ex.extract(photo), runs),
             }
             if precision == "fp32":
                 entry["passed"] = err <= E2E_TOL
@@ -218,7 +208,7 @@ def tensorrt(size: tuple[int, int], runs: int) -> dict[str, Any]:
             "build_or_load_s": build_s,
             "max_abs_vs_torch_cuda": err,
             "passed": err <= 0.02,  # fp16 engines
-            **timed(lambda: trt_ex.extract(photo), runs),
+            **time_it(lambda: trt_ex.extract(photo), runs),
         }
 
 

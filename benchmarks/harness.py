@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sss_rt.benchmark import summarize, test_image, time_extraction
+from sss_rt.benchmark import test_image, time_extraction, time_it
 
 
 def machine() -> dict[str, Any]:
@@ -66,17 +66,6 @@ def machine() -> dict[str, Any]:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def time_it(fn: Callable[[], Any], runs: int, warmup: int = 1) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return summarize(samples)
 
 
 def pipeline_stages(

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,18 @@ def summarize(samples: list[float]) -> dict[str, float]:
         "p90_s": float(np.percentile(arr, 90)),
         "runs": len(samples),
     }
+
+
+def time_it(fn: Callable[[], Any], runs: int, warmup: int = 1) -> dict[str, float]:
+    """``fn()`` timed ``runs`` times after ``warmup`` calls: :func:`summarize` of the samples."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return summarize(samples)
 
 
 def time_extraction(

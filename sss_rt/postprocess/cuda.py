@@ -422,15 +422,17 @@ class CudaEngine:
             grid=(_blocks(c, GRAM_TILE), _blocks(c, GRAM_TILE), nz), stream=self.stream,
         )  # fmt: skip
         total = self.pp._channel_sums(start, np.float32, c, fb.count, n_rows * w, self.stream)
-        self.shift64 = shift
         return total, gram, fb.count
 
-    def resolve(self, handles: list[Any]) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    def resolve(
+        self, handles: list[Any], shift: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray, int]]:
         host = [(self.rt.download(t, self.stream), self.rt.download(m, self.stream), n)
                 for t, m, n in handles]  # fmt: skip
         self.stream.synchronize()
         self.filtered = None  # pass 1's buffer, no longer needed
-        return [(t.sum(axis=0) - n * self.shift64, m.sum(axis=0), n) for t, m, n in host]
+        # the device's channel sums are raw; the Grams are about the shift already
+        return [(t.sum(axis=0) - n * shift, m.sum(axis=0), n) for t, m, n in host]
 
     def project(
         self, source: FeatureSource, rows: tuple[int, int, int, int], comps: np.ndarray,

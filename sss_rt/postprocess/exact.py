@@ -65,10 +65,10 @@ class Engine(Protocol):
     ``(y0, y1, b0, b1)`` (:func:`bands`). ``filter_band`` reads rows ``b0:b1`` and filters output
     rows ``y0:y1`` of every channel; ``shift`` (float64, C) is taken from the first band;
     ``moments`` gives the filtered band's float64 ``(total, gram, count)`` about the shift, or a
-    handle ``resolve`` turns into them (a device defers its copies to one wait). ``project``
-    filters the raw features of the band projected on ``components`` about ``shift`` into the
-    engine's k×H×W output; ``normalize`` maps that output, less ``offset`` per component, to
-    H×W×k in [0, 1] (``flat`` components: 0).
+    handle ``resolve(handles, shift)`` turns into them (a device defers its copies to one wait).
+    ``project`` filters the raw features of the band projected on ``components`` about
+    ``shift`` into the engine's k×H×W output; ``normalize`` maps that output, less ``offset``
+    per component, to H×W×k in [0, 1] (``flat`` components: 0).
     """
 
     def plan(self, source: FeatureSource) -> tuple[FeatureSource, list[Band], list[Band]]: ...
@@ -79,7 +79,9 @@ class Engine(Protocol):
 
     def moments(self, band: Any, shift: np.ndarray) -> Any: ...
 
-    def resolve(self, handles: list[Any]) -> list[tuple[np.ndarray, np.ndarray, int]]: ...
+    def resolve(
+        self, handles: list[Any], shift: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray, int]]: ...
 
     def project(
         self,
@@ -116,7 +118,7 @@ def two_passes(
     assert shift is not None
     with timed(timings, "pca"):
         acc = MomentAccumulator(shift)
-        for total, gram, count in engine.resolve(handles):
+        for total, gram, count in engine.resolve(handles, shift):
             acc.add_moments(total, gram, count)
         basis = acc.basis(k)
     comps = basis.components
@@ -199,7 +201,9 @@ class CpuEngine:
         acc.add_columns(q, self.config.threads)
         return acc.total, acc.gram, acc.count
 
-    def resolve(self, handles: list[Any]) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    def resolve(
+        self, handles: list[Any], shift: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray, int]]:
         return handles
 
     def project(
