@@ -193,7 +193,7 @@ def extract_large(
     cv2.imwrite(str(src), test_image(height, width)[..., ::-1])
     baseline = peak_rss_mb()
     args = [str(src), "-o", str(work / "out"), "-f", "png", "-q", "-b", backend]
-    args += ["--preprocess", mode, "--large", "refuse"]
+    args += ["--postprocess", mode, "--large", "refuse"]
     if model:
         args += ["-m", model]
     if not tiling:

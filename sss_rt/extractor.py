@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from sss_rt.model_info import ModelInfo
 from sss_rt.postprocess import Postprocessor
 from sss_rt.postprocess.config import PostprocessConfig
 from sss_rt.postprocess.pca import PCABasis
+from sss_rt.precision import DEFAULT_PRECISION
 from sss_rt.timing import timed
 
 ImageLike = str | os.PathLike[str] | np.ndarray
@@ -91,10 +94,9 @@ class Extractor:
     radius, eps : int, float, optional
         The guided filter's window radius and regularization (default 5 and 0.01; see
         :class:`PostprocessConfig`).
-    preprocess : {"exact", "fast", "matlab"}, optional
-        The post-processing mode (:class:`PostprocessConfig`); default ``"exact"``.
-    postprocess : PostprocessConfig, optional
-        All post-processing settings at once (``radius``, ``eps``, ``preprocess`` override it).
+    postprocess : {"exact", "fast", "matlab"} or PostprocessConfig, optional
+        The post-processing mode (default ``"exact"``), or all post-processing settings at once
+        (:class:`PostprocessConfig`; ``radius`` and ``eps`` override its values).
     threads : int, optional
         CPU threads of the network and the post-processing (default: all cores).
     max_megapixels : float or None
@@ -111,6 +113,14 @@ class Extractor:
         ``"fp32"`` (default, bit-reproducible), ``"bf16"`` (AMX-BF16 / AVX512-BF16), ``"int8"``
         (AMX-INT8 / VNNI, from a quantized model made and cached on first use), ``"tf32"``
         (torch on a GPU) or ``"auto"`` (bf16 where the CPU has a bf16 unit, else fp32).
+    backend_options : dict, optional
+        Passed to the backend's constructor: ``execution`` (``"split"`` or ``"whole"``; ONNX
+        Runtime, OpenVINO, torch); for TensorRT ``settings`` (the
+        :class:`~sss_rt.export.engine.BuildSettings` an ONNX model is built with on first use)
+        and ``strict`` (refuse an engine built for another GPU or TensorRT instead of
+        rebuilding it); for OpenVINO ``engine_head``.
+    preprocess : {"exact", "fast", "matlab"}, optional
+        Deprecated spelling of ``postprocess`` (a mode name).
 
     Raises
     ------
@@ -140,14 +150,24 @@ class Extractor:
         *,
         radius: int | None = None,
         eps: float | None = None,
-        preprocess: str | None = None,
-        postprocess: PostprocessConfig | None = None,
+        postprocess: str | PostprocessConfig | None = None,
         threads: int | None = None,
         max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
         large: str = "downscale",
         tile_megapixels: float | None = DEFAULT_TILE_MEGAPIXELS,
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
+        backend_options: dict[str, Any] | None = None,
+        preprocess: str | None = None,
     ) -> None:
+        if preprocess is not None:
+            warnings.warn(
+                "Extractor(preprocess=...) is deprecated: the post-processing mode is postprocess=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if postprocess is not None:
+                raise TypeError("give postprocess= only (preprocess= is its deprecated spelling)")
+            postprocess = preprocess
         if large not in LARGE_POLICIES:
             raise ValueError(f"large must be one of {LARGE_POLICIES}, got {large!r}")
         if max_megapixels is not None and not max_megapixels > 0:
@@ -156,8 +176,11 @@ class Extractor:
         self.large = large
         self.tile_megapixels = tile_megapixels
         self.threads = threads
-        config = postprocess or PostprocessConfig()
-        given = {"radius": radius, "eps": eps, "mode": preprocess, "threads": threads}
+        if isinstance(postprocess, str):
+            config = PostprocessConfig(mode=postprocess)
+        else:
+            config = postprocess or PostprocessConfig()
+        given = {"radius": radius, "eps": eps, "threads": threads}
         overrides = {k: v for k, v in given.items() if v is not None}
         if overrides:
             config = PostprocessConfig(**{**config.__dict__, **overrides})
@@ -165,7 +188,12 @@ class Extractor:
         self.model_path = Path(model) if model is not None else default_model_path()
         device = Device.parse(device)  # parsed once, handed down
         self._backend: Backend | None = create_backend(
-            backend, self.model_path, device=device, threads=threads, precision=precision
+            backend,
+            self.model_path,
+            device=device,
+            threads=threads,
+            precision=precision,
+            **(backend_options or {}),
         )
         #: where the post-processing runs: the CUDA kernels next to a GPU backend, else the CPU
         self.postprocessor = Postprocessor(config, self._backend.device)

@@ -292,7 +292,7 @@ def test_extract_and_modes_run_on_the_imported_model(imported):
 
     image, _ = parity_cases()[1]
     for mode in ("exact", "fast", "matlab"):
-        with Extractor(model=imported, preprocess=mode) as ex:
+        with Extractor(model=imported, postprocess=mode) as ex:
             r = ex.extract(image)
         assert r.embedding.shape == (*image.shape[:2], 3)
         assert r.embedding.min() >= 0 and r.embedding.max() <= 1

@@ -160,19 +160,44 @@ def test_quickstart_on_bundled_examples(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("mode", ["fast", "matlab"])
-def test_extract_preprocess_modes(image_tree, onnx_path, tmp_path, capsys, mode):
+def test_extract_postprocess_modes(image_tree, onnx_path, tmp_path, capsys, mode):
     from sss_rt import Extractor
 
     out = tmp_path / mode
     args = ["extract", image_tree / "a.jpg", "-o", out, "-m", onnx_path, "-f", "npz"]
-    code, _, err = run_cli([*args, "--preprocess", mode], capsys)
+    code, _, err = run_cli([*args, "--postprocess", mode], capsys)
     assert code == 0, err
     got = np.load(out / "a.npz")["embedding"]
-    with Extractor(onnx_path, preprocess=mode) as ex:
+    with Extractor(onnx_path, postprocess=mode) as ex:
         expected = ex.extract(image_tree / "a.jpg").embedding
     np.testing.assert_allclose(got, expected, atol=1e-6)
     with Extractor(onnx_path) as ex:
         assert np.abs(ex.extract(image_tree / "a.jpg").embedding - got).max() > 1e-3
+
+
+def test_preprocess_is_a_deprecated_spelling_of_postprocess(
+    image_tree, onnx_path, tmp_path, capsys
+):
+    """``--preprocess`` / ``preprocess=`` set the post-processing mode: one name now
+    (``--postprocess``), the old spelling working with a note."""
+    from sss_rt import Extractor
+
+    args = ["extract", image_tree / "a.jpg", "-m", onnx_path, "-f", "npz"]
+    code, _, err = run_cli([*args, "-o", tmp_path / "old", "--preprocess", "fast"], capsys)
+    assert code == 0 and "--preprocess is deprecated" in err, err
+    code, _, err = run_cli([*args, "-o", tmp_path / "new", "--postprocess", "fast"], capsys)
+    assert code == 0 and "deprecated" not in err, err
+    old, new = (np.load(tmp_path / d / "a.npz")["embedding"] for d in ("old", "new"))
+    np.testing.assert_array_equal(old, new)
+    both = [*args, "-o", tmp_path / "both", "--preprocess", "fast", "--postprocess", "exact"]
+    code, _, err = run_cli(both, capsys)
+    assert code == 2 and "--postprocess only" in err
+    with pytest.warns(DeprecationWarning, match="postprocess="):
+        ex = Extractor(onnx_path, preprocess="fast")
+    with ex:
+        assert ex.config.mode == "fast"
+    with Extractor(onnx_path, postprocess="matlab") as ex:
+        assert ex.config.mode == "matlab"
 
 
 def test_extract_refuses_large_images_per_file(image_tree, onnx_path, tmp_path, capsys):

@@ -134,7 +134,7 @@ def test_no_mode_or_backend_is_capped_below_max_megapixels(onnx_path, mode, back
     if backend == "torch":
         pytest.importorskip("torch")
     big = np.zeros((4000, 6000, 3), np.uint8)  # 24 MP: only the size rule is exercised here
-    with Extractor(onnx_path, backend=backend, preprocess=mode) as ex:
+    with Extractor(onnx_path, backend=backend, postprocess=mode) as ex:
         assert ex.can_tile() and ex._limit()[0] == 64.0
         assert ex._fit(big, None)[1] == 1.0  # not downscaled
 
@@ -149,3 +149,16 @@ def test_whole_graph_execution_gets_the_lower_limit(onnx_path):
         pytest.raises(ImageError, match=r"2 MP limit for whole-graph execution .*--no-tiling"),
     ):
         ex.extract(big)
+
+
+def test_backend_options_reach_the_backend(onnx_path):
+    """``backend_options`` is how the backends' own settings (execution, TensorRT's build
+    settings and strictness, OpenVINO's engine head) are reached from an Extractor."""
+    image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    with Extractor(onnx_path, backend="onnxruntime") as split:
+        assert split.backend.splits
+        expected = split.extract(image).embedding
+    opts = {"execution": "whole"}
+    with Extractor(onnx_path, backend="onnxruntime", backend_options=opts) as whole:
+        assert not whole.backend.splits
+        np.testing.assert_allclose(whole.extract(image).embedding, expected, atol=1e-4)

@@ -200,10 +200,10 @@ def test_soft_segmenter_and_segment_api(tmp_path):
     np.testing.assert_allclose(a.alphas.sum(axis=2), 1.0, atol=1e-3)
     assert a.alphas.min() >= 0 and a.alphas.max() <= 1
     np.testing.assert_array_equal(a.alphas, b.alphas)
-    assert "features" in a.timings and "features" not in b.timings
+    assert "embedding" in a.timings and "embedding" not in b.timings
     c = segment(img, a.embedding, cfg)
     np.testing.assert_array_equal(c.alphas, a.alphas)
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(ValueError, match="does not match"):
         segment(img, a.embedding[:10], cfg)
 
 
@@ -392,3 +392,20 @@ def test_held_out_synthetic_instances_are_recovered():
                 ious.append(float((inter / np.maximum(union, 1)).max()))
     assert len(ious) >= 12
     assert np.mean(ious) >= 0.70, ious
+
+
+def test_features_keyword_is_a_deprecated_spelling_of_embedding():
+    """``features`` means the raw 128-d network output everywhere else; segment() takes the
+    3-d ``embedding`` and still accepts ``features=`` with a deprecation warning."""
+    img = (_image(24, 32, seed=2) * 255).astype(np.uint8)
+    embedding = np.zeros((24, 32, 3), np.float32)
+    embedding[:, 16:] = 1.0
+    config = SegmentConfig(scale=1.0, **FAST)
+    from sss_rt import segment
+
+    new = segment(img, embedding, config)
+    with pytest.warns(DeprecationWarning, match="embedding="):
+        old = segment(img, config=config, features=embedding)
+    np.testing.assert_array_equal(new.alphas, old.alphas)
+    with pytest.raises(TypeError, match="embedding= only"):
+        segment(img, embedding, config, features=embedding)

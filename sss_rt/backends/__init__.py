@@ -9,7 +9,7 @@ from sss_rt.backends.base import Backend
 from sss_rt.backends.support import SUPPORT, check_support
 from sss_rt.device import Device
 from sss_rt.errors import BackendUnavailableError
-from sss_rt.precision import check_precision, resolve_precision
+from sss_rt.precision import DEFAULT_PRECISION, check_precision, resolve_precision
 
 #: backend name → the packages it needs (from the one table, :data:`SUPPORT`)
 BACKENDS: dict[str, tuple[str, ...]] = {name: s.packages for name, s in SUPPORT.items()}
@@ -37,7 +37,7 @@ def create_backend(
     model: str | os.PathLike[str],
     device: str | Device = "auto",
     threads: int | None = None,
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
     **options: object,
 ) -> Backend:
     """Build a backend by name (the one place that chooses).

@@ -21,7 +21,7 @@ from sss_rt.device import Device
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_of
 from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
-from sss_rt.precision import check_precision, head_variant
+from sss_rt.precision import DEFAULT_PRECISION, check_precision, head_variant
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -55,7 +55,7 @@ class OnnxRuntimeBackend(Backend):
         threads: int | None = None,
         graph_optimization: str = "all",
         execution: str = "split",
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
     ):
         import onnxruntime as ort
 

@@ -29,7 +29,7 @@ from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_of
 from sss_rt.families.graph import cut
 from sss_rt.model_info import ModelInfo
-from sss_rt.precision import bf16_unit, check_precision, head_variant
+from sss_rt.precision import DEFAULT_PRECISION, bf16_unit, check_precision, head_variant
 
 #: OpenVINO's inference precision for each of ours (int8 layers come from the quantized graph
 #: itself; its float layers run in bf16 where the CPU has a bf16 unit)
@@ -55,7 +55,7 @@ class OpenVinoBackend(Backend):
         device: str | Device = "auto",
         threads: int | None = None,
         execution: str = "split",
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
         engine_head: bool | None = None,
     ):
         ov = import_openvino()

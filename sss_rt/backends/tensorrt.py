@@ -32,6 +32,7 @@ from sss_rt.export.engine import (
     sidecar_path,
 )
 from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from sss_rt.precision import DEFAULT_PRECISION
 
 
 class TensorRTBackend(Backend):
@@ -50,7 +51,7 @@ class TensorRTBackend(Backend):
         threads: int | None = None,
         settings: BuildSettings | None = None,
         strict: bool = False,
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
     ):
         del threads
         parsed = check_support(self.name, device, precision, "whole")

@@ -24,7 +24,7 @@ from sss_rt.device import CPU, Device
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_named
 from sss_rt.model_info import ModelInfo, read_model_info
-from sss_rt.precision import check_precision
+from sss_rt.precision import DEFAULT_PRECISION, check_precision
 from sss_rt.resample import linear_taps
 
 
@@ -65,7 +65,7 @@ class TorchBackend(Backend):
         device: str | Device = "auto",
         threads: int | None = None,
         execution: str = "split",
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
     ):
         check_precision(precision)
         dev = check_support(self.name, device, precision, execution)

@@ -9,8 +9,13 @@ from typing import Any
 import click
 
 from sss_rt.backends import BACKEND_CHOICES
-from sss_rt.postprocess.config import MODES
-from sss_rt.precision import PRECISION_CHOICES
+from sss_rt.extractor import (
+    DEFAULT_MAX_MEGAPIXELS,
+    DEFAULT_TILE_MEGAPIXELS,
+    LARGE_POLICIES,
+)
+from sss_rt.postprocess.config import DEFAULT_MODE, MODES, PostprocessConfig
+from sss_rt.precision import DEFAULT_PRECISION, PRECISION_CHOICES
 
 
 def parse_hw(text: str) -> tuple[int, int]:
@@ -65,7 +70,7 @@ _EXTRACTOR_OPTIONS = [
     click.option(
         "--precision",
         type=click.Choice(PRECISION_CHOICES),
-        default="fp32",
+        default=DEFAULT_PRECISION,
         show_default=True,
         help="Network precision on the CPU: bf16 (AMX / AVX512-BF16) and int8 (AMX / VNNI; a "
         "quantized model is made and cached on first use) run on OpenVINO; auto picks bf16 where "
@@ -75,26 +80,34 @@ _EXTRACTOR_OPTIONS = [
         "--radius",
         type=click.IntRange(min=0),
         default=None,
-        help="Guided filter radius (default 5).",
+        help=f"Guided filter radius (default {PostprocessConfig.radius}).",
     ),
     click.option(
         "--eps",
         type=click.FloatRange(min=0, min_open=True),
         default=None,
-        help="Guided filter epsilon for a [0,1] guide (default 0.01).",
+        help=f"Guided filter epsilon for a [0,1] guide (default {PostprocessConfig.eps}).",
+    ),
+    click.option(
+        "--postprocess",
+        type=click.Choice(MODES),
+        default=None,
+        show_default=DEFAULT_MODE,
+        help="Post-processing mode: exact guided filter + PCA; fast (subsampled guided filter, "
+        "approximate); matlab (the authors' MATLAB rules).",
     ),
     click.option(
         "--preprocess",
+        "preprocess_deprecated",
         type=click.Choice(MODES),
-        default="exact",
-        show_default=True,
-        help="Post-processing: exact guided filter + PCA; fast (subsampled guided filter, "
-        "approximate); matlab (the authors' MATLAB rules).",
+        default=None,
+        hidden=True,
+        help="Deprecated spelling of --postprocess.",
     ),
     click.option(
         "--max-megapixels",
         type=click.FloatRange(min=0, min_open=True),
-        default=64.0,
+        default=DEFAULT_MAX_MEGAPIXELS,
         show_default=True,
         help="Size limit; larger images are downscaled (embedding resized back) or refused. "
         "At most 2 MP for whole-graph execution on the CPU (--no-tiling).",
@@ -102,7 +115,7 @@ _EXTRACTOR_OPTIONS = [
     click.option(
         "--tile-megapixels",
         type=click.FloatRange(min=0),
-        default=0.0,
+        default=DEFAULT_TILE_MEGAPIXELS,
         show_default=True,
         help="Images above this size run split (the network's trunk once, its head per band of "
         "rows, in bounded memory; every mode, the ONNX Runtime and torch backends); the default "
@@ -113,8 +126,8 @@ _EXTRACTOR_OPTIONS = [
     ),
     click.option(
         "--large",
-        type=click.Choice(["downscale", "refuse"]),
-        default="downscale",
+        type=click.Choice(LARGE_POLICIES),
+        default=LARGE_POLICIES[0],
         show_default=True,
         help="What to do with images above --max-megapixels.",
     ),
@@ -151,6 +164,17 @@ def release_blas_limits() -> None:
         _BLAS_LIMITS.pop().restore_original_limits()
 
 
+def _postprocess_mode(opts: dict[str, Any]) -> str:
+    """``--postprocess``, or its deprecated spelling ``--preprocess`` (with a note)."""
+    old = opts.get("preprocess_deprecated")
+    if old is None:
+        return opts["postprocess"] or DEFAULT_MODE
+    if opts["postprocess"] is not None:
+        raise click.UsageError("give --postprocess only (--preprocess is its deprecated name)")
+    click.echo("note: --preprocess is deprecated; it is called --postprocess now", err=True)
+    return old
+
+
 def extractor_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
     """Extractor keyword arguments from the values of :func:`extractor_options`."""
     return {
@@ -160,7 +184,7 @@ def extractor_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
         "precision": opts["precision"],
         "radius": opts["radius"],
         "eps": opts["eps"],
-        "preprocess": opts["preprocess"],
+        "postprocess": _postprocess_mode(opts),
         "threads": opts["threads"],
         "max_megapixels": opts["max_megapixels"],
         "large": opts["large"],

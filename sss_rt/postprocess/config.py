@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MODES = ("exact", "fast", "matlab")
+#: the mode used where none is named
+DEFAULT_MODE = "exact"
 ENGINES = ("auto", "native", "numpy")
 
 
@@ -28,7 +30,7 @@ class PostprocessConfig:
     ``chunk``: channels filtered together by the NumPy engine (bounds memory; same result).
     """
 
-    mode: str = "exact"
+    mode: str = DEFAULT_MODE
     radius: int = 5
     eps: float = 1e-2
     n_components: int = 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -144,23 +145,26 @@ class SoftSegmenter:
         self._extractor = extractor
         self._own = extractor is None
         self._options = extractor_options
+        self._made = threading.Lock()
 
     @property
     def extractor(self) -> Any:
         """The Extractor computing features (made on first use)."""
-        if self._extractor is None:
-            from sss_rt.extractor import Extractor
+        with self._made:  # threads sharing a segmenter share one extractor
+            if self._extractor is None:
+                from sss_rt.extractor import Extractor
 
-            self._extractor = Extractor(**self._options)
-        return self._extractor
+                self._extractor = Extractor(**self._options)
+            return self._extractor
 
     def segment(
         self,
         image: Any,
-        features: np.ndarray | None = None,
+        embedding: np.ndarray | None = None,
         *,
         source: Path | None = None,
         progress: Callable[[str], None] | None = None,
+        features: np.ndarray | None = None,
     ) -> SoftSegmentation:
         """Soft layers of one photo.
 
@@ -168,13 +172,16 @@ class SoftSegmenter:
         ----------
         image : ndarray or str or Path
             H×W×3 uint8 RGB, or an image file.
-        features : ndarray, optional
+        embedding : ndarray, optional
             Its H×W×d float embedding (d = 3 from :class:`~sss_rt.Extractor`, values in [0, 1]);
             computed with the extractor when None.
         source : Path, optional
             The file the photo came from (kept in the result).
         progress : callable, optional
             Called with each stage's name as it starts (``STAGES``).
+        features : ndarray, optional
+            Deprecated spelling of ``embedding`` (``features`` is the raw 128-d network output
+            everywhere else).
 
         Returns
         -------
@@ -198,16 +205,19 @@ class SoftSegmenter:
         image = np.ascontiguousarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
-        if features is None:
-            report("features")
-            features = self.extractor.extract(image).embedding
-            timings["features"] = time.perf_counter() - t0
-        features = np.asarray(features, np.float32)
-        if features.shape[:2] != image.shape[:2] or features.ndim != 3:
-            raise ValueError(f"features {features.shape} do not match the image {image.shape[:2]}")
-        alphas = segment_arrays(image, features, self.config, timings, report)
+        embedding = _embedding_argument(embedding, features)
+        if embedding is None:
+            report("embedding")
+            embedding = self.extractor.extract(image).embedding
+            timings["embedding"] = time.perf_counter() - t0
+        embedding = np.asarray(embedding, np.float32)
+        if embedding.shape[:2] != image.shape[:2] or embedding.ndim != 3:
+            raise ValueError(
+                f"embedding {embedding.shape} does not match the image {image.shape[:2]}"
+            )
+        alphas = segment_arrays(image, embedding, self.config, timings, report)
         shape = self.config.working_shape(*image.shape[:2])
-        return SoftSegmentation(alphas, features, image, timings, source, shape)
+        return SoftSegmentation(alphas, embedding, image, timings, source, shape)
 
     def close(self) -> None:
         """Close the extractor this segmenter made."""
@@ -225,17 +235,23 @@ class SoftSegmenter:
 
 
 def segment(
-    image: Any, features: np.ndarray | None = None, config: SegmentConfig | None = None
+    image: Any,
+    embedding: np.ndarray | None = None,
+    config: SegmentConfig | None = None,
+    *,
+    features: np.ndarray | None = None,
 ) -> SoftSegmentation:
-    """Soft layers of ``image`` in one call (features computed if not given).
+    """Soft layers of ``image`` in one call (its embedding computed if not given).
 
     Parameters
     ----------
     image : ndarray or str or Path
         H×W×3 uint8 RGB, or an image file.
-    features : ndarray, optional
+    embedding : ndarray, optional
         Its H×W×3 embedding in [0, 1].
     config : SegmentConfig, optional
+    features : ndarray, optional
+        Deprecated spelling of ``embedding``.
 
     Returns
     -------
@@ -243,7 +259,21 @@ def segment(
         ``alphas``: H×W×K float32, summing to 1 per pixel.
     """
     with SoftSegmenter(config=config) as seg:
-        return seg.segment(image, features)
+        return seg.segment(image, _embedding_argument(embedding, features))
+
+
+def _embedding_argument(embedding: Any, features: Any) -> Any:
+    """``embedding``, or the deprecated ``features=`` keyword standing for it."""
+    if features is None:
+        return embedding
+    if embedding is not None:
+        raise TypeError("give embedding= only (features= is its deprecated spelling)")
+    warnings.warn(
+        "segment(features=...) is deprecated: the argument is the 3-d embedding; use embedding=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return features
 
 
 def _stage(timings: dict[str, float], name: str, t: float) -> float:
@@ -254,7 +284,7 @@ def _stage(timings: dict[str, float], name: str, t: float) -> float:
 
 #: the stages of one segmentation, in order, as ``progress`` callbacks name them
 STAGES = (
-    "features",
+    "embedding",
     "superpixels",
     "affinities",
     "eigenvectors",
