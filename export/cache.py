@@ -5,8 +5,18 @@ after the lock is taken, so that concurrent callers wait for one maker and reuse
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Callable
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """The per-user cache folder: ``$SSS_RT_CACHE``, else ``$XDG_CACHE_HOME/sss-rt`` (default
+    ``~/.cache/sss-rt``)."""
+    root = os.environ.get("SSS_RT_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sss-rt"
 
 
 def make_once(lock: Path, ready: Callable[[], bool], make: Callable[[], object]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sss_rt.export.cache import make_once
+from sss_rt.export.cache import cache_root, make_once
 
 from sss_rt.errors import ModelError
 from sss_rt.model_info import QUANTIZATION_KEY, sha256_file
@@ -161,9 +161,7 @@ def quantized_model(model: str | os.PathLike[str]) -> Path:
     Path
         The int8 model in the per-user cache (``$SSS_RT_CACHE`` or ``~/.cache/sss-rt``).
     """
-    root = os.environ.get("SSS_RT_CACHE")
-    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    directory = (base if root else base / "sss-rt") / "quantized"
+    directory = cache_root() / "quantized"
     key = f"{sha256_file(model)[:16]}.v{QUANTIZER_VERSION}"
     path = directory / f"{key}.int8.onnx"
 

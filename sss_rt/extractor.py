@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from sss_rt import blas
 from sss_rt.backends import Backend, create_backend
 from sss_rt.backends.base import check_image
 from sss_rt.bundled import DEFAULT_MODEL_NAME as DEFAULT_MODEL_NAME  # re-exported
@@ -225,7 +226,9 @@ class Extractor:
         """
         image = check_image(image)
         family_named(self.info.family).check_size(image.shape[0], image.shape[1])
-        return self.backend.features(image, whole=not self._splits(image)).rows(0, image.shape[0])
+        with blas.one_thread():  # results independent of BLAS's thread count (sss_rt.blas)
+            bands = self.backend.features(image, whole=not self._splits(image))
+            return bands.rows(0, image.shape[0])
 
     def extract(
         self,
@@ -268,9 +271,10 @@ class Extractor:
         work, scale = self._fit(image, source)
         height, width = work.shape[:2]
         family_named(self.info.family).check_size(height, width, f"{source}: " if source else "")
-        with timed(timings, "network"):
-            bands = self.backend.features(work, whole=not self._splits(work))
-        result = self.postprocessor(bands, work, keep_features=return_features, timings=timings)
+        with blas.one_thread():  # results independent of BLAS's thread count (sss_rt.blas)
+            with timed(timings, "network"):
+                bands = self.backend.features(work, whole=not self._splits(work))
+            result = self.postprocessor(bands, work, keep_features=return_features, timings=timings)
         embedding = result.embedding
         if scale != 1.0:
             h, w = image.shape[:2]

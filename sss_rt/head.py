@@ -24,7 +24,7 @@ from functools import cached_property
 
 import numpy as np
 
-from sss_rt import native
+from sss_rt import blas, native
 from sss_rt.bands import ComputedSource
 from sss_rt.resample import int32_taps, linear_taps
 
@@ -114,9 +114,10 @@ class HeadSource(ComputedSource):
                 if self.compiled:
                     res = native.project(flat, head, zero, self.threads).reshape(len(head), -1)
                 else:
-                    res = (head @ flat.reshape(mid, -1).astype(np.float64)).astype(np.float32)
+                    flat64 = flat.reshape(mid, -1).astype(np.float64)
+                    res = blas.matmul(head, flat64, self.threads).astype(np.float32)
             else:
-                res = head @ hidden.reshape(mid, -1)
+                res = blas.matmul(head, hidden.reshape(mid, -1), self.threads)
             res += bias[:, None].astype(res.dtype)
             out[:, a - y0 : b - y0] = res.reshape(-1, b - a, width)
         return out
@@ -186,17 +187,11 @@ class HeadSource(ComputedSource):
 
 
 def _project(weights: np.ndarray, block: np.ndarray, threads: int | None) -> np.ndarray:
-    """weights (out×c) applied to a c×rows×w block, its columns split over threads (NumPy's
-    matmul releases the GIL; on one thread it ran at half a core's rate)."""
+    """weights (out×c) applied to a c×rows×w block, its columns in fixed parts over threads
+    (:func:`sss_rt.blas.matmul`)."""
     c, bh, bw = block.shape
     flat = np.ascontiguousarray(block, dtype=np.float32).reshape(c, bh * bw)
-    out = np.empty((weights.shape[0], bh * bw), np.float32)
-
-    def part(a: int, b: int) -> None:
-        np.matmul(weights, flat[:, a:b], out=out[:, a:b])
-
-    native.split(bh * bw, threads or native.default_threads(), part)
-    return out.reshape(-1, bh, bw)
+    return blas.matmul(weights, flat, threads).reshape(-1, bh, bw)
 
 
 def _upsample(block, yi0, yi1, yw, xi0, xi1, xw) -> np.ndarray:
@@ -209,7 +204,7 @@ def _upsample(block, yi0, yi1, yw, xi0, xi1, xw) -> np.ndarray:
 
 def _hidden_numpy(t_in: np.ndarray, w: HeadWeights, ups: tuple, out: np.ndarray) -> np.ndarray:
     c, n, width = out.shape
-    res = (w.fuse_input @ t_in.reshape(t_in.shape[0], -1)).reshape(c, n, width)
+    res = blas.matmul(w.fuse_input, t_in.reshape(t_in.shape[0], -1)).reshape(c, n, width)
     for up in ups:
         res += _upsample(*up)
     res += w.fuse_bias[:, None, None]

@@ -100,6 +100,9 @@ class PackedGuide:
         return self.pixel.shape[:2]  # type: ignore[return-value]
 
 
+#: most parts of a moments reduction (:func:`chunks`: fixed bounds, partial sums in order)
+MOMENT_PARTS = 64
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -129,10 +132,32 @@ def parallel(run: Callable[..., object], jobs: Sequence[tuple]) -> None:
 
 
 def split(n: int, threads: int, run: Callable[[int, int], object]) -> None:
-    """``run(a, b)`` over ``threads`` contiguous parts of ``range(n)``."""
+    """``run(a, b)`` over ``threads`` contiguous parts of ``range(n)`` (for work whose every
+    output is computed whole by one part: reductions use :func:`chunks` and :func:`each`)."""
     threads = max(1, min(threads, n))
     bounds = [int(b) for b in np.linspace(0, n, threads + 1)]
     parallel(run, list(itertools.pairwise(bounds)))
+
+
+def chunks(n: int, most: int, least: int = 4096) -> list[tuple[int, int]]:
+    """Contiguous parts of ``range(n)`` for a reduction: at most ``most`` parts of at least
+    ``least`` items, their bounds a function of ``n`` alone — never of the thread count, so
+    that the partial sums, added in part order, round the same on any machine and thread count."""
+    count = max(1, min(most, n // max(1, least)))
+    bounds = [int(b) for b in np.linspace(0, n, count + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def each(jobs: Sequence[tuple], threads: int | None, run: Callable[..., object]) -> None:
+    """``run(*job)`` for every job, on at most ``threads`` threads at once (the calling thread
+    among them); which thread runs a job never changes what it computes."""
+    workers = max(1, min(threads or default_threads(), len(jobs)))
+
+    def worker(w: int) -> None:
+        for job in jobs[w::workers]:
+            run(*job)
+
+    parallel(worker, [(w,) for w in range(workers)])
 
 
 def moments(
@@ -150,15 +175,14 @@ def moments(
     if q.ndim != 2 or shift.shape != (q.shape[0],):
         raise ValueError("q must be C×N and shift (C,)")
     c, n = q.shape
-    parts = max(1, min(threads or default_threads(), n // 4096))
-    grams = np.zeros((parts, c, c), np.float64)
-    sums = np.zeros((parts, c), np.float64)
-    bounds = [int(b) for b in np.linspace(0, n, parts + 1)]
+    parts = chunks(n, MOMENT_PARTS)
+    grams = np.zeros((len(parts), c, c), np.float64)
+    sums = np.zeros((len(parts), c), np.float64)
 
-    def run(i: int) -> None:
-        _ext.moments_rows(q, shift, grams[i], sums[i], c, n, bounds[i], bounds[i + 1], variant)
+    def run(i: int, a: int, b: int) -> None:
+        _ext.moments_rows(q, shift, grams[i], sums[i], c, n, a, b, variant)
 
-    parallel(run, [(i,) for i in range(parts)])
+    each([(i, a, b) for i, (a, b) in enumerate(parts)], threads, run)
     lower = np.tril(grams.sum(axis=0))  # entries [j][i], i ≤ j, are the complete ones
     return sums.sum(axis=0), lower + np.tril(lower, -1).T
 

@@ -304,9 +304,9 @@ def test_interrupted_run_cleans_up_and_resumes(tmp_path, onnx_path, encoded, sig
 def test_one_extractor_shared_by_threads_gives_the_serial_results(backend, execution):
     """A service shares one Extractor across threads: every backend must take concurrent calls
     (OpenVINO's infer requests are not reentrant: one request shared by threads failed with
-    'Infer Request is busy') and give each call its serial result — to float rounding: the
-    head's float32 GEMM is OpenBLAS's, whose result depends on how many threads it gets (1 vs 2
-    BLAS threads: features ±2e-5, embedding ±3e-7), and concurrent calls change that."""
+    'Infer Request is busy') and give each call its serial result, bit for bit (BLAS runs on
+    one thread inside sss-rt and its GEMMs in fixed parts: sss_rt.blas; before that, the head's
+    float32 GEMM rounded with however many threads OpenBLAS had, ±3e-7 in the embedding)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from sss_rt import Extractor
@@ -324,4 +324,22 @@ def test_one_extractor_shared_by_threads_gives_the_serial_results(backend, execu
             for _ in range(2):
                 together = list(pool.map(lambda im: ex.extract(im).embedding, images))
                 for got, want in zip(together, serial, strict=True):
-                    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+                    np.testing.assert_array_equal(got, want)
+
+
+def test_openvino_bounds_its_per_shape_caches():
+    """At OpenVINO's own cache sizes every new image size kept ~5 MB for good (+500 MB over 100
+    sizes, growing: benchmarks/RESULTS-openvino-sizes.md); the backend bounds both caches."""
+    import os
+
+    from sss_rt import Extractor
+    from sss_rt.backends import available_backends
+
+    if not available_backends()["openvino"]:
+        pytest.skip("openvino not installed")
+    import sss_rt.backends.openvino as ovb
+
+    with Extractor(backend="openvino", device="cpu") as ex:
+        # what every compile_model gets (a compiled model does not report it back)
+        assert ex.backend._config["CPU_RUNTIME_CACHE_CAPACITY"] == ovb.RUNTIME_CACHE_CAPACITY
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"].isdigit()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,12 +32,21 @@ from sss_rt.families.graph import cut
 from sss_rt.model_info import ModelInfo
 from sss_rt.precision import DEFAULT_PRECISION, bf16_unit, check_precision, head_variant
 
+#: bounds on the CPU plugin's caches of per-shape executors (runtime cache, entries) and of
+#: oneDNN primitives (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, read once per process, so set only
+#: where the user has not): at OpenVINO's defaults (5000, 1024) every new image size kept ~5 MB
+#: (+500 MB over 100 sizes, growing), at these the process stays flat after its largest size
+#: with the same speed on a repeated size (``benchmarks/RESULTS-openvino-sizes.md``)
+RUNTIME_CACHE_CAPACITY = 100
+PRIMITIVE_CACHE_CAPACITY = 100
+
 #: OpenVINO's inference precision for each of ours (int8 layers come from the quantized graph
 #: itself; its float layers run in bf16 where the CPU has a bf16 unit)
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "bf16"}
 
 
 def import_openvino() -> Any:
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(PRIMITIVE_CACHE_CAPACITY))
     try:
         import openvino
     except ImportError:
@@ -72,9 +82,13 @@ class OpenVinoBackend(Backend):
         self._path = path
         self.threads = threads
         self._core = ov.Core()
+        model_cache = _model_cache_dir()
+        if model_cache is not None:  # compiled models kept across processes
+            self._core.set_property({"CACHE_DIR": str(model_cache)})
         self._lock = threading.Lock()
         self._config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
+            "CPU_RUNTIME_CACHE_CAPACITY": RUNTIME_CACHE_CAPACITY,
             "INFERENCE_PRECISION_HINT": HINTS[precision] if bf16_unit() else "f32",
         }
         if threads is not None:
@@ -143,6 +157,21 @@ class OpenVinoBackend(Backend):
         self._trunk = None
         self._input_tap = None
         self._dense = None
+
+
+def _model_cache_dir() -> Path | None:
+    """Where OpenVINO keeps compiled models between processes (``openvino`` in the per-user
+    cache); None where it cannot be made or ``SSS_RT_OPENVINO_CACHE=0``."""
+    if os.environ.get("SSS_RT_OPENVINO_CACHE", "1") == "0":
+        return None
+    from sss_rt.export.cache import cache_root
+
+    folder = cache_root() / "openvino"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
 
 
 class _RequestPool:

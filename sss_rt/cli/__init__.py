@@ -15,7 +15,6 @@ from sss_rt.cli.export import export
 from sss_rt.cli.extract import extract
 from sss_rt.cli.import_authors import import_authors
 from sss_rt.cli.info import info
-from sss_rt.cli.params import release_blas_limits
 from sss_rt.cli.quantize import quantize
 from sss_rt.cli.segment import segment
 from sss_rt.cli.train import train
@@ -60,6 +59,4 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    finally:
-        release_blas_limits()
     sys.exit(0)

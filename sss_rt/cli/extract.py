@@ -11,7 +11,6 @@ from sss_rt.cli.params import (
     batch_arguments,
     extractor_kwargs,
     extractor_options,
-    limit_blas_threads,
 )
 from sss_rt.errors import ImageError
 from sss_rt.io.writers import FORMATS
@@ -105,8 +104,6 @@ def extract(
     if not tasks:
         raise ImageError("no images found in the given inputs")
     ensure_output_folder(out_dir)
-
-    limit_blas_threads(extractor_opts["threads"])
 
     def worker() -> Extractor:
         return Extractor(**extractor_kwargs(extractor_opts))

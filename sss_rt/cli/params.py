@@ -142,28 +142,6 @@ def extractor_options(command):
     return command
 
 
-_BLAS_LIMITS: list[Any] = []
-
-
-def limit_blas_threads(threads: int | None) -> None:
-    """``--threads N`` bounds BLAS's own thread pool too, for the whole process (the command
-    owns it; Ray does the same for its actors through ``OMP_NUM_THREADS``). OpenBLAS's GEMM
-    rounds differently with different thread counts (measured: 1 vs 2 threads, up to 1e-5 in
-    the features, 1 ulp in the embedding), so this makes a run's output independent of BLAS's
-    default, and equal to a Ray actor's with the same ``--threads``."""
-    if threads:
-        from threadpoolctl import threadpool_limits
-
-        _BLAS_LIMITS.append(threadpool_limits(threads, user_api="blas"))
-
-
-def release_blas_limits() -> None:
-    """Undo :func:`limit_blas_threads` (when the command returns: ``main`` may be called
-    in a process that goes on, e.g. a test run)."""
-    while _BLAS_LIMITS:
-        _BLAS_LIMITS.pop().restore_original_limits()
-
-
 def _postprocess_mode(opts: dict[str, Any]) -> str:
     """``--postprocess``, or its deprecated spelling ``--preprocess`` (with a note)."""
     old = opts.get("preprocess_deprecated")

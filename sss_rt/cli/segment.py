@@ -11,7 +11,6 @@ from sss_rt.cli.params import (
     batch_arguments,
     extractor_kwargs,
     extractor_options,
-    limit_blas_threads,
 )
 from sss_rt.errors import ImageError
 
@@ -110,7 +109,6 @@ def segment(
         raise ImageError("no photos or feature files found in the given inputs")
     ensure_output_folder(out_dir)
     options = extractor_kwargs(extractor_opts)
-    limit_blas_threads(options["threads"])
 
     def worker() -> SoftSegmenter:
         return SoftSegmenter(config=config, **options)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sss_rt import native
+from sss_rt import blas, native
 from sss_rt.bands import ComputedSource
 from sss_rt.errors import ModelError
 from sss_rt.families.authors_graph import PAD, TAP_OUTPUTS, crop_pad
@@ -176,9 +176,9 @@ class AuthorsHeadSource(ComputedSource):
                 res = native.project(both.reshape(len(both), 1, -1), last, np.zeros(len(both)),
                                      self.threads).reshape(len(last), -1)  # fmt: skip
             elif project is not None:
-                res = (last @ both.astype(np.float64)).astype(np.float32)
+                res = blas.matmul(last, both.astype(np.float64), self.threads).astype(np.float32)
             else:
-                res = last @ both
+                res = blas.matmul(last, both, self.threads)
             res += bias[:, None].astype(res.dtype)
             out[:, a - y0 : b - y0] = res.reshape(-1, b - a, width)
         return out
@@ -191,8 +191,11 @@ class AuthorsHeadSource(ComputedSource):
         w = self.w
         both = np.empty((len(w.bias1) + len(w.bias2), x.shape[1]), np.float32)
         h1, h2 = both[: len(w.bias1)], both[len(w.bias1) :]
-        _relu_bias(np.matmul(w.b1, w.a1 @ x, out=h1), w.bias1)
-        _relu_bias(np.matmul(w.b2, w.a2 @ h1, out=h2), w.bias2)
+        # in fixed column parts on sss-rt's threads (BLAS runs on one: sss_rt.blas)
+        _relu_bias(blas.matmul(w.b1, blas.matmul(w.a1, x, self.threads), self.threads, h1), w.bias1)
+        _relu_bias(
+            blas.matmul(w.b2, blas.matmul(w.a2, h1, self.threads), self.threads, h2), w.bias2
+        )
         return both
 
     def _hidden(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+
+from sss_rt import blas
 
 
 @dataclass(frozen=True)
@@ -51,29 +52,14 @@ def flip_signs(components: np.ndarray) -> np.ndarray:
     return components * signs[:, None]
 
 
-_controller: list = [None, -1]  # the controller, and len(sys.modules) when it was made
-
-
-def _blas_controller():
-    """threadpoolctl's view of the loaded BLAS libraries, made again when modules were imported
-    since (a library loaded later — SciPy's OpenBLAS on its first import — must be limited
-    too; making the view costs milliseconds, so it is not made on every call)."""
-    from threadpoolctl import ThreadpoolController
-
-    loaded = len(sys.modules)
-    if _controller[0] is None or _controller[1] != loaded:
-        _controller[0], _controller[1] = ThreadpoolController(), loaded
-    return _controller[0]
-
-
 @contextmanager
 def serial_blas() -> Iterator[None]:
-    """BLAS/LAPACK limited to one thread inside the block.
+    """BLAS/LAPACK on one thread inside the block (:func:`sss_rt.blas.one_thread`).
 
     The 128×128 eigendecomposition takes ~3 ms on one thread; with OpenBLAS's threads it
     measured 10–165 ms when it ran between the compiled kernels' parallel stages.
     """
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with blas.one_thread():
         yield
 
 

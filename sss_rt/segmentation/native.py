@@ -9,7 +9,7 @@ import functools
 import numpy as np
 import scipy.sparse as sp
 
-from sss_rt.native import default_threads, parallel, split
+from sss_rt.native import chunks, default_threads, each, split
 
 try:
     from sss_rt.kernels import _cpu_segmentation as _ext
@@ -98,6 +98,11 @@ class LUSolver:
         return out.reshape(b.shape)
 
 
+#: most parts of the Grams' pixel sums (each part's K×m×m partial sums are held: 16 × 3.6 MB
+#: at K = 40, m = 100)
+GRAM_PARTS = 16
+
+
 def weighted_grams(
     vecs: tuple[np.ndarray, int],
     weights: np.ndarray,
@@ -113,13 +118,17 @@ def weighted_grams(
     n, mp = e.shape
     c = np.ascontiguousarray(weights, np.float32)
     k = c.shape[0]
-    parts = max(1, min(threads or default_threads(), n // 4096))
-    outs = [np.zeros((k, m, mp)) for _ in range(parts)]
-    bounds = [int(b) for b in np.linspace(0, n, parts + 1)]
-    parallel(lambda j: _ext.weighted_grams(e, c, outs[j], n, mp, m, k, bounds[j], bounds[j + 1],
-                                           generic),
-             [(j,) for j in range(parts)])  # fmt: skip
-    g = sum(outs[1:], outs[0])
+    # fixed parts (never the thread count's), added in order: the same sums on any thread count
+    parts = chunks(n, GRAM_PARTS)
+    outs = [np.zeros((k, m, mp)) for _ in parts]
+
+    def run(j: int, a: int, b: int) -> None:
+        _ext.weighted_grams(e, c, outs[j], n, mp, m, k, a, b, generic)
+
+    each([(j, a, b) for j, (a, b) in enumerate(parts)], threads, run)
+    g = outs[0]
+    for part in outs[1:]:
+        g += part
     rows, cols = _symmetric_from_written(m)
     return g[:, rows, cols]
 

@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sss_rt import blas
 from sss_rt.segmentation import affinity, eigen, sparsify, superpixels
 from sss_rt.segmentation.gradient import gradient_magnitude
 
@@ -303,8 +304,21 @@ def segment_arrays(
 ) -> np.ndarray:
     """Run the algorithm on arrays: H×W×3 uint8 photo, H×W×d features → H×W×K float32.
 
-    ``progress``: called with each stage's name (``STAGES``) as it starts.
+    ``progress``: called with each stage's name (``STAGES``) as it starts. BLAS runs on one
+    thread meanwhile (:mod:`sss_rt.blas`): the layers never depend on its thread count or on
+    other work in the process.
     """
+    with blas.one_thread():
+        return _segment_arrays(image, features, config, timings, progress)
+
+
+def _segment_arrays(
+    image: np.ndarray,
+    features: np.ndarray,
+    config: SegmentConfig,
+    timings: dict[str, float] | None,
+    progress: Callable[[str], None] | None,
+) -> np.ndarray:
     timings = {} if timings is None else timings
     report = progress or (lambda name: None)
     h, w = image.shape[:2]

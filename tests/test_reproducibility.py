@@ -1,0 +1,147 @@
+"""Results that depend on nothing but the inputs: not on the thread count, not on BLAS's thread
+count, not on other work in the process (sss_rt.blas, sss_rt.native.chunks).
+
+Each test compares bit for bit: before the fixed parts and the shared one-thread BLAS scope,
+an example photo's embedding differed by 1.2e-7 between 1 and 2 threads and its layers by 0.32
+(a segment surviving on one and not the other), and concurrent segmentations differed from
+serial ones by up to 0.93.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from sss_rt import blas, native
+from sss_rt.segmentation import SegmentConfig
+from sss_rt.segmentation import native as seg_native
+
+
+def _blas_threads() -> list[int]:
+    return list(blas.threads_now().values())
+
+
+def test_one_thread_scope_holds_until_the_last_thread_leaves():
+    """Two overlapping scopes on two threads: BLAS stays on one thread until both left, then
+    the limits found are back (a per-call limit was undone by whichever finished first)."""
+    with threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        entered, release = threading.Event(), threading.Event()
+
+        def other() -> None:
+            with blas.one_thread():
+                entered.set()
+                release.wait(10)
+
+        t = threading.Thread(target=other)
+        with blas.one_thread():
+            t.start()
+            entered.wait(10)
+            assert set(_blas_threads()) == {1}
+        assert set(_blas_threads()) == {1}, "the first to leave must not restore the limits"
+        release.set()
+        t.join()
+        assert _blas_threads() == before
+
+
+def test_matmul_gives_the_same_bits_on_any_thread_count():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((128, 512)).astype(np.float32)
+    b = rng.standard_normal((512, 3 * blas.MATMUL_COLUMNS + 77)).astype(np.float32)
+    with blas.one_thread():
+        one = blas.matmul(a, b, threads=1)
+        two = blas.matmul(a, b, threads=2)
+        three = blas.matmul(a, b, threads=3)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one, three)
+    np.testing.assert_allclose(one, a.astype(np.float64) @ b, rtol=0, atol=1e-3)
+
+
+@pytest.mark.skipif(not native.available(), reason="needs the compiled kernel")
+def test_reductions_give_the_same_bits_on_any_thread_count():
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((16, 50_000)).astype(np.float32)
+    shift = q.mean(axis=1).astype(np.float64)
+    s1, g1 = native.moments(q, shift, threads=1)
+    s2, g2 = native.moments(q, shift, threads=2)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(g1, g2)
+    vecs = seg_native.pad_vectors(rng.standard_normal((40_000, 20)))
+    weights = rng.random((3, 40_000))
+    for generic in (False, True):
+        w1 = seg_native.weighted_grams(vecs, weights, threads=1, generic=generic)
+        w2 = seg_native.weighted_grams(vecs, weights, threads=2, generic=generic)
+        np.testing.assert_array_equal(w1, w2)
+
+
+#: the authors' algorithm with fewer superpixels, eigenvectors and iterations (seconds per photo)
+QUICK = SegmentConfig(superpixels=600, eigenvectors=40, initial_segments=20, iterations=20)
+
+
+def _photo(seed: int = 0, h: int = 120, w: int = 160) -> np.ndarray:
+    import cv2
+
+    from sss_rt.extractor import examples_dir
+    from sss_rt.io.images import load_image
+
+    photos = sorted(examples_dir().glob("*.jpg"))
+    image = load_image(photos[seed % len(photos)])
+    return np.ascontiguousarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
+
+
+def test_embedding_does_not_depend_on_the_thread_counts():
+    """sss-rt's threads and BLAS's (set outside, as another library in the process would)."""
+    from sss_rt import Extractor
+
+    image = _photo()
+    results = []
+    for threads in (1, 2):
+        with (
+            threadpool_limits(threads, user_api="blas"),
+            Extractor(device="cpu", threads=threads) as ex,
+        ):
+            results.append(ex.extract(image).embedding)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_layers_do_not_depend_on_the_thread_counts(monkeypatch):
+    from sss_rt.segmentation.segmenter import segment_arrays
+
+    image = _photo()
+    embedding = np.random.default_rng(2).random((120, 160, 3)).astype(np.float32)
+    embedding[:, 80:] += 1.0
+    layers = []
+    for threads in (1, 2):
+        monkeypatch.setattr(native, "default_threads", lambda t=threads: t)
+        monkeypatch.setattr(seg_native, "default_threads", lambda t=threads: t)
+        with threadpool_limits(threads, user_api="blas"):
+            layers.append(segment_arrays(image, embedding, QUICK))
+    np.testing.assert_array_equal(layers[0], layers[1])
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one segmenter", "one per thread"])
+def test_concurrent_segmentations_equal_serial_ones(shared):
+    """Three photos in three threads (features computed inside, as a service would) give
+    their serial layers, bit for bit."""
+    from sss_rt import SoftSegmenter
+
+    photos = [_photo(seed) for seed in range(3)]
+    with SoftSegmenter(config=QUICK, device="cpu") as seg:
+        serial = [seg.segment(p).alphas for p in photos]
+        if shared:
+            with ThreadPoolExecutor(3) as pool:
+                together = list(pool.map(lambda p: seg.segment(p).alphas, photos))
+        else:
+
+            def own(p: np.ndarray) -> np.ndarray:
+                with SoftSegmenter(config=QUICK, device="cpu") as mine:
+                    return mine.segment(p).alphas
+
+            with ThreadPoolExecutor(3) as pool:
+                together = list(pool.map(own, photos))
+    for got, want in zip(together, serial, strict=True):
+        np.testing.assert_array_equal(got, want)
