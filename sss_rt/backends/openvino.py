@@ -35,7 +35,7 @@ from sss_rt.precision import DEFAULT_PRECISION, bf16_unit, check_precision, head
 #: bounds on the CPU plugin's caches of per-shape executors (runtime cache, entries) and of
 #: oneDNN primitives (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, read once per process, so set only
 #: where the user has not): at OpenVINO's defaults (5000, 1024) every new image size kept ~5 MB
-#: (+500 MB over 100 sizes, growing), at these the process stays flat after its largest size
+#: (+769 MB over 240 sizes, growing), at these +122 MB, flat after the largest size so far,
 #: with the same speed on a repeated size (``benchmarks/RESULTS-openvino-sizes.md``)
 RUNTIME_CACHE_CAPACITY = 100
 PRIMITIVE_CACHE_CAPACITY = 100
