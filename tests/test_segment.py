@@ -11,7 +11,7 @@ from reference_impl import matting_laplacian_reference
 from scipy.special import erf
 
 from sss_rt.segmentation import SegmentConfig, affinity, eigen, native, sparsify, superpixels
-from sss_rt.segmentation.gradient import derivative_pair, gradient_magnitude
+from sss_rt.segmentation.gradient import gradient_magnitude
 from sss_rt.segmentation.segmenter import _initial_segments, segment_arrays
 
 
@@ -49,13 +49,62 @@ def test_superpixel_affinities_follow_their_formulas():
     a, b = s.centroid_pixel[i], s.centroid_pixel[j]
     d = np.linalg.norm(s.mean_feature[i] - s.mean_feature[j])
     assert sem[a, b] == pytest.approx(erf(20 * (1 - d - 0.85))) and sem[a, b] == sem[b, a]
-    col = affinity.color_affinity(s, n)
-    near = np.linalg.norm(s.centroid_yx[:, None] - s.centroid_yx[None], axis=2) < 0.2
-    assert col.nnz == 2 * np.triu(near, 1).sum()  # every pair within 0.2, both ways
-    p, q = np.argwhere(np.triu(near, 1))[0]
-    dc = np.linalg.norm(s.mean_color[p] - s.mean_color[q])
-    want = (erf(50 * (1 - dc - 0.95)) + 1) / 2
-    assert col[s.centroid_pixel[p], s.centroid_pixel[q]] == pytest.approx(want)
+    # the colour affinity: test_superpixel_affinities_are_the_authors
+
+
+def _authors_superpixel_affinities(labels, image, features):
+    """Superpixels.m's neighborAffinities + nearbyAffinities transcribed, loop by loop, on given
+    labels: regionprops centroids (1-based), MATLAB round (half away from zero), sub2ind; the
+    8-connected neighbours; erf affinities of region means; W' + W. Dense N×N (small images)."""
+    from math import erf as erf1
+
+    h, w = labels.shape
+    n_sp = labels.max() + 1
+    cents = []
+    for k in range(n_sp):
+        ys, xs = np.nonzero(labels == k)
+        cy, cx = ys.mean() + 1, xs.mean() + 1
+        ry, rx = int(np.floor(cy + 0.5)), int(np.floor(cx + 0.5))
+        cents.append((ry, rx, (rx - 1) * h + ry - 1))  # sub2ind, column-major, made 0-based
+    # MATLAB's linear indices are column-major; map them to this project's row-major pixels
+    to_rm = [(ind % h) * w + ind // h for _, _, ind in cents]
+    means = lambda v: np.array([v[labels == k].mean(axis=0) for k in range(n_sp)])  # noqa: E731
+    fm, cm = means(features), means(image)
+    neigh = set()
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        for y in range(h - dy):
+            for x in range(max(0, -dx), min(w, w - dx)):
+                a, b = labels[y, x], labels[y + dy, x + dx]
+                if a != b:
+                    neigh.add((min(a, b), max(a, b)))
+    n = h * w
+    sem, col = np.zeros((n, n)), np.zeros((n, n))
+    for a, b in sorted(neigh):
+        d = np.sqrt(((fm[a] - fm[b]) ** 2).sum())
+        sem[to_rm[a], to_rm[b]] += erf1(20 * ((1 - d) - 0.85))
+    for i in range(n_sp):
+        for j in range(i + 1, n_sp):
+            dy = cents[i][0] / h - cents[j][0] / h
+            dx = cents[i][1] / w - cents[j][1] / w
+            if np.sqrt(dy * dy + dx * dx) <= 0.2:
+                d = np.sqrt(((cm[i] - cm[j]) ** 2).sum())
+                col[to_rm[i], to_rm[j]] += (erf1(50 * ((1 - d) - 0.95)) + 1) / 2
+    sem, col = sem + sem.T, col + col.T
+    np.fill_diagonal(sem, 0)  # a superpixel pair on one pixel: cancels in L = D − W
+    np.fill_diagonal(col, 0)
+    return sem, col
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_superpixel_affinities_are_the_authors(seed):
+    img = _image(30, 41, seed=seed)
+    feat = np.stack([img.mean(axis=2), img[..., 0] ** 2, 1 - img[..., 2]], axis=2)
+    labels = superpixels.slic_zero(img, 40)
+    s = superpixels.describe(labels, img, feat)
+    want_sem, want_col = _authors_superpixel_affinities(labels, img, feat)
+    n = img.shape[0] * img.shape[1]
+    np.testing.assert_allclose(affinity.semantic_affinity(s, n).toarray(), want_sem, atol=1e-12)
+    np.testing.assert_allclose(affinity.color_affinity(s, n).toarray(), want_col, atol=1e-12)
 
 
 def test_eigenvectors_span_the_dense_decomposition():
@@ -108,6 +157,31 @@ def test_constrained_sparsification_energy_never_increases():
     np.testing.assert_allclose(alpha.sum(axis=1), 1.0, atol=1e-9)  # the sum constraint holds
 
 
+def test_constrained_sparsification_drops_on_the_authors_schedule():
+    """softSegmentsFromEigs.m drops near-empty segments after iterations ⌈T/4⌉ + 1, 2⌈T/4⌉ + 1,
+    … (11, 21, 31 of 40), never at the last one."""
+    _, feat, lap, vals, vecs = _small_problem()
+    init = _initial_segments(feat.reshape(-1, 3), 12, 0)
+    for iterations in (40, 20):
+        trace = sparsify.SparsifyTrace()
+        sparsify.constrained_sparsification(vecs, vals, lap, init, iterations, trace=trace)
+        counts = trace.segments  # the segments each iteration started its solve with
+        dropped = [it for it in range(1, iterations) if counts[it] != counts[it - 1]]
+        cycle = -(-iterations // 4)
+        assert dropped, counts
+        assert set(dropped) <= set(range(cycle + 1, iterations, cycle)), (iterations, dropped)
+
+
+def test_grouping_weights_features_by_alpha_as_the_authors():
+    """groupSegments.m: each segment's mean feature is sum(α .* f) / sum(α), negative α
+    included (constrained segments reach −0.8)."""
+    rng = np.random.default_rng(5)
+    feat = rng.random((500, 3))
+    alpha = rng.random((500, 6)) - 0.3
+    want = np.stack([(alpha[:, [k]] * feat).sum(axis=0) / alpha[:, k].sum() for k in range(6)])
+    np.testing.assert_allclose(sparsify.segment_means(alpha, feat), want, rtol=1e-12)
+
+
 def test_relaxed_sparsification_gives_layers_in_0_1_summing_to_1():
     img, feat, lap, vals, vecs = _small_problem(seed=4)
     init = _initial_segments(feat.reshape(-1, 3), 8, 0)
@@ -141,16 +215,34 @@ def test_relaxed_sparsification_depends_on_its_exponent_and_iterations():
     assert np.abs(out - none).max() > 1e-3
 
 
-def test_derivative_pair_differentiates():
-    p, d = derivative_pair()
-    assert len(p) == len(d) == 13
-    assert p.sum() == pytest.approx(1.0) and np.allclose(p, p[::-1])
-    assert np.allclose(d, -d[::-1])
-    x = np.arange(-6, 7, dtype=float)
-    assert d @ x == pytest.approx(1.0, rel=1e-6)  # exact on a ramp
+def _authors_gradient(image: np.ndarray) -> np.ndarray:
+    """imageGradient(image, false, 6) transcribed: the published 13-tap filters as written
+    there, 13 replicated pixels of padding, MATLAB's conv2(u, v, A, 'same') — u down the
+    columns, v along the rows, true convolution — per channel, then the norms."""
+    dk = [0.0001, 0.0019, 0.0142, 0.0509, 0.0963, 0.0878, 0.0000, -0.0878, -0.0963, -0.0509,
+          -0.0142, -0.0019, -0.0001]  # fmt: skip
+    kk = [0.0000, 0.0007, 0.0071, 0.0374, 0.1126, 0.2119, 0.2605, 0.2119, 0.1126, 0.0374,
+          0.0071, 0.0007, 0.0000]  # fmt: skip
+    padded = np.pad(image, ((13, 13), (13, 13), (0, 0)), mode="edge")
+
+    def conv2(u, v, a):
+        cols = np.apply_along_axis(lambda c: np.convolve(c, u, mode="same"), 0, a)
+        return np.apply_along_axis(lambda r: np.convolve(r, v, mode="same"), 1, cols)
+
+    ys = np.stack([conv2(dk, kk, padded[..., c]) for c in range(3)], axis=2)[13:-13, 13:-13]
+    xs = np.stack([conv2(kk, dk, padded[..., c]) for c in range(3)], axis=2)[13:-13, 13:-13]
+    y, x = np.sqrt((ys**2).sum(axis=2)), np.sqrt((xs**2).sum(axis=2))
+    return np.sqrt(y * y + x * x)
+
+
+def test_gradient_is_the_authors_colour_gradient():
+    image = _image(37, 52, seed=4)
+    np.testing.assert_allclose(gradient_magnitude(image), _authors_gradient(image), atol=1e-12)
     ramp = np.tile(0.02 * np.arange(50.0), (30, 1))
     g = gradient_magnitude(np.repeat(ramp[..., None], 3, axis=2))
-    np.testing.assert_allclose(g[:, 8:-8], 0.02, rtol=1e-6)  # away from the replicated borders
+    # the derivative is 1 on a unit ramp (to the published taps' four decimals); the three
+    # channels add in the norm
+    np.testing.assert_allclose(g[:, 8:-8], 0.02 * np.sqrt(3), rtol=2e-4)
 
 
 def test_segment_arrays_on_a_two_region_image():
@@ -409,3 +501,40 @@ def test_features_keyword_is_a_deprecated_spelling_of_embedding():
     np.testing.assert_array_equal(new.alphas, old.alphas)
     with pytest.raises(TypeError, match="embedding= only"):
         segment(img, embedding, config, features=embedding)
+
+
+@pytest.mark.parametrize(
+    ("h", "w"), [(200, 1), (1, 200), (2, 2), (30, 40)], ids=["wide1", "tall1", "2x2", "small"]
+)
+def test_degenerate_shapes_give_layers(h, w):
+    """Photos one pixel wide or tall, tiny, or with fewer pixels than the 2,500 superpixels
+    asked: K layers in [0, 1] summing to 1, in well under a second (default settings)."""
+    import time
+
+    rng = np.random.default_rng(h * 1000 + w)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    t = time.perf_counter()
+    alphas = segment_arrays(image, rng.random((h, w, 3)).astype(np.float32), SegmentConfig())
+    assert time.perf_counter() - t < 10  # a generous bound: ~0.7 s measured on 2 cores
+    assert alphas.shape == (h, w, 5) and np.isfinite(alphas).all()
+    assert alphas.min() >= 0 and alphas.max() <= 1
+    np.testing.assert_allclose(alphas.sum(axis=2), 1.0, atol=1e-6)
+
+
+def test_uniform_and_one_object_photos():
+    """A uniform photo is one layer (at once: it took 4.4 s at 320×240 through a degenerate
+    spectrum); one colour with a small object gives the object its own layer."""
+    uniform = np.full((120, 160, 3), 128, np.uint8)
+    alphas = segment_arrays(uniform, np.full((120, 160, 3), 0.5, np.float32), SegmentConfig())
+    np.testing.assert_array_equal(alphas[..., 0], 1.0)
+    assert not alphas[..., 1:].any()
+    photo = np.full((120, 160, 3), 200, np.uint8)
+    photo[50:65, 70:85] = (20, 40, 220)
+    emb = np.full((120, 160, 3), 0.3, np.float32)
+    emb[50:65, 70:85] = (0.9, 0.1, 0.5)
+    alphas = segment_arrays(photo, emb, SegmentConfig())
+    mask = np.zeros((120, 160), bool)
+    mask[50:65, 70:85] = True
+    layers = alphas > 0.5
+    iou = max((layers[..., k] & mask).sum() / (layers[..., k] | mask).sum() for k in range(5))
+    assert iou > 0.8

@@ -14,7 +14,9 @@ normal equations are block-diagonal plus one block repeated everywhere (the last
 couples all others); they are solved by the Woodbury identity in (K−1)·m³ instead of
 ((K−1)·m)³. The Grams Eᵀ diag(e) E of all segments come from the compiled kernel (``_Grams``,
 ``native.weighted_grams``; float32 sums — the weights' floor ``TAU`` keeps their range within
-float32's reach). Every 10 iterations, segments whose max |α| ≤ 0.1 are dropped.
+float32's reach). After iterations 11, 21 and 31 of 40 (⌈T/4⌉ + 1 and every ⌈T/4⌉ after: the
+authors' schedule), segments whose max |α| ≤ 0.1 are dropped, the new last one not reset to
+1 − Σ others (as theirs; the next iteration makes it so).
 
 Relaxed sparsification (the authors' final step), on the L layers at pixel level:
 
@@ -153,7 +155,7 @@ def constrained_sparsification(
     initial: np.ndarray,
     iterations: int = 40,
     gamma: float = GAMMA,
-    drop_every: int = 10,
+    drop_every: int | None = None,
     drop_below: float = 0.1,
     trace: SparsifyTrace | None = None,
 ) -> np.ndarray:
@@ -174,6 +176,10 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
     lap_one = vecs_t @ np.asarray(lap @ np.ones(lap.shape[0])).ravel()  # Eᵀ L 1 (≈ 0)
     alpha = np.ascontiguousarray(np.asarray(initial, np.float64).T)  # segments by rows: K×N
     e1, e0 = _weights(alpha, gamma)
+    # segments whose max |α| ≤ drop_below are dropped after iteration ⌈T/4⌉ + 1 and every
+    # ⌈T/4⌉ iterations after it (softSegmentsFromEigs.m), or after every ``drop_every``-th + 1
+    cycle = drop_every or max(1, -(-iterations // 4))
+    next_drop = cycle
     for it in range(1, iterations + 1):
         k = alpha.shape[0]
         if k < 2:
@@ -196,13 +202,21 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
             if trace.record_energy:
                 trace.energies.append(constrained_energy(alpha.T, lap, gamma))
             trace.segments.append(alpha.shape[0])
-        if drop_every and it % drop_every == 0 and it < iterations:
+        if it > next_drop:  # the authors' schedule: after iterations 11, 21, 31 of 40
             keep = np.abs(alpha).max(axis=1) > drop_below
             if not keep.all() and keep.sum() >= 1:
-                alpha = alpha[keep]
-                alpha[-1] = 1.0 - alpha[:-1].sum(axis=0)
+                alpha = alpha[keep]  # as the authors: the new last one is not reset to 1 − Σ
+            next_drop += cycle
         e1, e0 = _weights(alpha, gamma)
     return np.ascontiguousarray(alpha.T)
+
+
+def segment_means(alpha: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Each segment's α-weighted mean feature, K×d, as the authors' groupSegments.m takes it:
+    Σ α·f / Σ α with negative α included (a zero Σ α is read as 1e-12)."""
+    total = alpha.sum(axis=0)
+    total = np.where(np.abs(total) < 1e-12, 1e-12, total)
+    return (alpha.T @ features) / total[:, None]
 
 
 def group_segments(
@@ -215,8 +229,8 @@ def group_segments(
     k = alpha.shape[1]
     if k <= layers:
         return alpha.copy()
-    weights = np.clip(alpha, 0.0, None)
-    means = (weights.T @ features) / np.maximum(weights.sum(axis=0), 1e-12)[:, None]
+    weights = np.asarray(alpha, np.float64)
+    means = segment_means(weights, features)
     best = None
     for attempt in range(8):  # k-means++ restarts; the lowest within-cluster spread wins
         with warnings.catch_warnings():  # a restart with an empty cluster is skipped below
@@ -296,8 +310,7 @@ def relaxed_sparsification(
     if energies is not None:  # the energy of the start, then of every iterate
         energies.append(relaxed_energy(x, lap, a0, gam[:, 0], sigma_s, sigma_f, delta))
     for _ in range(iterations):
-        u = gam * np.maximum(np.abs(x), RELAXED_FLOOR) ** (gam - 2.0) / 2.0
-        v = gam * np.maximum(np.abs(1.0 - x), RELAXED_FLOOR) ** (gam - 2.0) / 2.0
+        u, v = relaxed_weights(x, gam)
         rhs = sigma_s * v + sigma_f * a0 + delta
         x = solve(x, sigma_s * (u + v) + sigma_f, rhs, cg_iterations)
         if energies is not None:
@@ -305,6 +318,14 @@ def relaxed_sparsification(
     x = solve(x, np.full((n, layers), sigma_f), sigma_f * x + delta, final_cg_iterations)
     x = np.clip(x, 0.0, 1.0)
     return x / np.maximum(x.sum(axis=1, keepdims=True), 1e-10)
+
+
+def relaxed_weights(x: np.ndarray, gam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The IRLS weights (u, v) of |α|^γ and |1 − α|^γ at the current α (N×L; γ N×1):
+    γ/2 · max(|·|, floor)^(γ−2), the quadratic surrogate's curvature that majorizes the term."""
+    u = gam * np.maximum(np.abs(x), RELAXED_FLOOR) ** (gam - 2.0) / 2.0
+    v = gam * np.maximum(np.abs(1.0 - x), RELAXED_FLOOR) ** (gam - 2.0) / 2.0
+    return u, v
 
 
 def relaxed_energy(x, lap, a0, gam, sigma_s, sigma_f, delta) -> float:

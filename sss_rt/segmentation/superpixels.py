@@ -11,7 +11,7 @@ import numpy as np
 class Superpixels:
     labels: np.ndarray  # H×W int32, 0 .. n-1
     centroid_pixel: np.ndarray  # (n,) flat index of the pixel nearest each centroid
-    centroid_yx: np.ndarray  # (n, 2) centroids, y / H and x / W
+    centroid_yx: np.ndarray  # (n, 2) rounded centroids, y / H and x / W
     mean_color: np.ndarray  # (n, 3) in [0, 1]
     mean_feature: np.ndarray  # (n, d)
     adjacent: np.ndarray  # (m, 2) label pairs i < j touching in the 8-neighbourhood
@@ -53,11 +53,12 @@ def describe(labels: np.ndarray, image: np.ndarray, features: np.ndarray) -> Sup
     flat = labels.ravel()
     count = np.bincount(flat, minlength=n).astype(np.float64)
     ys, xs = np.divmod(np.arange(h * w), w)
-    cy = np.bincount(flat, ys, n) / count
-    cx = np.bincount(flat, xs, n) / count
-    pixel = np.clip(np.rint(cy), 0, h - 1).astype(np.int64) * w + np.clip(
-        np.rint(cx), 0, w - 1
-    ).astype(np.int64)
+    # centroids rounded half up, as the authors' MATLAB round() of 1-based centroids does
+    # (round(c + 1) − 1 = ⌊c + ½⌋), and used rounded both as the affinities' pixels and in the
+    # colour affinity's distance test
+    cy = np.floor(np.bincount(flat, ys, n) / count + 0.5)
+    cx = np.floor(np.bincount(flat, xs, n) / count + 0.5)
+    pixel = np.clip(cy, 0, h - 1).astype(np.int64) * w + np.clip(cx, 0, w - 1).astype(np.int64)
 
     def means(values: np.ndarray) -> np.ndarray:
         v = values.reshape(h * w, -1).astype(np.float64)
