@@ -17,6 +17,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from sss_rt import blas, native
+from sss_rt.precision import _proc_flags
 from sss_rt.segmentation import SegmentConfig
 from sss_rt.segmentation import native as seg_native
 
@@ -145,3 +146,22 @@ def test_concurrent_segmentations_equal_serial_ones(shared):
                 together = list(pool.map(own, photos))
     for got, want in zip(together, serial, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(
+    not native.available()
+    or "avx512f" not in __import__("sss_rt.precision").precision._proc_flags(),
+    reason="needs the compiled kernel on a CPU with AVX-512",
+)
+def test_layers_hardly_depend_on_the_gram_kernels_simd_path(monkeypatch):
+    """The AVX-512 and the plain-C Gram loops sum in different orders (float32 within blocks):
+    the layers of one photo stay within 1e-4 (the plain-C path forced by simulated CPU flags)."""
+    from sss_rt.segmentation.segmenter import segment_arrays
+
+    image = _photo()
+    embedding = np.random.default_rng(3).random((120, 160, 3)).astype(np.float32)
+    embedding[:, 80:] += 1.0
+    wide = segment_arrays(image, embedding, QUICK)
+    monkeypatch.setenv("SSS_RT_CPU_FLAGS", " ".join(_proc_flags() - {"avx512f"}))
+    plain = segment_arrays(image, embedding, QUICK)
+    assert np.abs(wide - plain).max() < 1e-4

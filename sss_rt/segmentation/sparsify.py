@@ -40,6 +40,7 @@ from scipy.linalg.blas import ssyrk
 from scipy.sparse.linalg import LinearOperator, cg
 
 from sss_rt import blas
+from sss_rt.precision import cpu_flags
 from sss_rt.segmentation import native
 
 GAMMA = 0.8
@@ -134,7 +135,10 @@ class _Grams:
         """The K Grams (K×m×m float64, symmetric) of the weight rows (K×N)."""
         k = weights.shape[0]
         if self.padded is not None:
-            grams = native.weighted_grams(self.padded, weights)
+            # the AVX-512 loop only where the CPU's flags (SSS_RT_CPU_FLAGS may simulate
+            # another CPU's) have AVX-512F; the plain C loop elsewhere
+            generic = "avx512f" not in cpu_flags()
+            grams = native.weighted_grams(self.padded, weights, generic=generic)
             assert grams is not None
             return grams
         grams = np.zeros((k, self.m, self.m))
