@@ -218,3 +218,60 @@ def test_compiled_head_rows_match_float64_reference(rng, size, low1, low2):
     with pytest.raises(ValueError, match="out of its block"):
         bad = (np.ascontiguousarray(ups[0][0][:, :1]), *ups[0][1:])
         native.hidden_rows(t_in, fin, bias, (bad, ups[1]), y0, n)
+
+
+def test_trunk_in_bands_equals_the_whole_trunk(onnx_path):
+    """The hypercolumn trunk in bands of rows with halos (as images above 16 MP run it) gives
+    the whole image's trunk outputs, up to float rounding."""
+    import cv2
+
+    from sss_rt import Extractor
+    from sss_rt.families import trunk_bands
+    from sss_rt.model_info import INPUT_NAME
+
+    rng = np.random.default_rng(8)
+    small = rng.integers(0, 256, (70, 20, 3), dtype=np.uint8)
+    image = cv2.resize(small, (200, 1100), interpolation=cv2.INTER_CUBIC)
+    with Extractor(onnx_path, backend="onnxruntime", device="cpu") as ex:
+        session = ex.backend._trunk
+
+        def run(rows):
+            return [out[0] for out in session.run(None, {INPUT_NAME: rows[None]})]
+
+        whole = run(image)
+        edges = trunk_bands.band_edges(1100, 200, band_pixels=200 * 300)
+        assert len(edges) > 3 and all(e % trunk_bands.STRIDE == 0 for e in edges[1:-1])
+        banded = trunk_bands.run_in_bands(run, image, band_pixels=200 * 300)
+        for w, b in zip(whole, banded, strict=True):
+            assert w.shape == b.shape
+            np.testing.assert_allclose(b, w, rtol=0, atol=1e-4 * max(1.0, np.abs(w).max()))
+        # a halo too small for the receptive field is visibly different: the test can fail
+        short = trunk_bands.run_in_bands(run, image, band_pixels=200 * 300, halo=32)
+        assert max(np.abs(s - w).max() for s, w in zip(short, whole, strict=True)) > 1e-2
+
+
+def test_extractor_runs_large_images_trunk_in_bands(onnx_path, monkeypatch):
+    """Above BANDED_ABOVE pixels the ONNX Runtime backend runs the trunk in bands on its
+    memory-pattern-free session (lowered here to a small image): the same embedding as the
+    whole trunk, up to float rounding."""
+    import functools
+
+    import cv2
+
+    import sss_rt.backends.onnxruntime as ort_backend
+    from sss_rt import Extractor
+    from sss_rt.families import trunk_bands
+
+    rng = np.random.default_rng(9)
+    image = cv2.resize(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8), (240, 900))
+    with Extractor(onnx_path, backend="onnxruntime", device="cpu") as ex:
+        whole = ex.extract(image).embedding
+        calls = []
+        banded_run = functools.partial(trunk_bands.run_in_bands, band_pixels=240 * 256)
+        monkeypatch.setattr(ort_backend, "BANDED_ABOVE", 100_000)
+        monkeypatch.setattr(
+            ort_backend, "run_in_bands", lambda *a: calls.append(1) or banded_run(*a)
+        )
+        banded = ex.extract(image).embedding
+        assert calls and ex.backend._large_trunk is not None
+    np.testing.assert_allclose(banded, whole, rtol=0, atol=1e-4)
