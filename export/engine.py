@@ -134,11 +134,10 @@ def mismatch(record: dict[str, Any], machine: dict[str, Any]) -> str | None:
 
 def cache_dir() -> Path:
     """Per-user engine cache (``$SSS_RT_CACHE`` or ``$XDG_CACHE_HOME/sss-rt/engines``)."""
-    root = os.environ.get("SSS_RT_CACHE")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sss-rt" / "engines"
+    from sss_rt.export.cache import cache_root
+
+    # engines sit in $SSS_RT_CACHE itself (as they always have), else in the cache's engines/
+    return cache_root() if os.environ.get("SSS_RT_CACHE") else cache_root() / "engines"
 
 
 # --- the parts that need TensorRT and a GPU ---------------------------------------------------
