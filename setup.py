@@ -25,6 +25,7 @@ setup(
             sources=["kernels/cpu_segmentation.c"],
             depends=["kernels/buffer_args.h"],
             extra_compile_args=CFLAGS,
+            libraries=[] if sys.platform == "win32" else ["m"],  # fmaf
             optional=True,
         ),
     ]

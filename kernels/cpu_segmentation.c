@@ -17,8 +17,8 @@
  *   streams the factors once whatever R is, so it costs about the same for 4 or 16 right-hand
  *   sides (at 320×240, 34M non-zeros: 0.07 s for 16 on two threads; SuperLU's solve 0.27 s).
  *
- * weighted_grams(e, c, out, n, mp, m, K, p0, p1[, generic]); grams_variant() names the loop
- *   that runs here (avx512 or generic)
+ * weighted_grams(e, c, out, n, mp, m, K, p0, p1[, level]); grams_variant() names the loop
+ *   that runs here (avx512, avx2 or generic)
  *   out[k][a][b] += Σ_i c[k][i] · e[i][a] · e[i][b] over pixels i in [p0, p1), for every
  *   segment k, in float32 sums over FLUSH·PIX pixels added into float64. Of each symmetric
  *   m×m Gram, with m = 16q + t, it writes the entries a ≤ b < 16q (the upper triangle of the
@@ -28,21 +28,26 @@
  *                          next multiple of 16
  *   c   float32 [K][n]    each segment's weights
  *   out float64 [K][m][mp]
- *   With AVX-512: per block, the weighted copy c_k ⊙ e, then tiles of 6 rows × 4 vectors held in
- *   24 registers (one broadcast per row and pixel); elsewhere (or with generic) plain C, compiled
- *   for AVX2 and the baseline too. Threads take pixel ranges,
- *   each with its own out.
+ *   Per block, the weighted copy c_k ⊙ e, then tiles held in registers (one broadcast per row
+ *   and pixel): with AVX-512, 6 rows × 4 vectors in 24 registers; with AVX2 and FMA, 6 rows ×
+ *   1 vector in 12 (two 8-float halves); elsewhere plain C. level caps the loop: 2 (default)
+ *   the best this CPU has, 1 at most AVX2, 0 plain C. Every loop adds each entry's products
+ *   pixel by pixel in the same order with one rounding per multiply-add (FMA; fmaf in plain C),
+ *   so all three give the same bits on any CPU. Threads take pixel ranges, each with its own out.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define GRAM_CLONES __attribute__((target_clones("avx512f", "fma", "default"))) /* fma: AVX + FMA */
 #else
 #define CLONES
+#define GRAM_CLONES
 #endif
 
 /* ---- tri_solve ---------------------------------------------------------------------------- */
@@ -168,10 +173,52 @@ __attribute__((target("avx512f"))) static void block_avx512(float *x, const floa
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6)
     });
 }
+
+/* AVX2: rows a0 .. a0+A-1 (A ≤ 6) of one 16-float column vector j, in 12 registers */
+__attribute__((always_inline, target("avx2,fma"))) static inline void
+tile_avx2(const float *x, const float *e, int64_t npix, int mp, int a0, int j, const int A,
+          float *out, int ldo)
+{
+    __m256 lo[6], hi[6];
+    for (int r = 0; r < A; ++r)
+        lo[r] = hi[r] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < npix; ++i) {
+        const float *ei = e + i * mp + j * 16, *xi = x + i * mp + a0;
+        const __m256 el = _mm256_loadu_ps(ei), eh = _mm256_loadu_ps(ei + 8);
+        for (int r = 0; r < A; ++r) {
+            const __m256 s = _mm256_broadcast_ss(xi + r);
+            lo[r] = _mm256_fmadd_ps(s, el, lo[r]);
+            hi[r] = _mm256_fmadd_ps(s, eh, hi[r]);
+        }
+    }
+    for (int r = 0; r < A; ++r) {
+        float *o = out + (int64_t)(a0 + r) * ldo + j * 16;
+        _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), lo[r]));
+        _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_loadu_ps(o + 8), hi[r]));
+    }
+}
+
+#define TILE2_CASE(A)                                                                             \
+    case A:                                                                                       \
+        for (int v = 0; v < V; ++v)                                                               \
+            tile_avx2(x, e, npix, mp, a0, j0 + v, A, out, mp);                                    \
+        break;
+
+__attribute__((target("avx2,fma"))) static void block_avx2(float *x, const float *e, const float *w,
+                                                          int64_t npix, int mp, int m, float *out)
+{
+    for (int64_t i = 0; i < npix; ++i) {
+        const __m256 s = _mm256_set1_ps(w[i]);
+        for (int v = 0; v < mp / 8; ++v)
+            _mm256_storeu_ps(x + i * mp + 8 * v, _mm256_mul_ps(s, _mm256_loadu_ps(e + i * mp + 8 * v)));
+    }
+    FOR_TILES(switch (A) { TILE2_CASE(1) TILE2_CASE(2) TILE2_CASE(3) TILE2_CASE(4) TILE2_CASE(5) TILE2_CASE(6) });
+}
 #endif
 
-/* the same sums in plain C (any CPU) */
-CLONES static void block_generic(float *x, const float *e, const float *w, int64_t npix, int mp, int m,
+/* the same sums in plain C (any CPU): fmaf rounds once as the tiles' FMA do, so every loop
+ * gives the same bits (where the CPU has no FMA unit, fmaf is libm's exact and slow one) */
+GRAM_CLONES static void block_generic(float *x, const float *e, const float *w, int64_t npix, int mp, int m,
                           float *out)
 {
     for (int64_t i = 0; i < npix; ++i)
@@ -184,7 +231,7 @@ CLONES static void block_generic(float *x, const float *e, const float *w, int64
                 const float s = x[i * mp + a];
                 const float *ei = e + i * mp + j0 * 16;
                 for (int t = 0; t < 16 * V; ++t)
-                    acc[t] += s * ei[t];
+                    acc[t] = fmaf(s, ei[t], acc[t]);
             }
             for (int t = 0; t < 16 * V; ++t)
                 out[(int64_t)a * mp + j0 * 16 + t] += acc[t];
@@ -196,7 +243,7 @@ CLONES static void block_generic(float *x, const float *e, const float *w, int64
  * which go into float64 every FLUSH blocks */
 #define FLUSH 32
 static int grams_run(const float *e, const float *c, double *out, int64_t n, int mp, int m, int K,
-                     int64_t p0, int64_t p1, int generic)
+                     int64_t p0, int64_t p1, int level)
 {
     const size_t gram = (size_t)m * mp;
     float *x = aligned_alloc(64, sizeof(float) * (size_t)PIX * mp);
@@ -208,10 +255,11 @@ static int grams_run(const float *e, const float *c, double *out, int64_t n, int
     }
 #ifdef HAVE_AVX512_GRAMS
     __builtin_cpu_init();
-    const int wide = !generic && __builtin_cpu_supports("avx512f");
+    const int wide = level >= 2 && __builtin_cpu_supports("avx512f");
+    const int avx2 = !wide && level >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
-    const int wide = 0;
-    (void)generic;
+    const int wide = 0, avx2 = 0;
+    (void)level;
 #endif
     int pending = 0;
     for (int64_t i0 = p0; i0 < p1; i0 += PIX) {
@@ -222,6 +270,8 @@ static int grams_run(const float *e, const float *c, double *out, int64_t n, int
 #ifdef HAVE_AVX512_GRAMS
             if (wide)
                 block_avx512(x, eb, w, npix, mp, m, acc + k * gram);
+            else if (avx2)
+                block_avx2(x, eb, w, npix, mp, m, acc + k * gram);
             else
 #endif
                 block_generic(x, eb, w, npix, mp, m, acc + k * gram);
@@ -237,6 +287,7 @@ static int grams_run(const float *e, const float *c, double *out, int64_t n, int
     free(x);
     free(acc);
     (void)wide;
+    (void)avx2;
     return 0;
 }
 
@@ -295,10 +346,10 @@ static PyObject *weighted_grams(PyObject *self, PyObject *args)
 {
     PyObject *objs[3];
     Py_ssize_t n, p0, p1;
-    int mp, m, K, generic = 0;
+    int mp, m, K, level = 2;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOniiinn|p", &objs[0], &objs[1], &objs[2], &n, &mp, &m, &K, &p0,
-                          &p1, &generic))
+    if (!PyArg_ParseTuple(args, "OOOniiinn|i", &objs[0], &objs[1], &objs[2], &n, &mp, &m, &K, &p0,
+                          &p1, &level))
         return NULL;
     if (n < 1 || m < 1 || mp < m || mp % 16 || mp > m + 15 || K < 1 || p0 < 0 || p1 > n || p0 > p1) {
         PyErr_SetString(PyExc_ValueError, "weighted_grams: inconsistent sizes or ranges");
@@ -311,7 +362,7 @@ static PyObject *weighted_grams(PyObject *self, PyObject *args)
         return NULL;
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = grams_run(v[0].buf, v[1].buf, v[2].buf, n, mp, m, K, p0, p1, generic);
+    status = grams_run(v[0].buf, v[1].buf, v[2].buf, n, mp, m, K, p0, p1, level);
     Py_END_ALLOW_THREADS
     release_buffers(v, 3);
     if (status < 0)
@@ -319,7 +370,7 @@ static PyObject *weighted_grams(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* grams_variant(): "avx512" when weighted_grams runs its AVX-512 tiles here, else "generic" */
+/* grams_variant(): the loop weighted_grams runs here by default: avx512, avx2 or generic */
 static PyObject *grams_variant(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -328,6 +379,8 @@ static PyObject *grams_variant(PyObject *self, PyObject *noargs)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
         return PyUnicode_FromString("avx512");
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return PyUnicode_FromString("avx2");
 #endif
     return PyUnicode_FromString("generic");
 }
@@ -338,7 +391,7 @@ static PyMethodDef methods[] = {
     {"weighted_grams", weighted_grams, METH_VARARGS,
      "Add Σ_i c[k][i]·e[i]ᵀe[i] over pixels [p0, p1) into out[k] (see the module source)."},
     {"grams_variant", grams_variant, METH_NOARGS,
-     "Which weighted_grams loop runs on this CPU: avx512 or generic."},
+     "Which weighted_grams loop runs on this CPU: avx512, avx2 or generic."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_segmentation",

@@ -129,9 +129,10 @@ def test_info_json(onnx_path, capsys):
 
     kernels = report["segmentation_kernels"]
     if seg.available():  # the Gram loop that runs is the widest this CPU has
-        wide = "avx512f" in cpu_flags() and platform.machine() in ("x86_64", "AMD64")
+        x86 = platform.machine() in ("x86_64", "AMD64")
+        level = seg.grams_level(cpu_flags()) if x86 else 0
         assert kernels.startswith("native") and kernels.endswith(
-            "(avx512)" if wide else "(generic)"
+            ("(generic)", "(avx2)", "(avx512)")[level]
         )
     else:
         assert kernels.startswith("scipy/numpy")

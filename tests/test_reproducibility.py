@@ -73,9 +73,9 @@ def test_reductions_give_the_same_bits_on_any_thread_count():
     np.testing.assert_array_equal(g1, g2)
     vecs = seg_native.pad_vectors(rng.standard_normal((40_000, 20)))
     weights = rng.random((3, 40_000))
-    for generic in (False, True):
-        w1 = seg_native.weighted_grams(vecs, weights, threads=1, generic=generic)
-        w2 = seg_native.weighted_grams(vecs, weights, threads=2, generic=generic)
+    for level in (2, 1, 0):
+        w1 = seg_native.weighted_grams(vecs, weights, threads=1, level=level)
+        w2 = seg_native.weighted_grams(vecs, weights, threads=2, level=level)
         np.testing.assert_array_equal(w1, w2)
 
 
@@ -149,19 +149,34 @@ def test_concurrent_segmentations_equal_serial_ones(shared):
 
 
 @pytest.mark.skipif(
-    not native.available()
-    or "avx512f" not in __import__("sss_rt.precision").precision._proc_flags(),
-    reason="needs the compiled kernel on a CPU with AVX-512",
+    not native.available() or not {"avx2", "fma"} <= _proc_flags(),
+    reason="needs the compiled kernel on a CPU with AVX2 and FMA (or AVX-512)",
 )
 def test_layers_hardly_depend_on_the_gram_kernels_simd_path(monkeypatch):
-    """The AVX-512 and the plain-C Gram loops sum in different orders (float32 within blocks):
-    the layers of one photo stay within 1e-4 (the plain-C path forced by simulated CPU flags)."""
+    """The SIMD Gram loops (AVX-512 or AVX2 tiles, with FMA) and the plain-C loop round
+    differently: the layers of one photo stay within 1e-4 (the plain-C path forced by simulated
+    CPU flags)."""
     from sss_rt.segmentation.segmenter import segment_arrays
 
     image = _photo()
     embedding = np.random.default_rng(3).random((120, 160, 3)).astype(np.float32)
     embedding[:, 80:] += 1.0
     wide = segment_arrays(image, embedding, QUICK)
-    monkeypatch.setenv("SSS_RT_CPU_FLAGS", " ".join(_proc_flags() - {"avx512f"}))
+    monkeypatch.setenv("SSS_RT_CPU_FLAGS", " ".join(_proc_flags() - {"avx512f", "avx2", "fma"}))
     plain = segment_arrays(image, embedding, QUICK)
     assert np.abs(wide - plain).max() < 1e-4
+
+
+@pytest.mark.skipif(
+    not native.available() or "avx512f" not in _proc_flags(),
+    reason="needs the compiled kernel on a CPU with AVX-512",
+)
+def test_the_avx512_and_avx2_gram_tiles_give_the_same_bits():
+    """Both add each entry's products pixel by pixel with one FMA each: the same sums."""
+    rng = np.random.default_rng(5)
+    vecs = seg_native.pad_vectors(rng.standard_normal((30_001, 100)))
+    weights = rng.random((4, 30_001))
+    np.testing.assert_array_equal(
+        seg_native.weighted_grams(vecs, weights, level=2),
+        seg_native.weighted_grams(vecs, weights, level=1),
+    )

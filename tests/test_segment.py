@@ -387,8 +387,8 @@ def test_cli_segment_reads_extracted_features(tmp_path):
                                           (2000, 100, 3)])  # fmt: skip
 def test_grams_of_every_path_equal_the_float64_sums(n, m, k):
     """The compiled kernel (m = 16q + t: the triangle of 16q columns and the t rows whole, a
-    pixel count that is no multiple of its blocks, one and two threads, its AVX-512 tiles and
-    its plain C loop), the pairs GEMM and the per-segment SYRK, all against Σ_i c_ki e_i e_iᵀ
+    pixel count that is no multiple of its blocks, one and two threads, its AVX-512 and AVX2 tiles
+    and its plain C loop), the pairs GEMM and the per-segment SYRK, all against Σ_i c_ki e_i e_iᵀ
     in float64."""
     rng = np.random.default_rng(n + m)
     vecs = np.linalg.qr(rng.standard_normal((n, m)))[0]
@@ -401,7 +401,8 @@ def test_grams_of_every_path_equal_the_float64_sums(n, m, k):
         g = sparsify._Grams(vecs)
         assert g.padded is not None
         got += [g(w), native.weighted_grams(g.padded, w, threads=1),
-                native.weighted_grams(g.padded, w, generic=True)]  # fmt: skip
+                native.weighted_grams(g.padded, w, level=1),
+                native.weighted_grams(g.padded, w, level=0)]  # fmt: skip
     scale = np.abs(exact).max(axis=(1, 2), keepdims=True)
     for g in got:
         assert g.shape == (k, m, m)

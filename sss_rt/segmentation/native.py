@@ -107,11 +107,12 @@ def weighted_grams(
     vecs: tuple[np.ndarray, int],
     weights: np.ndarray,
     threads: int | None = None,
-    generic: bool = False,
+    level: int = 2,
 ) -> np.ndarray | None:
     """Eᵀ diag(c_k) E for every row c_k of ``weights`` (K×N), E as :func:`pad_vectors` gives it;
     K×m×m float64, symmetric (float32 sums over blocks of pixels, added in float64). None
-    without the compiled kernel. ``generic``: the plain C loop that CPUs without AVX-512 run."""
+    without the compiled kernel. ``level`` caps the loop (:func:`grams_level`): 2 the best the
+    CPU has, 1 at most AVX2, 0 the plain C loop."""
     if _ext is None:
         return None
     e, m = vecs
@@ -123,7 +124,7 @@ def weighted_grams(
     outs = [np.zeros((k, m, mp)) for _ in parts]
 
     def run(j: int, a: int, b: int) -> None:
-        _ext.weighted_grams(e, c, outs[j], n, mp, m, k, a, b, generic)
+        _ext.weighted_grams(e, c, outs[j], n, mp, m, k, a, b, level)
 
     each([(j, a, b) for j, (a, b) in enumerate(parts)], threads, run)
     g = outs[0]
@@ -131,6 +132,12 @@ def weighted_grams(
         g += part
     rows, cols = _symmetric_from_written(m)
     return g[:, rows, cols]
+
+
+def grams_level(flags: frozenset[str] | set[str]) -> int:
+    """The :func:`weighted_grams` level a CPU with these flags runs (the kernel still checks the
+    CPU it is on): 2 with AVX-512F, 1 with AVX2 and FMA, else 0."""
+    return 2 if "avx512f" in flags else 1 if {"avx2", "fma"} <= set(flags) else 0
 
 
 @functools.cache

@@ -135,10 +135,9 @@ class _Grams:
         """The K Grams (K×m×m float64, symmetric) of the weight rows (K×N)."""
         k = weights.shape[0]
         if self.padded is not None:
-            # the AVX-512 loop only where the CPU's flags (SSS_RT_CPU_FLAGS may simulate
-            # another CPU's) have AVX-512F; the plain C loop elsewhere
-            generic = "avx512f" not in cpu_flags()
-            grams = native.weighted_grams(self.padded, weights, generic=generic)
+            # the loop the CPU's flags allow (SSS_RT_CPU_FLAGS may simulate another CPU's)
+            level = native.grams_level(cpu_flags())
+            grams = native.weighted_grams(self.padded, weights, level=level)
             assert grams is not None
             return grams
         grams = np.zeros((k, self.m, self.m))
