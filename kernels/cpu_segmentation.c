@@ -34,6 +34,13 @@
  *   the best this CPU has, 1 at most AVX2, 0 plain C. Every loop adds each entry's products
  *   pixel by pixel in the same order with one rounding per multiply-add (FMA; fmaf in plain C),
  *   so all three give the same bits on any CPU. Threads take pixel ranges, each with its own out.
+ *
+ * layer_operator(ptr, idx, val, diag, x, out, n, nnz, R, delta, r0, r1)
+ *   out[i] = Σ_j A_ij x[j] + diag[i] ⊙ x[i] + δ·(Σ_r x[i][r]) for rows i in [r0, r1): the
+ *   relaxed sparsification's operator blkdiag(A + diag_r) + δ·CᵀC on R layers at once.
+ *   ptr int64 [n+1], idx int32, val float64   A by rows (CSR)
+ *   diag, x, out  float64 [n][R]             row-major: a pixel's R layers are one vector
+ *   Each row is summed on its own in a fixed order: threads taking row ranges change no bit.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -291,6 +298,45 @@ static int grams_run(const float *e, const float *c, double *out, int64_t n, int
     return 0;
 }
 
+/* ---- layer_operator ---------------------------------------------------------------------- */
+
+#define LAYER_ROWS(R)                                                                             \
+    CLONES static int layer_rows_##R(const int64_t *ptr, const int32_t *idx, const double *val,    \
+                                     const double *diag, const double *x, double *out,             \
+                                     double delta, int64_t n, int64_t r0, int64_t r1)              \
+    {                                                                                             \
+        int bad = 0;                                                                              \
+        for (int64_t i = r0; i < r1; ++i) {                                                       \
+            double acc[R], sum = 0.0;                                                             \
+            for (int r = 0; r < (R); ++r)                                                         \
+                acc[r] = diag[i * (R) + r] * x[i * (R) + r];                                      \
+            for (int64_t p = ptr[i]; p < ptr[i + 1]; ++p) {                                       \
+                const double a = val[p];                                                          \
+                const int64_t j = idx[p];                                                         \
+                if (j < 0 || j >= n) { /* a column out of range: reported, not read */            \
+                    bad = 1;                                                                      \
+                    continue;                                                                     \
+                }                                                                                 \
+                const double *xj = x + j * (R);                                                   \
+                for (int r = 0; r < (R); ++r)                                                     \
+                    acc[r] += a * xj[r];                                                          \
+            }                                                                                     \
+            for (int r = 0; r < (R); ++r)                                                         \
+                sum += x[i * (R) + r];                                                            \
+            for (int r = 0; r < (R); ++r)                                                         \
+                out[i * (R) + r] = acc[r] + delta * sum;                                          \
+        }                                                                                         \
+        return bad;                                                                               \
+    }
+LAYER_ROWS(1)
+LAYER_ROWS(2)
+LAYER_ROWS(3)
+LAYER_ROWS(4)
+LAYER_ROWS(5)
+LAYER_ROWS(6)
+LAYER_ROWS(7)
+LAYER_ROWS(8)
+
 /* ---- Python glue -------------------------------------------------------------------------- */
 
 #include "buffer_args.h"
@@ -370,6 +416,58 @@ static PyObject *weighted_grams(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *layer_operator(PyObject *self, PyObject *args)
+{
+    PyObject *objs[6];
+    Py_ssize_t n, nnz, r0, r1;
+    int R;
+    double delta;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOnnidnn", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                          &objs[5], &n, &nnz, &R, &delta, &r0, &r1))
+        return NULL;
+    if (n < 1 || nnz < 0 || R < 1 || R > 8 || r0 < 0 || r1 > n || r0 > r1) {
+        PyErr_SetString(PyExc_ValueError, "layer_operator: inconsistent sizes (R must be 1 .. 8)");
+        return NULL;
+    }
+    const BufferArg specs[6] = {{"ptr", n + 1, 8, 0},  {"idx", nnz, 4, 0},   {"val", nnz, 8, 0},
+                                {"diag", n * R, 8, 0}, {"x", n * R, 8, 0},   {"out", n * R, 8, 1}};
+    Py_buffer v[6];
+    if (get_buffers(objs, v, specs, 6) < 0)
+        return NULL;
+    const int64_t *ptr = v[0].buf;
+    const int32_t *idx = v[1].buf;
+    int ok = ptr[0] == 0 && ptr[n] == nnz;
+    for (int64_t i = r0; ok && i < r1; ++i)
+        ok = ptr[i + 1] >= ptr[i];
+    if (!ok) {
+        release_buffers(v, 6);
+        PyErr_SetString(PyExc_ValueError, "layer_operator: not a CSR matrix of n rows");
+        return NULL;
+    }
+    const double *val = v[2].buf, *diag = v[3].buf, *x = v[4].buf;
+    double *out = v[5].buf;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    switch (R) {
+    case 1: bad = layer_rows_1(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
+    case 2: bad = layer_rows_2(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
+    case 3: bad = layer_rows_3(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
+    case 4: bad = layer_rows_4(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
+    case 5: bad = layer_rows_5(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
+    case 6: bad = layer_rows_6(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
+    case 7: bad = layer_rows_7(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
+    default: bad = layer_rows_8(ptr, idx, val, diag, x, out, delta, n, r0, r1);
+    }
+    Py_END_ALLOW_THREADS
+    release_buffers(v, 6);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "layer_operator: a column index out of range");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* grams_variant(): the loop weighted_grams runs here by default: avx512, avx2 or generic */
 static PyObject *grams_variant(PyObject *self, PyObject *noargs)
 {
@@ -390,6 +488,8 @@ static PyMethodDef methods[] = {
      "Solve F·B·z = b in place for R right-hand sides (see the module source for the layout)."},
     {"weighted_grams", weighted_grams, METH_VARARGS,
      "Add Σ_i c[k][i]·e[i]ᵀe[i] over pixels [p0, p1) into out[k] (see the module source)."},
+    {"layer_operator", layer_operator, METH_VARARGS,
+     "out = A·x + diag ⊙ x + δ·rowsum(x) on rows [r0, r1) (see the module source)."},
     {"grams_variant", grams_variant, METH_NOARGS,
      "Which weighted_grams loop runs on this CPU: avx512, avx2 or generic."},
     {NULL, NULL, 0, NULL}};

@@ -444,6 +444,38 @@ def test_lu_solver_solves_like_a_dense_solve(r):
         np.testing.assert_allclose(x, exact, rtol=0, atol=1e-9 * np.abs(exact).max())
 
 
+@pytest.mark.parametrize("layers", [1, 5, 8])
+def test_layer_operator_is_the_relaxed_steps_matrix(layers):
+    """A·x + diag ⊙ x + δ·rowsum(x) against the sparse product in float64, on 1 and 3 threads
+    (the same bits), compiled and SciPy's."""
+    rng = np.random.default_rng(layers)
+    n = 5003
+    a = scipy.sparse.random(n, n, density=8 / n, random_state=layers, format="csr")
+    a = a + a.T + scipy.sparse.diags(rng.random(n))
+    x = rng.standard_normal((n, layers))
+    diag = rng.random((n, layers)) * 1e3
+    exact = a @ x + diag * x + 100.0 * x.sum(axis=1, keepdims=True)
+    got = [native.LayerOperator(a, threads=t)(x, diag, 100.0) for t in (1, 3)]
+    got.append(native.LayerOperator(a, compiled=False)(x, diag, 100.0))
+    np.testing.assert_array_equal(got[0], got[1])
+    for g in got:
+        np.testing.assert_allclose(g, exact, rtol=1e-12, atol=1e-12 * np.abs(exact).max())
+
+
+@pytest.mark.skipif(not native.available(), reason="built without a C compiler")
+def test_layer_operator_rejects_columns_out_of_range():
+    from sss_rt.segmentation.native import _ext
+
+    ptr = np.array([0, 1, 2], np.int64)
+    val, x = np.ones(2), np.ones((2, 3))
+    out = np.empty_like(x)
+    _ext.layer_operator(ptr, np.array([0, 1], np.int32), val, x, x, out, 2, 2, 3, 1.0, 0, 2)
+    np.testing.assert_array_equal(out, np.full((2, 3), 5.0))  # 1 + 1 + 1·3
+    for bad in ([0, 2], [-1, 0]):
+        with pytest.raises(ValueError, match="out of range"):
+            _ext.layer_operator(ptr, np.array(bad, np.int32), val, x, x, out, 2, 2, 3, 1.0, 0, 2)
+
+
 @pytest.mark.skipif(not native.available(), reason="built without a C compiler")
 def test_triangular_solve_rejects_factors_without_their_diagonals():
     from sss_rt.segmentation.native import _ext

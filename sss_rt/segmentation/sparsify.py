@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.blas import ssyrk
-from scipy.sparse.linalg import LinearOperator, cg
 
 from sss_rt import blas
 from sss_rt.precision import cpu_flags
@@ -277,37 +276,37 @@ def relaxed_sparsification(
     a0[a0 > 0.9] = 1.0
     a0 /= np.maximum(a0.sum(axis=1, keepdims=True), 1e-10)
     n, layers = a0.shape
-    lap = sp.csr_matrix(lap)
-    ldiag = lap.diagonal()
+    operator = native.LayerOperator(lap)
+    ldiag = sp.csr_matrix(lap).diagonal()
     gam = np.asarray(exponent, np.float64)[:, None]
 
     def solve(x0: np.ndarray, diag: np.ndarray, rhs: np.ndarray, iterations: int) -> np.ndarray:
-        """(blkdiag(L + diag_l) + δ CᵀC) x = rhs from x0, x and rhs N×L."""
-
-        def matvec(v):
-            v = v.reshape(n, layers, order="F")
-            out = lap @ v + diag * v + delta * v.sum(axis=1, keepdims=True)
-            return out.ravel(order="F")
-
+        """(blkdiag(L + diag_l) + δ CᵀC) x = rhs from x0, x and rhs N×L: Jacobi-preconditioned
+        CG on the correction from the start x0, stopped relative to the start's residual
+        (relative to ‖rhs‖, as SciPy's ``cg`` stops, it stopped before its first step: the
+        weights of the pinned entries (~1e6) dominate ‖rhs‖ and the start already satisfies
+        them — the iterations then changed nothing at all)."""
         pre = 1.0 / (ldiag[:, None] + diag + delta)
-        op = LinearOperator((n * layers, n * layers), matvec=matvec, dtype=np.float64)
-        m = LinearOperator((n * layers, n * layers), matvec=lambda v: pre.ravel("F") * v)
-        # CG on the correction from the start x0, stopped relative to the start's residual:
-        # relative to ‖rhs‖ (SciPy's rule) it stopped before its first step, since the weights
-        # of the pinned entries (~1e6) dominate ‖rhs‖ and the start already satisfies them —
-        # the iterations then changed nothing at all
-        start = x0.ravel(order="F")
-        residual = rhs.ravel(order="F") - matvec(start)
-        count = [0]
-
-        def counted(_: np.ndarray) -> None:
-            count[0] += 1
-
-        step, _ = cg(op, residual, M=m, rtol=CG_RTOL, atol=0.0, maxiter=iterations,
-                     callback=counted)  # fmt: skip
+        r = rhs - operator(x0, diag, delta)
+        goal = CG_RTOL * np.linalg.norm(r)
+        x = x0.copy()
+        p = np.zeros_like(x)
+        rho_prev, steps = 1.0, 0
+        for steps in range(iterations + 1):
+            if steps == iterations or np.linalg.norm(r) <= goal:
+                break
+            z = pre * r
+            rho = float(np.vdot(r, z))
+            p *= rho / rho_prev if steps else 0.0
+            p += z
+            q = operator(p, diag, delta)
+            step = rho / float(np.vdot(p, q))
+            x += step * p
+            r -= step * q
+            rho_prev = rho
         if cg_steps is not None:
-            cg_steps.append(count[0])
-        return (start + step).reshape(n, layers, order="F")
+            cg_steps.append(steps)
+        return x
 
     x = a0.copy()
     if energies is not None:  # the energy of the start, then of every iterate
