@@ -46,8 +46,9 @@ class EigenStats:
 BLOCK = 16
 WATCH = 8
 TOL = 1e-8
-#: memory for the Krylov basis and its image under L (at 320×240: ~340 vectors, 0.4 GB; at
-#: 640×480 ~1.7 GB)
+#: memory for the Krylov basis (at 320×240: ~340 vectors, 0.2 GB; at 640×480 ~0.8 GB). Its
+#: image under L is not kept (at 640×480 it was another 0.8 GB, in the eigenvectors' peak): the
+#: projection takes each new block's, the residuals apply L to the few Ritz vectors checked
 KRYLOV_MB = 3072
 
 
@@ -137,18 +138,17 @@ def smallest_eigenvectors(
 
 def _block_krylov(lap, solve, k, n, norm, rng):
     """Block Krylov space of the shift-invert operator + Rayleigh–Ritz on L; None if the k
-    smallest-magnitude pairs have not converged by 8k vectors. The basis Q, L·Q and QᵀLQ grow
-    in place, a block at a time. The residuals of a few watched pairs are measured (the WATCH
+    smallest-magnitude pairs have not converged by 8k vectors. The basis Q and QᵀLQ grow in
+    place, a block at a time. The residuals of a few watched pairs are measured (the WATCH
     largest |θ|, which converge last, and the worst of the last full check; after every block
     or as ``_blocks_to_skip`` says), all k only once those are below the tolerance."""
-    # Q and L·Q (float64) within KRYLOV_MB; a smaller space than that falls back to ARPACK
-    cap = min(8 * k, n - BLOCK, (KRYLOV_MB << 20) // (16 * n) - BLOCK)
+    # Q (float64) within KRYLOV_MB; a smaller space than that falls back to ARPACK
+    cap = min(8 * k, n - BLOCK, (KRYLOV_MB << 20) // (8 * n) - BLOCK)
     if cap < k + 3 * BLOCK:
         return None
     q = np.empty(
         (n, cap + BLOCK), order="F"
     )  # column blocks contiguous: BLAS reads them as they are
-    lq = np.empty((n, cap + BLOCK), order="F")
     h = np.empty((cap + BLOCK, cap + BLOCK))
     q[:, :BLOCK], _ = np.linalg.qr(rng.standard_normal((n, BLOCK)))
     dim, start, next_check = BLOCK, 0, k + 2 * BLOCK
@@ -157,16 +157,15 @@ def _block_krylov(lap, solve, k, n, norm, rng):
     while True:
         # L·Q and QᵀLQ for the columns added last (N-long rows as the GEMMs' long side: ~2×)
         new = slice(start, dim)
-        lq[:, new] = lap @ q[:, new]
-        h[:dim, new] = (lq[:, new].T @ q[:, :dim]).T
+        h[:dim, new] = ((lap @ q[:, new]).T @ q[:, :dim]).T
         h[new, :dim] = h[:dim, new].T
         if dim >= next_check:
             theta, y = np.linalg.eigh(h[:dim, :dim])
             pick = np.argsort(np.abs(theta))[:k]
-            worst = float(_ritz(q, lq, dim, theta, y, pick[watch])[1].max())
+            worst = float(_ritz(q, lap, dim, theta, y, pick[watch])[1].max())
             next_check = dim + _blocks_to_skip(history, dim, worst, TOL * norm) * BLOCK
             if worst <= TOL * norm:
-                vecs, resid = _ritz(q, lq, dim, theta, y, pick)
+                vecs, resid = _ritz(q, lap, dim, theta, y, pick)
                 if resid.max() <= TOL * norm:
                     return theta[pick], vecs
                 worst = np.argsort(resid)[-WATCH:]
@@ -198,11 +197,11 @@ def _blocks_to_skip(history: list[tuple[int, float]], dim: int, resid: float, go
     return 2 if needed > 4 * BLOCK else 1
 
 
-def _ritz(q, lq, dim, theta, y, pick):
+def _ritz(q, lap, dim, theta, y, pick):
     """Ritz vectors N×len(pick) and their residuals ‖Lv − θv‖."""
     yp = np.ascontiguousarray(y[:, pick].T)
     vecs = (yp @ q[:, :dim].T).T
-    resid = np.linalg.norm((yp @ lq[:, :dim].T).T - vecs * theta[pick], axis=0)
+    resid = np.linalg.norm(lap @ vecs - vecs * theta[pick], axis=0)
     return vecs, resid
 
 
