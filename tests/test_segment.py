@@ -322,6 +322,53 @@ def test_a_large_photo_is_segmented_at_max_pixels_and_written_at_its_size(tmp_pa
         out = seg.segment(path)
     assert out.working_shape == (24, 32) and out.alphas.shape == (48, 64, 3)
     np.testing.assert_allclose(out.alphas.sum(axis=2), 1.0, atol=1e-3)
+    assert out.embedding.shape == (48, 64, 3)  # up to 4× the working size: the photo's
+
+
+def test_a_photo_far_over_the_working_size_gets_features_at_twice_it(tmp_path):
+    """Features at 2× the working size (the network never runs at the photo's 12 MP), layers
+    at the photo's size; features given at either size are accepted."""
+    from sss_rt import SoftSegmenter
+
+    path, image = _photo(tmp_path, h=97, w=130)
+    cfg = SegmentConfig(scale=1.0, max_pixels=24 * 32, **FAST)
+    assert cfg.feature_shape(97, 130) == (2 * 24, 2 * 32)
+    assert cfg.feature_shape(48, 64) == (48, 64) and cfg.feature_shape(5, 400) == (5, 400)
+    with SoftSegmenter(config=cfg, device="cpu") as seg:
+        out = seg.segment(path)
+        assert out.working_shape == (24, 32) and out.alphas.shape == (97, 130, 3)
+        assert out.embedding.shape == (48, 64, 3)
+        np.testing.assert_allclose(out.alphas.sum(axis=2), 1.0, atol=1e-3)
+        again = seg.segment(image, out.embedding)
+        np.testing.assert_array_equal(again.alphas, out.alphas)
+        full = np.random.default_rng(0).random((97, 130, 3)).astype(np.float32)
+        assert seg.segment(image, full).alphas.shape == (97, 130, 3)
+        with pytest.raises(ValueError, match="does not match"):
+            seg.segment(image, full[:60])
+
+
+@pytest.mark.parametrize(("h", "w", "shape"), [(24, 32, (97, 130)), (30, 20, (30, 20)),
+                                               (40, 50, (13, 200)), (1, 5, (3, 17))])  # fmt: skip
+def test_enlarged_layers_are_opencvs_bilinear_clipped_and_renormalized(h, w, shape):
+    """The banded enlargement = cv2.resize (INTER_LINEAR) of each layer, clipped to [0, 1] and
+    renormalized, whole; any band height gives the same bits."""
+    import cv2
+
+    from sss_rt.segmentation.enlarge import enlarge_layers
+
+    rng = np.random.default_rng(h * w)
+    layers = rng.random((h, w, 4)) * 1.2 - 0.1
+    layers /= layers.sum(axis=2, keepdims=True)
+    small = layers.astype(np.float32)
+    whole = np.stack([cv2.resize(small[..., k], shape[::-1], interpolation=cv2.INTER_LINEAR)
+                      for k in range(4)], axis=2)  # fmt: skip
+    whole = np.clip(whole, 0, 1)
+    whole /= np.maximum(whole.sum(axis=2, keepdims=True), 1e-10)
+    got = [enlarge_layers(layers, shape, band_rows=b) for b in (1, 7, 256)]
+    for g in got:
+        assert g.shape == (*shape, 4) and g.dtype == np.float32
+        np.testing.assert_allclose(g, whole, rtol=0, atol=2e-6)
+        np.testing.assert_array_equal(g, got[0])
 
 
 def _cli(args):

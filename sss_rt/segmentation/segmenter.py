@@ -15,6 +15,7 @@ import numpy as np
 
 from sss_rt import blas
 from sss_rt.segmentation import affinity, eigen, sparsify, superpixels
+from sss_rt.segmentation.enlarge import enlarge_layers
 from sss_rt.segmentation.gradient import gradient_magnitude
 
 
@@ -83,6 +84,16 @@ class SegmentConfig:
             sh, sw = max(3, sh - 1), max(3, round(sw * (sh - 1) / sh))  # rounding up overshot
         return sh, sw
 
+    def feature_shape(self, h: int, w: int) -> tuple[int, int]:
+        """The (height, width) the features of an h×w photo are computed at when the segmenter
+        computes them: the photo's, or for a photo over 4× the working size, twice the working
+        size (as the authors' demo: features at the photo's size, segmented at half of it) —
+        the network need not run at 12 MP to give features for 0.3 MP."""
+        sh, sw = self.working_shape(h, w)
+        if h * w <= 4 * sh * sw:
+            return h, w
+        return min(h, 2 * sh), min(w, 2 * sw)
+
 
 @dataclass
 class SoftSegmentation:
@@ -93,7 +104,8 @@ class SoftSegmentation:
     alphas : ndarray
         H×W×K float32 in [0, 1], each pixel summing to 1, largest layer first.
     embedding : ndarray
-        H×W×3 float32: the semantic features the layers came from.
+        h×w×3 float32: the semantic features the layers came from, at the photo's size or, for
+        photos over 4× the working size, at :meth:`SegmentConfig.feature_shape`.
     image : ndarray
         H×W×3 uint8 RGB.
     timings : dict
@@ -105,7 +117,7 @@ class SoftSegmentation:
     """
 
     alphas: np.ndarray  #: H×W×K float32 in [0, 1], each pixel summing to 1
-    embedding: np.ndarray  #: H×W×3 float32: the semantic features the layers came from
+    embedding: np.ndarray  #: h×w×3 float32: the features the layers came from (see above)
     image: np.ndarray  #: H×W×3 uint8 RGB
     timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage
     source: Path | None = None
@@ -174,8 +186,9 @@ class SoftSegmenter:
         image : ndarray or str or Path
             H×W×3 uint8 RGB, or an image file.
         embedding : ndarray, optional
-            Its H×W×d float embedding (d = 3 from :class:`~sss_rt.Extractor`, values in [0, 1]);
-            computed with the extractor when None.
+            Its H×W×d float embedding (d = 3 from :class:`~sss_rt.Extractor`, values in [0, 1]),
+            or one at :meth:`SegmentConfig.feature_shape`; computed with the extractor at that
+            size when None.
         source : Path, optional
             The file the photo came from (kept in the result).
         progress : callable, optional
@@ -207,12 +220,16 @@ class SoftSegmenter:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
         embedding = _embedding_argument(embedding, features)
+        fh, fw = self.config.feature_shape(*image.shape[:2])
         if embedding is None:
             report("embedding")
-            embedding = self.extractor.extract(image).embedding
+            small = image
+            if (fh, fw) != image.shape[:2]:
+                small = cv2.resize(image, (fw, fh), interpolation=cv2.INTER_AREA)
+            embedding = self.extractor.extract(small).embedding
             timings["embedding"] = time.perf_counter() - t0
         embedding = np.asarray(embedding, np.float32)
-        if embedding.shape[:2] != image.shape[:2] or embedding.ndim != 3:
+        if embedding.ndim != 3 or embedding.shape[:2] not in (image.shape[:2], (fh, fw)):
             raise ValueError(
                 f"embedding {embedding.shape} does not match the image {image.shape[:2]}"
             )
@@ -324,13 +341,8 @@ def _segment_arrays(
     h, w = image.shape[:2]
     t = time.perf_counter()
     sh, sw = config.working_shape(h, w)
-    img: np.ndarray = image.astype(np.float64) / 255.0
-    feat: np.ndarray = features.astype(np.float64)
-    if (sh, sw) != (h, w):
-        img = np.asarray(cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA))
-        feat = np.asarray(cv2.resize(feat, (sw, sh), interpolation=cv2.INTER_AREA))
-        if feat.ndim == 2:
-            feat = feat[..., None]
+    img = _at_working_size(image, (sh, sw)) / 255.0
+    feat = _at_working_size(features, (sh, sw))
     if np.ptp(image) == 0 and np.ptp(features) == 0:
         # one colour and one feature everywhere: L is the matting Laplacian of a constant
         # image, whose null space is every layer pattern at once — the one answer that does not
@@ -368,19 +380,24 @@ def _segment_arrays(
     layers = layers[:, order]
     if layers.shape[1] < config.layers:  # fewer survived: empty layers keep K fixed
         layers = np.pad(layers, ((0, 0), (0, config.layers - layers.shape[1])))
-    out = layers.reshape(sh, sw, -1).astype(np.float32)
-    if (sh, sw) != (h, w):
-        out = np.stack(
-            [
-                cv2.resize(out[..., k], (w, h), interpolation=cv2.INTER_LINEAR)
-                for k in range(out.shape[2])
-            ],
-            axis=2,
-        )
-        out = np.clip(out, 0.0, 1.0)
-        out /= np.maximum(out.sum(axis=2, keepdims=True), 1e-10)
+    out = enlarge_layers(layers.reshape(sh, sw, -1), (h, w))
     _stage(timings, "resize", t)
     return out
+
+
+def _at_working_size(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """H×W×d photo or features → the working size's h×w×d float64 (area averages). Inputs over
+    4× the working size are reduced from a float32 copy (a float64 one of a 12 MP photo alone
+    is 288 MB; the averages differ by ~1e-7), smaller ones from float64 as they always were."""
+    h, w = a.shape[:2]
+    sh, sw = shape
+    if (sh, sw) == (h, w):
+        return a.astype(np.float64).reshape(h, w, -1)
+    if a.dtype == np.float64 or h * w <= 4 * sh * sw:  # small: at once, in float64
+        out = cv2.resize(a.astype(np.float64), (sw, sh), interpolation=cv2.INTER_AREA)
+    else:
+        out = cv2.resize(a.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
+    return np.asarray(out, np.float64).reshape(sh, sw, -1)
 
 
 def _initial_segments(features: np.ndarray, k: int, seed: int) -> np.ndarray:
