@@ -85,10 +85,12 @@ class SegmentConfig:
         return sh, sw
 
     def feature_shape(self, h: int, w: int) -> tuple[int, int]:
-        """The (height, width) the features of an h×w photo are computed at when the segmenter
-        computes them: the photo's, or for a photo over 4× the working size, twice the working
-        size (as the authors' demo: features at the photo's size, segmented at half of it) —
-        the network need not run at 12 MP to give features for 0.3 MP."""
+        """The (height, width) the segmenter computes an h×w photo's features at.
+
+        The photo's, or for a photo over 4× the working size, twice the working size (as the
+        authors' demo: features at the photo's size, segmented at half of it) — the network
+        need not run at 12 MP to give features for 0.3 MP.
+        """
         sh, sw = self.working_shape(h, w)
         if h * w <= 4 * sh * sw:
             return h, w
@@ -386,9 +388,11 @@ def _segment_arrays(
 
 
 def _at_working_size(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """H×W×d photo or features → the working size's h×w×d float64 (area averages). Inputs over
-    4× the working size are reduced from a float32 copy (a float64 one of a 12 MP photo alone
-    is 288 MB; the averages differ by ~1e-7), smaller ones from float64 as they always were."""
+    """H×W×d photo or features → the working size's h×w×d float64 (area averages).
+
+    Inputs over 4× the working size are reduced from a float32 copy (a float64 one of a 12 MP
+    photo alone is 288 MB; the averages differ by ~1e-7), smaller ones from float64 as before.
+    """
     h, w = a.shape[:2]
     sh, sw = shape
     if (sh, sw) == (h, w):
