@@ -173,6 +173,11 @@ def test_output_inside_input_is_never_an_input(tmp_path, onnx_path, capsys, enco
     (photos / "link").symlink_to(out)
     tasks, _ = find_images([photos], exclude=out)
     assert sorted(t.source.name for t in tasks) == ["a.png", "b.jpg"]
+    # a photo named explicitly is an input even inside the output folder (it was dropped, and
+    # the run ended "no images found")
+    (out / "c.png").write_bytes(encoded["png"])
+    tasks, _ = find_images([out / "c.png", photos], exclude=out)
+    assert sorted(t.source.name for t in tasks) == ["a.png", "b.jpg", "c.png"]
 
 
 def test_inputs_reached_twice_are_extracted_once_and_link_loops_end(tmp_path, encoded):

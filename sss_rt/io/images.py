@@ -197,8 +197,9 @@ def find_images(
     Files named explicitly are always kept (and fail later if unreadable or missing; only when
     no input exists at all is that an ``ImageError`` here). Symbolic links are
     followed; a file reached twice (named twice, or through links) is kept once, a folder
-    reached again through a link is not walked again (so link loops end), and nothing inside
-    ``exclude`` (the output folder), however reached, is an input. When two inputs would map to
+    reached again through a link is not walked again (so link loops end), and nothing a folder
+    walk finds inside ``exclude`` (the output folder), however reached, is an input (a file
+    named explicitly is, wherever it is). When two inputs would map to
     the same output stem (``a.jpg`` and ``a.png``), both keep their extension in the stem.
     ``accept``: which files in folders are inputs (default: image files).
     """
@@ -213,9 +214,9 @@ def find_images(
     def excluded(real: str) -> bool:
         return banned is not None and (real == banned or real.startswith(banned + os.sep))
 
-    def add(path: Path, stem: Path) -> None:
+    def add(path: Path, stem: Path, named: bool = False) -> None:
         real = os.path.realpath(path)
-        if real not in seen and not excluded(real):
+        if real not in seen and (named or not excluded(real)):
             seen.add(real)
             tasks.append(ImageTask(path, stem))
 
@@ -228,7 +229,7 @@ def find_images(
                 else:
                     skipped += 1
         elif root.exists() or root.is_symlink():
-            add(root, Path(root.stem))
+            add(root, Path(root.stem), named=True)
         else:
             missing.append(root)
     if missing and len(missing) == len(inputs):  # nothing to work on at all
