@@ -101,3 +101,27 @@ def matmul(
     parts = [(c, min(n, c + MATMUL_COLUMNS)) for c in range(0, n, MATMUL_COLUMNS)]
     native.each(parts, threads, lambda c0, c1: np.matmul(a, b[:, c0:c1], out=out[:, c0:c1]))
     return out
+
+
+#: rows of the long side per part of :func:`inner` (fixed: the sums never depend on threads)
+INNER_ROWS = 16384
+
+
+def inner(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """``a.T @ b`` for tall a (N×p) and b (N×q) on sss-rt's threads: the products of fixed
+    parts of :data:`INNER_ROWS` rows, added in order — the same result for any thread count
+    where BLAS runs on one thread (:func:`one_thread`)."""
+    from sss_rt import native
+
+    n = a.shape[0]
+    parts = [(r, min(n, r + INNER_ROWS)) for r in range(0, n, INNER_ROWS)]
+    partial = [np.empty((a.shape[1], b.shape[1]), np.result_type(a, b)) for _ in parts]
+
+    def run(j: int, r0: int, r1: int) -> None:
+        np.matmul(a[r0:r1].T, b[r0:r1], out=partial[j])
+
+    native.each([(j, *p) for j, p in enumerate(parts)], threads, run)
+    out = partial[0]
+    for part in partial[1:]:
+        out += part
+    return out

@@ -62,6 +62,19 @@ def test_matmul_gives_the_same_bits_on_any_thread_count():
     np.testing.assert_allclose(one, a.astype(np.float64) @ b, rtol=0, atol=1e-3)
 
 
+def test_inner_products_give_the_same_bits_on_any_thread_count():
+    """aᵀb over fixed row parts (the eigenvectors' projections and reorthogonalization)."""
+    rng = np.random.default_rng(2)
+    n = 3 * blas.INNER_ROWS + 101
+    a, b = rng.standard_normal((n, 40)), rng.standard_normal((n, 16))
+    with blas.one_thread():
+        got = [blas.inner(a, b, threads=t) for t in (1, 2, 3)]
+    np.testing.assert_array_equal(got[0], got[1])
+    np.testing.assert_array_equal(got[0], got[2])
+    exact = np.einsum("na,nb->ab", a, b, optimize=False)
+    np.testing.assert_allclose(got[0], exact, rtol=0, atol=1e-10 * np.abs(exact).max())
+
+
 @pytest.mark.skipif(not native.available(), reason="needs the compiled kernel")
 def test_reductions_give_the_same_bits_on_any_thread_count():
     rng = np.random.default_rng(1)

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, eigsh, splu
 
+from sss_rt import blas
 from sss_rt.segmentation.native import LUSolver
 
 
@@ -157,7 +158,7 @@ def _block_krylov(lap, solve, k, n, norm, rng):
     while True:
         # L·Q and QᵀLQ for the columns added last (N-long rows as the GEMMs' long side: ~2×)
         new = slice(start, dim)
-        h[:dim, new] = ((lap @ q[:, new]).T @ q[:, :dim]).T
+        h[:dim, new] = blas.inner(q[:, :dim], lap @ q[:, new])
         h[new, :dim] = h[:dim, new].T
         if dim >= next_check:
             theta, y = np.linalg.eigh(h[:dim, :dim])
@@ -174,7 +175,7 @@ def _block_krylov(lap, solve, k, n, norm, rng):
             return None
         w = solve(q[:, start:dim])
         for _ in range(2):  # full reorthogonalization, twice (Kahan's "twice is enough")
-            w -= ((w.T @ q[:, :dim]) @ q[:, :dim].T).T
+            w -= blas.matmul(blas.inner(q[:, :dim], w).T, q[:, :dim].T).T
         block = _orthonormal(w)
         if block is None:
             return None
@@ -200,7 +201,7 @@ def _blocks_to_skip(history: list[tuple[int, float]], dim: int, resid: float, go
 def _ritz(q, lap, dim, theta, y, pick):
     """Ritz vectors N×len(pick) and their residuals ‖Lv − θv‖."""
     yp = np.ascontiguousarray(y[:, pick].T)
-    vecs = (yp @ q[:, :dim].T).T
+    vecs = blas.matmul(yp, q[:, :dim].T).T
     resid = np.linalg.norm(lap @ vecs - vecs * theta[pick], axis=0)
     return vecs, resid
 
@@ -211,8 +212,8 @@ def _orthonormal(w: np.ndarray) -> np.ndarray | None:
     here), Householder QR when the Gram is singular; None when w has no new direction."""
     try:
         for _ in range(2):
-            r = np.linalg.cholesky(w.T @ w).T
-            w = (np.linalg.inv(r).T @ w.T).T  # r is b×b: its inverse, then one GEMM
+            r = np.linalg.cholesky(blas.inner(w, w)).T
+            w = blas.matmul(np.linalg.inv(r).T, w.T).T  # r is b×b: its inverse, then one GEMM
         return w
     except np.linalg.LinAlgError:
         block, r = np.linalg.qr(w)
