@@ -34,7 +34,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import machine  # noqa: E402
+from harness import layer_ious, machine  # noqa: E402
 
 BAND = 8
 MIN_IOU = 0.7
@@ -105,9 +105,7 @@ def scene_errors(layers: dict[str, np.ndarray], instances: np.ndarray) -> list[d
         if label == 0:
             continue
         mask = instances == label
-        inter = (base & mask[..., None]).sum(axis=(0, 1))
-        union = (base | mask[..., None]).sum(axis=(0, 1))
-        iou = inter / np.maximum(union, 1)
+        iou = layer_ious(base, mask)
         k = int(np.argmax(iou))
         if iou[k] < MIN_IOU:
             continue

@@ -25,6 +25,13 @@ import numpy as np
 from sss_rt.benchmark import test_image, time_extraction, time_it
 
 
+def layer_ious(hard: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """IoU of a boolean H×W mask with each of K boolean layers (H×W×K) → (K,)."""
+    inter = (hard & mask[..., None]).sum(axis=(0, 1))
+    union = (hard | mask[..., None]).sum(axis=(0, 1))
+    return inter / np.maximum(union, 1)
+
+
 def machine() -> dict[str, Any]:
     """CPU, core count and library versions of this machine."""
     import onnxruntime

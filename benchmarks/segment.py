@@ -32,7 +32,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import machine  # noqa: E402
+from harness import layer_ious, machine  # noqa: E402
 
 
 def one_run(scale: float) -> dict:
@@ -163,10 +163,7 @@ def instance_iou(scenes: int, size: int) -> dict:
             for label in np.unique(inst):
                 if label == 0:
                     continue
-                mask = inst == label
-                inter = (alphas & mask[..., None]).sum(axis=(0, 1))
-                union = (alphas | mask[..., None]).sum(axis=(0, 1))
-                ious.append(float((inter / np.maximum(union, 1)).max()))
+                ious.append(float(layer_ious(alphas, inst == label).max()))
     return {
         "scenes": scenes,
         "size": size,
