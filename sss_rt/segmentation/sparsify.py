@@ -24,14 +24,16 @@ Relaxed sparsification (the authors' final step), on the L layers at pixel level
 
 with α⁰ the grouped layers (α < 0.1 → 0, > 0.9 → 1, renormalized), γᵢ = 0.9 + min(‖∇I‖ᵢ, 0.1)
 per pixel, σ_S = σ_F = 1, δ = 100: 20 IRLS iterations, each a conjugate-gradient solve of
-blkdiag(L + σ_S·diag(u + v) + σ_F·I) + δ·CᵀC (warm-started, Jacobi-preconditioned, up to 100
-iterations, stopped at 1e-6 of the start's residual), then one solve without the sparsity terms
-(up to 1000 iterations). The result is clipped to [0, 1] and renormalized.
+blkdiag(L + σ_S·diag(u + v) + σ_F·I) + δ·CᵀC (warm-started, preconditioned by the exact inverse
+of each pixel's block of layers, up to 100 iterations, stopped at ``CG_RTOL`` of the start's
+residual), then one solve without the sparsity terms (up to 1000 iterations). The result is
+clipped to [0, 1] and renormalized.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,15 +50,16 @@ W0 = W1 = 0.3
 #: and the Gram sums lose everything else (float32) or break the energy's descent (float64);
 #: at 1e-4 a weight stays ≤ 2.4e4 and α is still pinned within 1e-4 of 0 or 1
 TAU = 1e-4
-#: the same floor in the relaxed sparsification (its CG is Jacobi-preconditioned, so large
-#: diagonal weights cost nothing; at 1e-2 the surrogate no longer majorized |α|^γ near 0 and
+#: the same floor in the relaxed sparsification (its CG's preconditioner holds the diagonal, so
+#: large diagonal weights cost nothing; at 1e-2 the surrogate no longer majorized |α|^γ near 0 and
 #: the energy rose above the start's)
 RELAXED_FLOOR = 1e-6
 #: the relaxed sparsification's CG stops when its residual is this fraction of the start's
 #: (at most 100 iterations per IRLS step and 1000 for the last, the authors' pcg limits; their
 #: tolerance, 1e-6 of ‖rhs‖, stops at once with this floor). Measured on the example photo at
-#: 320×240: 1e-4 gives layers within 7.4e-6 (max |Δα|) of 1e-6's and the same energy to 7
-#: digits in 13.4 s instead of 18.7 s; 1e-3: 1.1e-4 in 10.5 s
+#: 320×240, Jacobi-preconditioned: 1e-4 gave layers within 7.4e-6 (max |Δα|) of 1e-6's and the
+#: same energy to 7 digits in 13.4 s instead of 18.7 s; 1e-3: 1.1e-4 in 10.5 s. With the
+#: per-pixel block preconditioner: 1e-4 165 CG steps in all, 1e-6 260, layers within 1.3e-5
 CG_RTOL = 1e-4
 
 
@@ -281,12 +284,12 @@ def relaxed_sparsification(
     gam = np.asarray(exponent, np.float64)[:, None]
 
     def solve(x0: np.ndarray, diag: np.ndarray, rhs: np.ndarray, iterations: int) -> np.ndarray:
-        """(blkdiag(L + diag_l) + δ CᵀC) x = rhs from x0, x and rhs N×L: Jacobi-preconditioned
-        CG on the correction from the start x0, stopped relative to the start's residual
-        (relative to ‖rhs‖, as SciPy's ``cg`` stops, it stopped before its first step: the
-        weights of the pinned entries (~1e6) dominate ‖rhs‖ and the start already satisfies
-        them — the iterations then changed nothing at all)."""
-        pre = 1.0 / (ldiag[:, None] + diag + delta)
+        """(blkdiag(L + diag_l) + δ CᵀC) x = rhs from x0, x and rhs N×L: CG preconditioned by
+        :func:`pixel_blocks_inverse` on the correction from the start x0, stopped relative to
+        the start's residual (relative to ‖rhs‖, as SciPy's ``cg`` stops, it stopped before
+        its first step: the weights of the pinned entries (~1e6) dominate ‖rhs‖ and the start
+        already satisfies them — the iterations then changed nothing at all)."""
+        precondition = pixel_blocks_inverse(ldiag[:, None] + diag, delta)
         r = rhs - operator(x0, diag, delta)
         goal = CG_RTOL * np.linalg.norm(r)
         x = x0.copy()
@@ -295,7 +298,7 @@ def relaxed_sparsification(
         for steps in range(iterations + 1):
             if steps == iterations or np.linalg.norm(r) <= goal:
                 break
-            z = pre * r
+            z = precondition(r)
             rho = float(np.vdot(r, z))
             p *= rho / rho_prev if steps else 0.0
             p += z
@@ -320,6 +323,23 @@ def relaxed_sparsification(
     x = solve(x, np.full((n, layers), sigma_f), sigma_f * x + delta, final_cg_iterations)
     x = np.clip(x, 0.0, 1.0)
     return x / np.maximum(x.sum(axis=1, keepdims=True), 1e-10)
+
+
+def pixel_blocks_inverse(d: np.ndarray, delta: float) -> Callable[[np.ndarray], np.ndarray]:
+    """r ↦ z with (diag(d_i) + δ·11ᵀ) z_i = r_i at every pixel i (d, r: N×L, d > 0): the
+    relaxed step's matrix without L's off-diagonal entries, inverted exactly per pixel
+    (Sherman–Morrison). As its CG's preconditioner it keeps the δ coupling of a pixel's layers
+    that plain Jacobi drops: at 320×240 165 CG steps in all instead of 1045, the layers within
+    1.4e-5 and the energy equal to 9 digits."""
+    inv = 1.0 / d
+    coupling = delta / (1.0 + delta * inv.sum(axis=1, keepdims=True))
+
+    def apply(r: np.ndarray) -> np.ndarray:
+        z = inv * r
+        z -= inv * (coupling * z.sum(axis=1, keepdims=True))
+        return z
+
+    return apply
 
 
 def relaxed_weights(x: np.ndarray, gam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
