@@ -41,6 +41,7 @@ import scipy.sparse as sp
 from scipy.linalg.blas import ssyrk
 
 from sss_rt import blas
+from sss_rt.native import default_threads, split
 from sss_rt.precision import cpu_flags
 from sss_rt.segmentation import native
 
@@ -86,16 +87,24 @@ def constrained_energy(alpha: np.ndarray, lap: sp.spmatrix, gamma: float = GAMMA
 
 
 def _weights(alpha: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """The IRLS weights e₁, e₀ of α (any layout), in float32 (the Grams sum them in float32;
-    TAU keeps them within 2.4e4); computed in place, a pass per step."""
+    """The IRLS weights e₁, e₀ of α (K×N), in float32 (the Grams sum them in float32; TAU keeps
+    them within 2.4e4); computed in place, a pass per step, pixels split over sss-rt's threads
+    (element by element: the same bits on any thread count)."""
     g, tau = np.float32(gamma - 2.0), np.float32(TAU)
-    e0 = alpha.astype(np.float32)
-    e1 = np.subtract(e0, np.float32(1.0))
-    for e, scale in ((e1, W1**gamma), (e0, W0**gamma)):
-        np.abs(e, out=e)
-        np.maximum(e, tau, out=e)
-        np.power(e, g, out=e)
-        np.multiply(e, np.float32(scale), out=e)
+    e0 = np.empty(alpha.shape, np.float32)
+    e1 = np.empty(alpha.shape, np.float32)
+
+    def part(c0: int, c1: int) -> None:
+        a0, a1 = e0[:, c0:c1], e1[:, c0:c1]
+        a0[...] = alpha[:, c0:c1]
+        np.subtract(a0, np.float32(1.0), out=a1)
+        for e, scale in ((a1, W1**gamma), (a0, W0**gamma)):
+            np.abs(e, out=e)
+            np.maximum(e, tau, out=e)
+            np.power(e, g, out=e)
+            np.multiply(e, np.float32(scale), out=e)
+
+    split(alpha.shape[1], default_threads(), part)
     return e1, e0
 
 
@@ -192,16 +201,16 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
         gk = grams(e1 + e0)
         # the last segment's block, shared by every other segment's equations
         t = gk[-1] + lam
-        tb = (e0[-1] @ vecs32).astype(np.float64) + lap_one
+        tb = blas.inner(e0[-1][:, None], vecs32)[0].astype(np.float64) + lap_one
         blocks = gk[:-1] + lam
-        rhs = (e1[:-1] @ vecs32).astype(np.float64) + tb  # (K−1)×m, one GEMM
+        rhs = blas.inner(e1[:-1].T, vecs32).astype(np.float64) + tb  # (K−1)×m
         # (blockdiag(D_j) + (1 1ᵀ ⊗ T)) y = b  by Woodbury
         inv = np.linalg.inv(blocks)
         z = np.einsum("jab,jb->ja", inv, rhs)
         correction = np.linalg.solve(np.linalg.inv(t) + inv.sum(axis=0), z.sum(axis=0))
         y = z - inv @ correction
         alpha = np.empty((k, vecs.shape[0]))
-        np.matmul(y, vecs_t, out=alpha[:-1])
+        blas.matmul(y, vecs_t, out=alpha[:-1])
         np.subtract(1.0, alpha[:-1].sum(axis=0), out=alpha[-1])
         if trace is not None:
             if trace.record_energy:
