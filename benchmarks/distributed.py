@@ -11,7 +11,6 @@ start-up. Writes benchmarks/results/distributed.json and benchmarks/RESULTS-dist
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import cv2
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import machine  # noqa: E402
+from harness import machine, save_json, save_markdown  # noqa: E402
 
 
 def make_photos(folder: Path, count: int) -> None:
@@ -68,8 +67,7 @@ def main() -> None:
         "ray_images_per_s": args.photos / ray,
         "ray_vs_cli": cli / ray,
     }
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "distributed.json").write_text(json.dumps(result, indent=2))
+    save_json("distributed", result)
     lines = [
         "# Extraction on Ray Data vs `sss-rt extract`",
         "",
@@ -85,7 +83,7 @@ def main() -> None:
         "",
         f"Ray vs the CLI: **{cli / ray:.2f}×** the CLI's throughput.",
     ]
-    (HERE / "RESULTS-distributed.md").write_text("\n".join(lines) + "\n")
+    save_markdown("distributed", lines)
     print("\n".join(lines))
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import layer_ious, machine  # noqa: E402
+from harness import layer_ious, machine, save_json, save_markdown  # noqa: E402
 
 BAND = 8
 MIN_IOU = 0.7
@@ -175,8 +175,7 @@ def main() -> None:
             for n in names
         },
     }
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "edges.json").write_text(json.dumps(result, indent=2))
+    save_json("edges", result)
     write_report(result)
 
 
@@ -215,7 +214,7 @@ def write_report(result: dict) -> None:
             else f"{best} lowers the boundary error: a candidate for sss-rt's enlargement."
         ),
     ]
-    (HERE / "RESULTS-edges.md").write_text("\n".join(lines) + "\n")
+    save_markdown("edges", lines)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,18 @@ import numpy as np
 from sss_rt.benchmark import test_image, time_extraction, time_it
 
 
+def save_json(name: str, record: Any, indent: int = 2, **dumps: Any) -> None:
+    """A benchmark's record as benchmarks/results/NAME.json."""
+    folder = Path(__file__).resolve().parent / "results"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(record, indent=indent, **dumps))
+
+
+def save_markdown(name: str, lines: list[str]) -> None:
+    """A benchmark's report as benchmarks/RESULTS-NAME.md."""
+    (Path(__file__).resolve().parent / f"RESULTS-{name}.md").write_text("\n".join(lines) + "\n")
+
+
 def layer_ious(hard: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """IoU of a boolean H×W mask with each of K boolean layers (H×W×K) → (K,)."""
     inter = (hard & mask[..., None]).sum(axis=(0, 1))

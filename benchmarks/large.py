@@ -10,12 +10,11 @@ benchmarks/results/large.json and benchmarks/RESULTS-large.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from harness import machine, run_isolated
+from harness import machine, run_isolated, save_json, save_markdown
 
 HERE = Path(__file__).parent
 
@@ -41,8 +40,7 @@ def main() -> None:
         "points": points,
         "wall_time_s": time.perf_counter() - t0,
     }
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "large.json").write_text(json.dumps(res, indent=2))
+    save_json("large", res)
     m = res["machine"]
     lines = [
         "# Large images: every mode, every CPU backend",
@@ -66,7 +64,7 @@ def main() -> None:
             f"({p['megapixels']:.1f} MP) | {', '.join(p['outputs'])} | {p['wall_s']:.0f} s | "
             f"{p['peak_rss_mb']:.0f} MB |"
         )
-    (HERE / "RESULTS-large.md").write_text("\n".join(lines) + "\n")
+    save_markdown("large", lines)
     print(f"done in {res['wall_time_s']:.0f} s", file=sys.stderr)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import machine  # noqa: E402
+from harness import machine, save_json, save_markdown  # noqa: E402
 
 #: OpenVINO 2026's own defaults, the configuration sss-rt had before it set bounds
 OPENVINO_DEFAULTS = {"runtime": 5000, "primitive": 1024}
@@ -96,8 +96,7 @@ def main() -> None:
 
     record = {"machine": machine(), "args": vars(args), "results": results}
     record["machine"]["openvino"] = openvino.__version__
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "openvino_sizes.json").write_text(json.dumps(record, indent=1))
+    save_json("openvino_sizes", record, indent=1)
     lines = [
         "# OpenVINO: memory over many image sizes",
         "",
@@ -119,7 +118,7 @@ def main() -> None:
             f"{', '.join(map(str, r['growth_mb_every_20']))} | "
             f"{r['same_size_network_s']:.3f} | {r['per_new_size_s']:.2f} |"
         )
-    (HERE / "RESULTS-openvino-sizes.md").write_text("\n".join(lines) + "\n")
+    save_markdown("openvino-sizes", lines)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ photos, and the CPU's flags.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import machine, summarize, time_it  # noqa: E402
+from harness import machine, save_json, save_markdown  # noqa: E402
+
+from sss_rt.benchmark import summarize, time_it  # noqa: E402
 
 
 def conv_macs(model_path: Path, h: int, w: int) -> float:
@@ -224,8 +225,7 @@ def main() -> None:
                     "max": float(d.max()),
                 })  # fmt: skip
     result["embedding_vs_fp32_640x480"] = errors
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "precision.json").write_text(json.dumps(result, indent=2, default=str))
+    save_json("precision", result, default=str)
     peak = result["cpu_peak_gmac_per_s"]
     peaks = ", ".join(
         f"{unit} {v:.0f}" if v else f"{unit}: not on this CPU (no figure claimed)"
@@ -289,7 +289,7 @@ def main() -> None:
                 for e in rows
             ],
         ]
-    (HERE / "RESULTS-precision.md").write_text("\n".join(lines) + "\n")
+    save_markdown("precision", lines)
     print("\n".join(lines))
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import layer_ious, machine  # noqa: E402
+from harness import layer_ious, machine, save_json, save_markdown  # noqa: E402
 
 
 def one_run(scale: float) -> dict:
@@ -202,8 +202,7 @@ def main() -> None:
         best["all_totals_s"] = [r["total_s"] for r in runs]
         result["runs"][str(scale)] = best
     result["instances"] = instance_iou(args.scenes, 160)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "segment.json").write_text(json.dumps(result, indent=2))
+    save_json("segment", result)
     write_report(result)
 
 
@@ -271,7 +270,7 @@ def write_report(result: dict) -> None:
         f"{i['instances']} instances): mean IoU of each instance's best layer (α > 0.5) "
         f"**{i['mean_iou']:.3f}**.",
     ]
-    (HERE / "RESULTS-segment.md").write_text("\n".join(lines) + "\n")
+    save_markdown("segment", lines)
     print("\n".join(lines))
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import machine  # noqa: E402
+from harness import machine, save_json, save_markdown  # noqa: E402
 
 PHASES = ("import", "extractor", "first", "second")
 
@@ -83,8 +83,7 @@ def main() -> None:
         "phases": rows,
         "cli_wall_s": float(np.median(walls)),
     }
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "startup.json").write_text(json.dumps(record, indent=1))
+    save_json("startup", record, indent=1)
     m = record["machine"]
     lines = [
         "# A one-photo process: start-up, first image, steady state",
@@ -106,7 +105,7 @@ def main() -> None:
         f"Whole `sss-rt extract photo.png -o out --precision {args.precision}` (default "
         f"backend): **{record['cli_wall_s']:.2f} s**.",
     ]
-    (HERE / "RESULTS-startup.md").write_text("\n".join(lines) + "\n")
+    save_markdown("startup", lines)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import machine  # noqa: E402
+from harness import machine, save_json, save_markdown  # noqa: E402
 
 HIDDEN = ("amx", "bf16", "fp16")
 
@@ -99,8 +99,7 @@ def main() -> None:
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
     result = {"machine": m, "size": args.size, "runs": args.runs, **r}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "without_amx.json").write_text(json.dumps(result, indent=2))
+    save_json("without_amx", result)
     n = args.size
     lines = [
         "# int8 without AMX (emulated on an AMX CPU)",
@@ -122,7 +121,7 @@ def main() -> None:
         f"{r['extract_s']['int8']:.3f} s | {r['extract_int8_speedup']:.2f}× |",
         "",
     ]
-    (HERE / "RESULTS-without-amx.md").write_text("\n".join(lines))
+    save_markdown("without-amx", lines)
     print("\n".join(lines))
 
 
