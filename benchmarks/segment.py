@@ -188,7 +188,7 @@ def main() -> None:
         write_report(json.loads((HERE / "results" / "segment.json").read_text()))
         return
     cmd = [sys.executable, __file__, "--one"]
-    result: dict = {"machine": machine(), "runs": {}}
+    result: dict = {"machine": {**machine(), "mhz": cpu_mhz()}, "runs": {}}
     if args.photo_12mp:
         result["photo_12mp"] = photo_12mp()
         print(json.dumps(result["photo_12mp"]), flush=True)
@@ -206,16 +206,20 @@ def main() -> None:
     write_report(result)
 
 
+def cpu_mhz() -> float:
+    """The clock /proc/cpuinfo reports (0 where it does not)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("cpu MHz"):
+            return float(line.split(":", 1)[1])
+    return 0.0
+
+
 def write_report(result: dict) -> None:
     m = result["machine"]
     runs = len(result["runs"]["0.5"]["all_totals_s"])
     full = " --full" if "1.0" in result["runs"] else ""
     full += " --photo-12mp" if "photo_12mp" in result else ""
-    mhz = 0.0
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("cpu MHz"):
-            mhz = float(line.split(":", 1)[1])
-            break
+    mhz = m.get("mhz") or cpu_mhz()
     # float64 per cycle and core: 2 FMA ports × lanes × 2 flops (8 lanes with AVX-512, 4 AVX2)
     lanes = 8 if "avx512f" in m["cpu_flags"] else 4 if "fma" in m["cpu_flags"] else 2
     peak = m["cores"] * mhz * 1e6 * 2 * lanes * 2 / 1e9
