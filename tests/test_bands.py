@@ -268,10 +268,39 @@ def test_extractor_runs_large_images_trunk_in_bands(onnx_path, monkeypatch):
         whole = ex.extract(image).embedding
         calls = []
         banded_run = functools.partial(trunk_bands.run_in_bands, band_pixels=240 * 256)
-        monkeypatch.setattr(ort_backend, "BANDED_ABOVE", 100_000)
+        monkeypatch.setattr(trunk_bands, "BANDED_ABOVE", 100_000)
         monkeypatch.setattr(
             ort_backend, "run_in_bands", lambda *a: calls.append(1) or banded_run(*a)
         )
         banded = ex.extract(image).embedding
         assert calls and ex.backend._large_trunk is not None
+    np.testing.assert_allclose(banded, whole, rtol=0, atol=1e-4)
+
+
+def test_openvino_runs_large_images_trunk_in_bands(onnx_path, monkeypatch):
+    """OpenVINO too (whole, a 24 MP trunk peaked at 9.8 GB): above BANDED_ABOVE pixels (lowered
+    here) the trunk and its fp32 input tap run in bands; the same embedding up to rounding."""
+    pytest.importorskip("openvino")
+    import functools
+
+    import cv2
+
+    import sss_rt.backends.openvino as ov_backend
+    from sss_rt import Extractor
+    from sss_rt.families import trunk_bands
+
+    rng = np.random.default_rng(9)
+    image = cv2.resize(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8), (240, 900))
+    with Extractor(onnx_path, backend="openvino", device="cpu") as ex:
+        whole = ex.extract(image).embedding
+        calls = []
+        banded_run = functools.partial(trunk_bands.run_in_bands, band_pixels=240 * 256)
+        monkeypatch.setattr(trunk_bands, "BANDED_ABOVE", 100_000)
+        monkeypatch.setattr(  # OpenVINO's own band size, made small here
+            ov_backend, "run_in_bands", lambda run, img, _: calls.append(1) or banded_run(run, img)
+        )
+        banded = ex.extract(image).embedding
+        windows = trunk_bands._windows(trunk_bands.band_edges(900, 240, 240 * 256), 320)
+        assert {b - a for a, b, _, _ in windows} == {836}  # one shape for every band
+        assert calls and ex.backend._band[0] == (1, 836, 240, 3)  # compiled for it
     np.testing.assert_allclose(banded, whole, rtol=0, atol=1e-4)

@@ -21,7 +21,7 @@ from sss_rt.bands import ArraySource, DeviceArraySource, FeatureSource
 from sss_rt.device import Device
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_of
-from sss_rt.families.trunk_bands import BANDED_ABOVE, run_in_bands
+from sss_rt.families.trunk_bands import run_in_bands, runs_banded
 from sss_rt.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from sss_rt.precision import DEFAULT_PRECISION, check_precision, head_variant
 
@@ -156,7 +156,7 @@ class OnnxRuntimeBackend(Backend):
             return self._device_features(batch)
         if self._trunk is None or whole:
             return ArraySource(self._whole_session().run(None, {INPUT_NAME: batch})[0][0])
-        large = self._tiling and image.shape[0] * image.shape[1] > BANDED_ABOVE
+        large = runs_banded(image.shape[0], image.shape[1], self._tiling)
         session = self._banded_trunk() if large else self._trunk
 
         def trunk(rows: np.ndarray) -> list[np.ndarray]:

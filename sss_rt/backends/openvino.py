@@ -29,6 +29,7 @@ from sss_rt.device import Device
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_of
 from sss_rt.families.graph import cut
+from sss_rt.families.trunk_bands import run_in_bands, runs_banded
 from sss_rt.model_info import ModelInfo
 from sss_rt.precision import DEFAULT_PRECISION, bf16_unit, check_precision, head_variant
 
@@ -54,6 +55,12 @@ def import_openvino() -> Any:
             "the openvino backend (bf16 and int8 on the CPU) needs OpenVINO: pip install openvino"
         ) from None
     return openvino
+
+
+#: pixels per band of a large image's trunk (without halos) on OpenVINO: its trunk takes ~2×
+#: ONNX Runtime's working memory per pixel, so its bands are a third of trunk_bands' default
+#: (measured at 24 MP, fast mode: see benchmarks/RESULTS-large.md)
+BAND_PIXELS = 2_000_000
 
 
 class OpenVinoBackend(Backend):
@@ -97,7 +104,11 @@ class OpenVinoBackend(Backend):
         self._whole: Any = None
         self._trunk: Any = None
         self._input_tap: Any = None
+        self._trunk_model: bytes | None = None
+        self._tap_model: bytes | None = None
+        self._band: tuple[tuple[int, ...], Any, Any] | None = None  # (shape, trunk, input tap)
         split = family_of(props).split(graph, path) if execution == "split" else None
+        self._tiling = family_of(props).tiling
         self._dense: Any = None
         if split is not None:
             trunk, self._source = split.trunk, split.source
@@ -116,16 +127,25 @@ class OpenVinoBackend(Backend):
                 self._input_tap = self._compile(
                     cut(parts, names[:1]).SerializeToString(), {"INFERENCE_PRECISION_HINT": "f32"}
                 )
+                self._tap_model = cut(parts, names[:1]).SerializeToString()
                 trunk = cut(parts, names[1:]).SerializeToString()
             self._trunk = self._compile(trunk)
+            self._trunk_model = trunk
         self._head = head_variant(precision)
 
-    def _compile(self, model: str | bytes, config: dict[str, Any] | None = None) -> Any:
+    def _compile(
+        self,
+        model: str | bytes,
+        config: dict[str, Any] | None = None,
+        shape: tuple[int, ...] | None = None,
+    ) -> Any:
         try:
             if isinstance(model, bytes):
                 read = self._core.read_model(model=model, weights=b"")
             else:
                 read = self._core.read_model(model)
+            if shape is not None:  # a static input shape: OpenVINO plans its memory for it
+                read.reshape({read.inputs[0]: list(shape)})
             config = {**self._config, **(config or {})}
             return _RequestPool(self._core.compile_model(read, "CPU", config))
         except Exception as exc:
@@ -143,10 +163,37 @@ class OpenVinoBackend(Backend):
                 if self._whole is None:
                     self._whole = self._compile(self._path)
             return ArraySource(self._whole.run(batch)[0][0])
-        outs = [out[0] for out in self._trunk.run(batch)]
-        if self._input_tap is not None:
-            outs.insert(0, self._input_tap.run(batch)[0][0])
+
+        def trunk(rows: np.ndarray) -> list[np.ndarray]:
+            main, tap = self._band_models(rows.shape) if large else (self._trunk, self._input_tap)
+            outs = [out[0] for out in main.run(rows[None])]
+            if tap is not None:
+                outs.insert(0, tap.run(rows[None])[0][0])
+            return outs
+
+        # a large image's trunk in bands of rows (sss_rt.families.trunk_bands), every band one
+        # shape, compiled for it: whole, a 24 MP image's trunk peaked at 9.8 GB on OpenVINO;
+        # in the default bands of 6 MP (10 MP with halos) on the dynamic model at 5.9 GB
+        large = runs_banded(image.shape[0], image.shape[1], self._tiling)
+        outs = run_in_bands(trunk, batch[0], BAND_PIXELS) if large else trunk(batch[0])
         return self._source(outs, self.threads, self._head, self._dense)
+
+    def _band_models(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
+        """The trunk (and fp32 input tap) compiled for bands of this H×W×3 shape; the last
+        shape's are kept (an image's bands share one), the one before is released."""
+        key = (1, *shape)
+        with self._lock:
+            if self._band is None or self._band[0] != key:
+                self._band = None  # the previous shape's memory first
+                assert self._trunk_model is not None
+                trunk = self._compile(self._trunk_model, shape=key)
+                tap = None
+                if self._tap_model is not None:
+                    tap = self._compile(
+                        self._tap_model, {"INFERENCE_PRECISION_HINT": "f32"}, shape=key
+                    )
+                self._band = (key, trunk, tap)
+            return self._band[1], self._band[2]
 
     def describe(self) -> dict[str, Any]:
         head = self._head or "fp32"
@@ -157,6 +204,7 @@ class OpenVinoBackend(Backend):
         self._trunk = None
         self._input_tap = None
         self._dense = None
+        self._band = None
 
 
 def _model_cache_dir() -> Path | None:
