@@ -65,7 +65,8 @@ def segment(
 ) -> None:  # fmt: skip
     """Soft layers (Semantic Soft Segmentation) of INPUTS: photos, whose features are computed
     first (any extract option applies), or features extracted before (x.sss.png, or x.npz with
-    its photo beside it). Writes x.layers.npz (alphas H×W×K summing to 1, embedding) and
+    its photo beside it). Writes x.layers.npz (alphas H×W×K summing to 1; embedding, at the
+    photo's size or, above 4× the segmented size, at twice that) and
     x.layers.png (the photo beside its layers) per input, in a mirror of the input tree.
 
     Existing outputs are skipped unless --overwrite; a file that fails is reported and the run

@@ -1,7 +1,8 @@
 """Soft layers on disk: what ``sss-rt segment`` writes and the feature files it reads.
 
 Per input ``x``: ``x.layers.npz`` (``alphas`` H×W×K float32 summing to 1 per pixel,
-``embedding`` H×W×3 float32), ``x.layers.png`` (the photo beside its layers, each in its own
+``embedding`` h×w×3 float32: the photo's size, or twice the working size for a photo over 4× it —
+``SegmentConfig.feature_shape``), ``x.layers.png`` (the photo beside its layers, each in its own
 colour, blended by alpha) and, when asked, ``x.layer-K.png`` (the photo with layer K as its
 alpha channel, RGBA). Every file is written atomically (``writers.atomic_path``).
 """
