@@ -68,8 +68,9 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
 
 
-def methods(small: np.ndarray, image: np.ndarray) -> dict[str, np.ndarray]:
-    """Each method's H×W×K layers from the working-size ones (h×w×K) and the photo H×W×3."""
+def methods(small: np.ndarray, image: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each method's H×W×K layers from the working-size ones (h×w×K) and the photo H×W×3, and
+    the seconds each took."""
     from sss_rt.segmentation.enlarge import enlarge_layers
 
     h, w = image.shape[:2]
@@ -92,8 +93,7 @@ def methods(small: np.ndarray, image: np.ndarray) -> dict[str, np.ndarray]:
     b_up = np.stack([cv2.resize(b[..., k], (w, h)) for k in range(b.shape[2])], axis=2)
     out["joint"] = _normalized(a_up * grey[..., None] + b_up)
     times["joint"] = time.perf_counter() - t
-    methods.times = times  # type: ignore[attr-defined]
-    return out
+    return out, times
 
 
 def scene_errors(layers: dict[str, np.ndarray], instances: np.ndarray) -> list[dict]:
@@ -152,8 +152,8 @@ def main() -> None:
             small_img = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
             small_emb = cv2.resize(emb, (sw, sh), interpolation=cv2.INTER_AREA)
             small = segment_arrays(small_img, small_emb, small_cfg)
-            layers = methods(small, image)
-            times.append(methods.times)  # type: ignore[attr-defined]
+            layers, seconds = methods(small, image)
+            times.append(seconds)
             for row in scene_errors(layers, instances):
                 rows.append({"scene": i, **row})
             print(f"scene {i}: {len(rows)} instances so far", flush=True)

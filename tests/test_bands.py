@@ -250,57 +250,52 @@ def test_trunk_in_bands_equals_the_whole_trunk(onnx_path):
         assert max(np.abs(s - w).max() for s, w in zip(short, whole, strict=True)) > 1e-2
 
 
-def test_extractor_runs_large_images_trunk_in_bands(onnx_path, monkeypatch):
-    """Above BANDED_ABOVE pixels the ONNX Runtime backend runs the trunk in bands on its
-    memory-pattern-free session (lowered here to a small image): the same embedding as the
-    whole trunk, up to float rounding."""
+def test_bands_that_would_each_be_the_whole_image_run_it_once():
+    """A short, very wide image: every band with its halos spans all rows, so the trunk runs
+    once on the whole image, not once per band."""
+    from sss_rt.families import trunk_bands
+
+    image = np.zeros((700, 100, 3), np.uint8)
+    assert len(trunk_bands.band_edges(700, 100, 100 * 180)) > 2
+    assert trunk_bands._windows(trunk_bands.band_edges(700, 100, 100 * 180), 320) is None
+    calls = []
+    trunk_bands.run_in_bands(lambda rows: calls.append(rows.shape) or [rows], image, 100 * 180)
+    assert calls == [(700, 100, 3)]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_extractor_runs_large_images_trunk_in_bands(onnx_path, monkeypatch, backend):
+    """Above BANDED_ABOVE pixels (lowered here to a small image) the trunk runs in bands: ONNX
+    Runtime on its memory-pattern-free session, OpenVINO (whole, a 24 MP trunk peaked at
+    9.8 GB) on the trunk and fp32 input tap compiled for the bands' one shape. The same
+    embedding as the whole trunk, up to float rounding."""
     import functools
+    import importlib
 
     import cv2
 
-    import sss_rt.backends.onnxruntime as ort_backend
     from sss_rt import Extractor
     from sss_rt.families import trunk_bands
 
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    module = importlib.import_module(f"sss_rt.backends.{backend}")
     rng = np.random.default_rng(9)
     image = cv2.resize(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8), (240, 900))
-    with Extractor(onnx_path, backend="onnxruntime", device="cpu") as ex:
+    with Extractor(onnx_path, backend=backend, device="cpu") as ex:
         whole = ex.extract(image).embedding
         calls = []
         banded_run = functools.partial(trunk_bands.run_in_bands, band_pixels=240 * 256)
         monkeypatch.setattr(trunk_bands, "BANDED_ABOVE", 100_000)
-        monkeypatch.setattr(
-            ort_backend, "run_in_bands", lambda *a: calls.append(1) or banded_run(*a)
+        monkeypatch.setattr(  # each backend's own band size, made small here
+            module, "run_in_bands", lambda run, img, *_: calls.append(1) or banded_run(run, img)
         )
         banded = ex.extract(image).embedding
-        assert calls and ex.backend._large_trunk is not None
-    np.testing.assert_allclose(banded, whole, rtol=0, atol=1e-4)
-
-
-def test_openvino_runs_large_images_trunk_in_bands(onnx_path, monkeypatch):
-    """OpenVINO too (whole, a 24 MP trunk peaked at 9.8 GB): above BANDED_ABOVE pixels (lowered
-    here) the trunk and its fp32 input tap run in bands; the same embedding up to rounding."""
-    pytest.importorskip("openvino")
-    import functools
-
-    import cv2
-
-    import sss_rt.backends.openvino as ov_backend
-    from sss_rt import Extractor
-    from sss_rt.families import trunk_bands
-
-    rng = np.random.default_rng(9)
-    image = cv2.resize(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8), (240, 900))
-    with Extractor(onnx_path, backend="openvino", device="cpu") as ex:
-        whole = ex.extract(image).embedding
-        calls = []
-        banded_run = functools.partial(trunk_bands.run_in_bands, band_pixels=240 * 256)
-        monkeypatch.setattr(trunk_bands, "BANDED_ABOVE", 100_000)
-        monkeypatch.setattr(  # OpenVINO's own band size, made small here
-            ov_backend, "run_in_bands", lambda run, img, _: calls.append(1) or banded_run(run, img)
-        )
-        banded = ex.extract(image).embedding
-        windows = trunk_bands._windows(trunk_bands.band_edges(900, 240, 240 * 256), 320)
-        assert {b - a for a, b, _, _ in windows} == {836}  # one shape for every band
-        assert calls and ex.backend._band[0] == (1, 836, 240, 3)  # compiled for it
+        assert calls
+        if backend == "onnxruntime":
+            assert ex.backend._large_trunk is not None
+        else:
+            windows = trunk_bands._windows(trunk_bands.band_edges(900, 240, 240 * 256), 320)
+            assert {b - a for a, b, _, _ in windows} == {836}  # one shape for every band
+            assert ex.backend._band[0] == (1, 836, 240, 3)  # compiled for it
     np.testing.assert_allclose(banded, whole, rtol=0, atol=1e-4)

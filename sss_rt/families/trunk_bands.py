@@ -56,9 +56,12 @@ def run_in_bands(
     edges = band_edges(h, image.shape[1], band_pixels)
     if len(edges) == 2:
         return run(image)
+    windows = _windows(edges, halo)
+    if windows is None:  # every band with its halos is the whole image: run it once
+        return run(image)
     outs: list[np.ndarray] = []
     strides: list[int] = []
-    for a, b, y0, y1 in _windows(edges, halo):
+    for a, b, y0, y1 in windows:
         parts = run(np.ascontiguousarray(image[a:b]))
         if not outs:
             for part in parts:
@@ -72,18 +75,19 @@ def run_in_bands(
     return outs
 
 
-def _windows(edges: list[int], halo: int) -> list[tuple[int, int, int, int]]:
+def _windows(edges: list[int], halo: int) -> list[tuple[int, int, int, int]] | None:
     """(a, b, y0, y1): the rows [a, b) each band [y0, y1) runs on — its halos, grown so that
     every band has the same height (one input shape: an engine that keeps what it allocated
     per shape, as OpenVINO does, holds one set; measured at 24 MP: 5966 MB with the first and
     last bands shorter). A band's own rows keep at least ``halo`` rows either side inside the
-    image; every a is a multiple of STRIDE (the last band's too: the height is ≡ h mod STRIDE)."""
+    image; every a is a multiple of STRIDE (the last band's too: the height is ≡ h mod STRIDE).
+    None when that height is the whole image's (each band would run all of it)."""
     h = edges[-1]
     natural = [(max(0, y0 - halo), min(h, y1 + halo)) for y0, y1 in itertools.pairwise(edges)]
     tallest = max(b - a for a, b in natural)
     height = tallest + (h - tallest) % STRIDE  # ≥ tallest, ≡ h (mod STRIDE)
     if height >= h:
-        return [(0, h, y0, y1) for y0, y1 in itertools.pairwise(edges)]
+        return None
     out = []
     for (a, _), (y0, y1) in zip(natural, itertools.pairwise(edges), strict=True):
         a = min(a, h - height)

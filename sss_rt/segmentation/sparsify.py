@@ -289,7 +289,7 @@ def relaxed_sparsification(
     a0 /= np.maximum(a0.sum(axis=1, keepdims=True), 1e-10)
     n, layers = a0.shape
     operator = native.LayerOperator(lap)
-    ldiag = sp.csr_matrix(lap).diagonal()
+    ldiag = lap.diagonal()
     gam = np.asarray(exponent, np.float64)[:, None]
 
     def solve(x0: np.ndarray, diag: np.ndarray, rhs: np.ndarray, iterations: int) -> np.ndarray:
@@ -304,9 +304,7 @@ def relaxed_sparsification(
         x = x0.copy()
         p = np.zeros_like(x)
         rho_prev, steps = 1.0, 0
-        for steps in range(iterations + 1):
-            if steps == iterations or np.linalg.norm(r) <= goal:
-                break
+        while steps < iterations and np.linalg.norm(r) > goal:
             z = precondition(r)
             rho = float(np.vdot(r, z))
             p *= rho / rho_prev if steps else 0.0
@@ -316,6 +314,7 @@ def relaxed_sparsification(
             x += step * p
             r -= step * q
             rho_prev = rho
+            steps += 1
         if cg_steps is not None:
             cg_steps.append(steps)
         return x
