@@ -226,7 +226,7 @@ def test_trunk_in_bands_equals_the_whole_trunk(onnx_path):
     import cv2
 
     from sss_rt import Extractor
-    from sss_rt.families import trunk_bands
+    from sss_rt.families import trunk_tiles
     from sss_rt.model_info import INPUT_NAME
 
     rng = np.random.default_rng(8)
@@ -235,37 +235,83 @@ def test_trunk_in_bands_equals_the_whole_trunk(onnx_path):
     with Extractor(onnx_path, backend="onnxruntime", device="cpu") as ex:
         session = ex.backend._trunk
 
-        def run(rows):
-            return [out[0] for out in session.run(None, {INPUT_NAME: rows[None]})]
+        def run(tile, keep):
+            outs = session.run(None, {INPUT_NAME: tile[None]})
+            return [trunk_tiles.keep_region(out[0], tile.shape[:2], keep) for out in outs]
 
-        whole = run(image)
-        edges = trunk_bands.band_edges(1100, 200, band_pixels=200 * 300)
-        assert len(edges) > 3 and all(e % trunk_bands.STRIDE == 0 for e in edges[1:-1])
-        banded = trunk_bands.run_in_bands(run, image, band_pixels=200 * 300)
+        whole = run(image, (0, 1100, 0, 200))
+        edges, columns = trunk_tiles.tile_edges(1100, 200, 200 * 300)
+        assert len(edges) > 3 and all(e % trunk_tiles.STRIDE == 0 for e in edges[1:-1])
+        assert columns == [0, 200]  # bands of rows, as the tiles of a narrow image are
+        banded = trunk_tiles.run_in_tiles(run, image, 200 * 300)
         for w, b in zip(whole, banded, strict=True):
             assert w.shape == b.shape
             np.testing.assert_allclose(b, w, rtol=0, atol=1e-4 * max(1.0, np.abs(w).max()))
         # a halo too small for the receptive field is visibly different: the test can fail
-        short = trunk_bands.run_in_bands(run, image, band_pixels=200 * 300, halo=32)
+        short = trunk_tiles.run_in_tiles(run, image, 200 * 300, halo=32)
         assert max(np.abs(s - w).max() for s, w in zip(short, whole, strict=True)) > 1e-2
+
+
+def _local_trunk(tile, keep):
+    """A stand-in trunk with a known receptive field (radius 16 < the halo of 32 used below):
+    a 33×33 box filter, sampled at strides 1, 4 and 8, cut to ``keep``."""
+    import cv2
+
+    from sss_rt.families import trunk_tiles
+
+    f = cv2.blur(tile.astype(np.float32), (33, 33), borderType=cv2.BORDER_REFLECT)
+    outs = [np.ascontiguousarray(f[::s, ::s].transpose(2, 0, 1)) for s in (1, 4, 8)]
+    return [trunk_tiles.keep_region(out, tile.shape[:2], keep) for out in outs]
+
+
+@pytest.mark.parametrize(("width", "grid"), [(430, (5, 7)), (60, (5, 1))])
+def test_square_tiles_give_the_whole_trunk(width, grid):
+    """Square tiles with halos on every side that has a neighbour (every tile one shape, the
+    last row and column of tiles reaching back; a narrow image's are bands of rows) give
+    exactly the whole image's outputs of a trunk whose receptive field the halo covers; each
+    tile hands back its own region only."""
+    from sss_rt.families import trunk_tiles
+
+    rng = np.random.default_rng(12)
+    image = rng.integers(0, 256, (300, width, 3), dtype=np.uint8)
+    shapes, kept = set(), []
+
+    def run(tile, keep):
+        shapes.add(tile.shape)
+        kept.append((keep[1] - keep[0]) * (keep[3] - keep[2]))
+        return _local_trunk(tile, keep)
+
+    whole = _local_trunk(image, (0, 300, 0, width))
+    tiled = trunk_tiles.run_in_tiles(run, image, 64 * 64, halo=32)
+    rows, cols = trunk_tiles.tile_edges(300, width, 64 * 64)
+    assert (len(rows) - 1, len(cols) - 1) == grid and len(kept) == grid[0] * grid[1]
+    assert len(shapes) == 1 and sum(kept) == 300 * width  # one shape; own parts cover it once
+    for w, t in zip(whole, tiled, strict=True):
+        np.testing.assert_array_equal(t, w)
+    # the halo matters: a trunk seeing further than it gives different outputs
+    short = trunk_tiles.run_in_tiles(run, image, 64 * 64, halo=0)
+    assert max(np.abs(s - w).max() for s, w in zip(short, whole, strict=True)) > 1
 
 
 def test_bands_that_would_each_be_the_whole_image_run_it_once():
     """A short, very wide image: every band with its halos spans all rows, so the trunk runs
     once on the whole image, not once per band."""
-    from sss_rt.families import trunk_bands
+    from sss_rt.families import trunk_tiles
 
     image = np.zeros((700, 100, 3), np.uint8)
-    assert len(trunk_bands.band_edges(700, 100, 100 * 180)) > 2
-    assert trunk_bands._windows(trunk_bands.band_edges(700, 100, 100 * 180), 320) is None
+    rows, columns = trunk_tiles.tile_edges(700, 100, 100 * 180)
+    assert len(rows) > 2 and columns == [0, 100]
+    assert trunk_tiles._windows(rows, 320) is None
     calls = []
-    trunk_bands.run_in_bands(lambda rows: calls.append(rows.shape) or [rows], image, 100 * 180)
-    assert calls == [(700, 100, 3)]
+    trunk_tiles.run_in_tiles(
+        lambda rows, keep: calls.append((rows.shape, keep)) or [rows], image, 100 * 180
+    )
+    assert calls == [((700, 100, 3), (0, 700, 0, 100))]
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_extractor_runs_large_images_trunk_in_bands(onnx_path, monkeypatch, backend):
-    """Above BANDED_ABOVE pixels (lowered here to a small image) the trunk runs in bands: ONNX
+    """Above TILED_ABOVE pixels (lowered here to a small image) the trunk runs in bands: ONNX
     Runtime on its memory-pattern-free session, OpenVINO (whole, a 24 MP trunk peaked at
     9.8 GB) on the trunk and fp32 input tap compiled for the bands' one shape. The same
     embedding as the whole trunk, up to float rounding."""
@@ -275,7 +321,7 @@ def test_extractor_runs_large_images_trunk_in_bands(onnx_path, monkeypatch, back
     import cv2
 
     from sss_rt import Extractor
-    from sss_rt.families import trunk_bands
+    from sss_rt.families import trunk_tiles
 
     if backend == "openvino":
         pytest.importorskip("openvino")
@@ -285,17 +331,29 @@ def test_extractor_runs_large_images_trunk_in_bands(onnx_path, monkeypatch, back
     with Extractor(onnx_path, backend=backend, device="cpu") as ex:
         whole = ex.extract(image).embedding
         calls = []
-        banded_run = functools.partial(trunk_bands.run_in_bands, band_pixels=240 * 256)
-        monkeypatch.setattr(trunk_bands, "BANDED_ABOVE", 100_000)
+        banded_run = functools.partial(trunk_tiles.run_in_tiles, tile_pixels=240 * 256)
+        monkeypatch.setattr(trunk_tiles, "TILED_ABOVE", 100_000)
         monkeypatch.setattr(  # each backend's own band size, made small here
-            module, "run_in_bands", lambda run, img, *_: calls.append(1) or banded_run(run, img)
+            module,
+            "run_in_tiles",
+            lambda run, img, *_, **kw: calls.append(kw) or banded_run(run, img, **kw),
         )
+        shapes = []
+        if backend == "openvino":
+            compile_ = ex.backend._compile
+            monkeypatch.setattr(
+                ex.backend,
+                "_compile",
+                lambda *a, shape=None, **k: shapes.append(shape) or compile_(*a, shape=shape, **k),
+            )
         banded = ex.extract(image).embedding
-        assert calls
+        assert calls == [{}]
         if backend == "onnxruntime":
             assert ex.backend._large_trunk is not None
         else:
-            windows = trunk_bands._windows(trunk_bands.band_edges(900, 240, 240 * 256), 320)
+            windows = trunk_tiles._windows(trunk_tiles.tile_edges(900, 240, 240 * 256)[0], 320)
             assert {b - a for a, b, _, _ in windows} == {836}  # one shape for every band
-            assert ex.backend._band[0] == (1, 836, 240, 3)  # compiled for it
+            assert set(shapes) == {(1, 836, 240, 3)}  # compiled for it, once per model
+            assert len(shapes) == (2 if ex.backend._tap_model is not None else 1)
+            assert ex.backend._tile is None  # and released before the post-processing
     np.testing.assert_allclose(banded, whole, rtol=0, atol=1e-4)

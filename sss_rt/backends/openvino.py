@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from sss_rt.device import Device
 from sss_rt.errors import BackendUnavailableError, ModelError
 from sss_rt.families import family_of
 from sss_rt.families.graph import cut
-from sss_rt.families.trunk_bands import run_in_bands, runs_banded
+from sss_rt.families.trunk_tiles import keep_region, run_in_tiles, runs_tiled
 from sss_rt.model_info import ModelInfo
 from sss_rt.precision import DEFAULT_PRECISION, bf16_unit, check_precision, head_variant
 
@@ -57,10 +58,10 @@ def import_openvino() -> Any:
     return openvino
 
 
-#: pixels per band of a large image's trunk (without halos) on OpenVINO: its trunk takes ~2×
-#: ONNX Runtime's working memory per pixel, so its bands are a third of trunk_bands' default
+#: pixels per tile of a large image's trunk (without halos) on OpenVINO: its trunk takes ~2×
+#: ONNX Runtime's working memory per pixel, so its tiles are a third of trunk_tiles' default
 #: (measured at 24 MP, fast mode: see benchmarks/RESULTS-large.md)
-BAND_PIXELS = 2_000_000
+TILE_PIXELS = 2_000_000
 
 
 class OpenVinoBackend(Backend):
@@ -106,7 +107,7 @@ class OpenVinoBackend(Backend):
         self._input_tap: Any = None
         self._trunk_model: bytes | None = None
         self._tap_model: bytes | None = None
-        self._band: tuple[tuple[int, ...], Any, Any] | None = None  # (shape, trunk, input tap)
+        self._tile: tuple[tuple[int, ...], Any, Any] | None = None  # (shape, trunk, input tap)
         split = family_of(props).split(graph, path) if execution == "split" else None
         self._tiling = family_of(props).tiling
         self._dense: Any = None
@@ -164,27 +165,43 @@ class OpenVinoBackend(Backend):
                     self._whole = self._compile(self._path)
             return ArraySource(self._whole.run(batch)[0][0])
 
-        def trunk(rows: np.ndarray) -> list[np.ndarray]:
-            main, tap = self._band_models(rows.shape) if large else (self._trunk, self._input_tap)
-            outs = [out[0] for out in main.run(rows[None])]
+        def trunk(tile: np.ndarray, keep: tuple[int, int, int, int]) -> list[np.ndarray]:
+            main, tap = self._tile_models(tile.shape) if large else (self._trunk, self._input_tap)
+
+            def kept(out: np.ndarray) -> np.ndarray:  # only the tile's own part copied out
+                return keep_region(out[0], tile.shape[:2], keep)
+
+            outs = main.run(tile[None], kept)
             if tap is not None:
-                outs.insert(0, tap.run(rows[None])[0][0])
+                outs.insert(0, tap.run(tile[None], kept)[0])
             return outs
 
-        # a large image's trunk in bands of rows (sss_rt.families.trunk_bands), every band one
-        # shape, compiled for it: whole, a 24 MP image's trunk peaked at 9.8 GB on OpenVINO;
-        # in the default bands of 6 MP (10 MP with halos) on the dynamic model at 5.9 GB
-        large = runs_banded(image.shape[0], image.shape[1], self._tiling)
-        outs = run_in_bands(trunk, batch[0], BAND_PIXELS) if large else trunk(batch[0])
+        # a large image's trunk in square tiles (sss_rt.families.trunk_tiles), every tile one
+        # shape, compiled for it. At 24 MP: whole, the trunk peaked at 9.8 GB; in bands of rows
+        # of 6 MP (10 MP with halos) on the dynamic model at 5.9 GB; in static bands of 2 MP
+        # (5.8 MP with halos) at 4.1 GB; in tiles of 2 MP (3.7 MP with halos, 22% fewer pixels
+        # computed than those bands) at ~3.4 GB (benchmarks/RESULTS-large.md)
+        large = runs_tiled(image.shape[0], image.shape[1], self._tiling)
+        if large:
+            try:
+                outs = run_in_tiles(trunk, batch[0], TILE_PIXELS)
+            finally:
+                # the tile models' working memory released before the post-processing (in
+                # bands of rows at 24 MP: 1.4 GB; kept, it put the peak at 4.5 GB): recompiling
+                # for the next large image costs seconds against minutes of work
+                with self._lock:
+                    self._tile = None
+        else:
+            outs = trunk(batch[0], (0, image.shape[0], 0, image.shape[1]))
         return self._source(outs, self.threads, self._head, self._dense)
 
-    def _band_models(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
-        """The trunk (and fp32 input tap) compiled for bands of this H×W×3 shape; the last
-        shape's are kept (an image's bands share one), the one before is released."""
+    def _tile_models(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
+        """The trunk (and fp32 input tap) compiled for tiles of this H×W×3 shape, kept while
+        an image's tiles (all one shape) run; a new shape's replace them."""
         key = (1, *shape)
         with self._lock:
-            if self._band is None or self._band[0] != key:
-                self._band = None  # the previous shape's memory first
+            if self._tile is None or self._tile[0] != key:
+                self._tile = None  # the previous shape's memory first
                 assert self._trunk_model is not None
                 trunk = self._compile(self._trunk_model, shape=key)
                 tap = None
@@ -192,8 +209,8 @@ class OpenVinoBackend(Backend):
                     tap = self._compile(
                         self._tap_model, {"INFERENCE_PRECISION_HINT": "f32"}, shape=key
                     )
-                self._band = (key, trunk, tap)
-            return self._band[1], self._band[2]
+                self._tile = (key, trunk, tap)
+            return self._tile[1], self._tile[2]
 
     def describe(self) -> dict[str, Any]:
         head = self._head or "fp32"
@@ -204,7 +221,7 @@ class OpenVinoBackend(Backend):
         self._trunk = None
         self._input_tap = None
         self._dense = None
-        self._band = None
+        self._tile = None
 
 
 def _model_cache_dir() -> Path | None:
@@ -232,16 +249,17 @@ class _RequestPool:
         self._idle: list[Any] = []
         self._lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Every output of one inference on ``batch``, copied out of the request's buffers."""
+    def run(
+        self, batch: np.ndarray, view: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> list[np.ndarray]:
+        """Every output of one inference on ``batch`` — or the part of it ``view`` (an output
+        → a view of it) picks — copied out of the request's buffers."""
         with self._lock:
             request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
         try:
             request.infer({0: batch})
-            return [
-                np.array(request.get_output_tensor(i).data)
-                for i in range(len(self.compiled.outputs))
-            ]
+            outs = (request.get_output_tensor(i).data for i in range(len(self.compiled.outputs)))
+            return [np.array(out if view is None else view(out)) for out in outs]
         finally:
             with self._lock:
                 self._idle.append(request)
