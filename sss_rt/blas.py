@@ -78,16 +78,6 @@ def one_thread() -> Iterator[None]:
                 _limited.clear()
 
 
-def threads_now() -> dict[str, int]:
-    """Each loaded BLAS library's current thread count (by path), as threadpoolctl reads it."""
-    from threadpoolctl import ThreadpoolController
-
-    return {
-        lib.filepath: lib.num_threads
-        for lib in ThreadpoolController().select(user_api="blas").lib_controllers
-    }
-
-
 def matmul(
     a: np.ndarray, b: np.ndarray, threads: int | None = None, out: np.ndarray | None = None
 ) -> np.ndarray:

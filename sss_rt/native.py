@@ -10,7 +10,6 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -55,16 +54,6 @@ class PackedGuide:
     pixel: np.ndarray  # H×W×4: the guide I0, I1, I2 in [0, 1] and 1 / N(x)
     coef: np.ndarray  # H×W×10: 1 / N(x), window mean of I (3), (Σ + εU)⁻¹ (00 01 02 11 12 22)
     radius: int
-
-    @classmethod
-    def from_stats(cls, stats: Any) -> PackedGuide:
-        """From the NumPy engine's ``GuideStats`` (truncated-window rule)."""
-        if stats.inv_count is None:
-            raise ValueError("the compiled filter implements the truncated-window rule only")
-        k = stats.inv_count[..., None]
-        pixel = np.concatenate([stats.guide, k], axis=-1).astype(np.float64)
-        coef = np.concatenate([k, stats.mean, stats.inv_cov], axis=-1).astype(np.float64)
-        return cls(np.ascontiguousarray(pixel), np.ascontiguousarray(coef), stats.radius)
 
     @classmethod
     def compute(
@@ -283,11 +272,6 @@ def to_bf16(a: np.ndarray) -> np.ndarray:
     """float32 → bf16 bit patterns (uint16), rounded to nearest even, as the kernels round."""
     u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-def from_bf16(b: np.ndarray) -> np.ndarray:
-    """bf16 bit patterns (uint16) → float32."""
-    return (np.asarray(b, np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 @dataclass(frozen=True)

@@ -113,11 +113,6 @@ def head_variant(precision: str = "bf16") -> str | None:
     return None
 
 
-def head_bf16_variant() -> str | None:
-    """The bf16 head kernel (:func:`head_variant` for bf16)."""
-    return head_variant("bf16")
-
-
 def resolve_precision(precision: str) -> str:
     """``auto`` → ``bf16`` where the CPU has AMX-BF16 or AVX512-BF16, else ``fp32``; any other
     precision is checked and returned."""

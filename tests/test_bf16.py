@@ -25,9 +25,16 @@ from sss_rt.errors import BackendUnavailableError
 from sss_rt.extractor import examples_dir
 from sss_rt.head import HeadSource, HeadWeights
 from sss_rt.io.images import load_image
-from sss_rt.precision import head_bf16_variant, resolve_precision
+from sss_rt.precision import head_variant, resolve_precision
 
 VARIANTS = native.head_variants()
+
+
+def _from_bf16(b: np.ndarray) -> np.ndarray:
+    """bf16 bit patterns (uint16) → float32."""
+    return (np.asarray(b, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
 needs_bf16_kernel = pytest.mark.skipif(not VARIANTS, reason="no AMX-BF16 / AVX512-BF16 here")
 needs_bf16_engine = pytest.mark.skipif(
     resolve_precision("auto") != "bf16", reason="this CPU has no bf16 unit"
@@ -64,8 +71,8 @@ def _oracle(source: HeadSource, y0, y1, x0, x1, head, bias, variant="amx-bf16"):
         w8 = packed.int8[:m].astype(np.float64) * packed.int8_scale[:m, None]
         out = (w8 @ q) * (top / np.float32(255)).astype(np.float64)[None, :] + bias
     else:
-        h16 = native.from_bf16(native.to_bf16(hidden)).astype(np.float64)
-        w16 = native.from_bf16(native.to_bf16(head)).astype(np.float64)
+        h16 = _from_bf16(native.to_bf16(hidden)).astype(np.float64)
+        w16 = _from_bf16(native.to_bf16(head)).astype(np.float64)
         out = w16 @ h16 + bias
     return out.reshape(-1, y1 - y0, x1 - x0)
 
@@ -140,7 +147,7 @@ def test_int8_takes_the_int8_head_only_without_amx_and_bf16_never(monkeypatch):
 def test_auto_picks_bf16_only_with_a_bf16_unit(monkeypatch):
     monkeypatch.setenv("SSS_RT_CPU_FLAGS", "sse2 avx2 avx512f avx512_vnni")
     assert resolve_precision("auto") == "fp32"
-    assert head_bf16_variant() is None  # the head kernel follows the simulated flags too
+    assert head_variant("bf16") is None  # the head kernel follows the simulated flags too
     monkeypatch.setenv("SSS_RT_CPU_FLAGS", "avx512f avx512_bf16")
     assert resolve_precision("auto") == "bf16"
     monkeypatch.setenv("SSS_RT_CPU_FLAGS", "avx512f amx_tile amx_bf16")

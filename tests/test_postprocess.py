@@ -100,7 +100,8 @@ def test_postprocess_matches_reference_structured(seed, size):
     ref, _ = postprocess_reference(feats, image, 4, 1e-2)
     assert got.shape == (*size, 3) and got.dtype == np.float32
     assert got.min() == 0.0 and got.max() == 1.0
-    assert not basis.near_ties()
+    ev = basis.eigenvalues  # no two kept eigenvalues nearly tied (the comparison is stable)
+    assert not np.any(np.abs(np.diff(ev)) <= 1e-3 * abs(float(ev[0])))
     assert np.abs(got - ref).max() <= TOL
 
 

@@ -37,12 +37,6 @@ class PCABasis:
             out[start : start + block] = rows @ self.components.T
         return out
 
-    def near_ties(self, rel_tol: float = 1e-3) -> bool:
-        """True when two kept eigenvalues (or the last kept and a dropped one) nearly coincide."""
-        ev = self.eigenvalues
-        scale = max(abs(float(ev[0])), 1e-30)
-        return bool(np.any(np.abs(np.diff(ev)) <= rel_tol * scale))
-
 
 def flip_signs(components: np.ndarray) -> np.ndarray:
     """Make each row's largest-magnitude entry positive (scikit-learn's ``svd_flip`` rule)."""
