@@ -132,10 +132,9 @@ def main() -> None:
         write_report(json.loads((HERE / "results" / "edges.json").read_text()))
         return
     from sss_rt import Extractor
-    from sss_rt.cli.evaluate import HELD_OUT_SEED
     from sss_rt.segmentation import SegmentConfig, SoftSegmenter
     from sss_rt.segmentation.segmenter import segment_arrays
-    from sss_rt.synthetic import SyntheticScenes
+    from sss_rt.synthetic import HELD_OUT_SEED, SyntheticScenes
 
     data = SyntheticScenes(tuple(args.size), seed=HELD_OUT_SEED)
     cfg = SegmentConfig(scale=1.0, max_pixels=args.working)

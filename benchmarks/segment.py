@@ -149,9 +149,8 @@ def photo_12mp() -> dict:
 def instance_iou(scenes: int, size: int) -> dict:
     """Mean IoU of each instance's best-matching layer (α > 0.5) on held-out scenes."""
     from sss_rt import Extractor
-    from sss_rt.cli.evaluate import HELD_OUT_SEED
     from sss_rt.segmentation import SegmentConfig, SoftSegmenter
-    from sss_rt.synthetic import SyntheticScenes
+    from sss_rt.synthetic import HELD_OUT_SEED, SyntheticScenes
 
     data = SyntheticScenes((size, size), seed=HELD_OUT_SEED)
     ious = []

@@ -232,8 +232,7 @@ def test_bf16_split_matches_openvino_whole_graph():
 
 @needs_bf16_engine
 def test_bf16_held_out_pair_auc_within_0_005_of_fp32():
-    from sss_rt.cli.evaluate import HELD_OUT_SEED
-    from sss_rt.synthetic import SyntheticScenes
+    from sss_rt.synthetic import HELD_OUT_SEED, SyntheticScenes
     from sss_rt.training.evaluate import evaluate
 
     scenes = SyntheticScenes((160, 160), seed=HELD_OUT_SEED)

@@ -124,8 +124,7 @@ def test_int8_held_out_pair_auc_within_0_005_of_fp32(int8_model, head, monkeypat
     """The same held-out scenes (the seed `sss-rt eval` uses) scored with both precisions."""
     if head:
         monkeypatch.setenv("SSS_RT_HEAD_VARIANT", head)
-    from sss_rt.cli.evaluate import HELD_OUT_SEED
-    from sss_rt.synthetic import SyntheticScenes
+    from sss_rt.synthetic import HELD_OUT_SEED, SyntheticScenes
     from sss_rt.training.evaluate import evaluate
 
     scenes = SyntheticScenes((160, 160), seed=HELD_OUT_SEED)

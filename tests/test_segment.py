@@ -556,9 +556,8 @@ def test_held_out_synthetic_instances_are_recovered():
     eigenvectors and 20 initial segments (benchmarks/RESULTS-segment.md: the defaults at
     160×160); gate 0.70."""
     from sss_rt import Extractor
-    from sss_rt.cli.evaluate import HELD_OUT_SEED
     from sss_rt.segmentation import SoftSegmenter
-    from sss_rt.synthetic import SyntheticScenes
+    from sss_rt.synthetic import HELD_OUT_SEED, SyntheticScenes
 
     data = SyntheticScenes((96, 96), seed=HELD_OUT_SEED)
     cfg = SegmentConfig(scale=1.0, superpixels=300, eigenvectors=50, initial_segments=20)

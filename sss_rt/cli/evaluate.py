@@ -9,9 +9,6 @@ import click
 
 from sss_rt.precision import PRECISION_CHOICES
 
-#: the held-out synthetic scenes use a seed far from any training seed
-HELD_OUT_SEED = 1_000_003
-
 
 @click.command("eval")
 @click.argument("model", required=False, type=click.Path(path_type=Path))
@@ -34,7 +31,7 @@ def evaluate(model, count, size, data, backend, precision, as_json) -> None:
     from sss_rt.training.evaluate import evaluate as run_eval
 
     if data == "synthetic":
-        from sss_rt.synthetic import SyntheticScenes
+        from sss_rt.synthetic import HELD_OUT_SEED, SyntheticScenes
 
         scenes = SyntheticScenes((size, size), seed=HELD_OUT_SEED)
     else:
