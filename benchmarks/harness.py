@@ -133,7 +133,7 @@ def training_form_network(backbone: str, height: int, width: int, runs: int) -> 
     import torch
     from sss_rt.export.inference_form import InferenceNet
 
-    from sss_rt.training.model import HypercolumnNet
+    from sss_rt.network.model import HypercolumnNet
 
     torch.manual_seed(0)
     net = HypercolumnNet(backbone).eval()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sss_rt.training.model import TAP_CHANNELS, HypercolumnNet
+from sss_rt.network.model import TAP_CHANNELS, HypercolumnNet
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:

@@ -74,7 +74,7 @@ def export_onnx(
     import torch
     from sss_rt.export.inference_form import InferenceNet
 
-    from sss_rt.training.model import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD
+    from sss_rt.network.model import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD
 
     if opset < 17:
         raise ValueError("opset must be >= 17")
@@ -138,7 +138,7 @@ def export_checkpoint(
     fp16_weights: bool = False,
 ) -> ModelInfo:
     """Load an sss-rt training checkpoint (weights only) and export it to ONNX."""
-    from sss_rt.training.checkpoint import load_network
+    from sss_rt.network.checkpoint import load_network
 
     net, meta = load_network(checkpoint)
     training_info = dict(meta)

@@ -27,7 +27,7 @@ def randomize_batchnorm(net, seed: int = 0) -> None:
 
 def make_net(backbone: str = "resnet18", seed: int = 0):
     torch = pytest.importorskip("torch")
-    from sss_rt.training.model import HypercolumnNet
+    from sss_rt.network.model import HypercolumnNet
 
     torch.manual_seed(seed)
     net = HypercolumnNet(backbone)
@@ -42,7 +42,7 @@ def tiny_net():
 
 @pytest.fixture(scope="session")
 def checkpoint_path(tiny_net, tmp_path_factory) -> Path:
-    from sss_rt.training.checkpoint import save_checkpoint
+    from sss_rt.network.checkpoint import save_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(

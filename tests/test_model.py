@@ -8,12 +8,12 @@ torch = pytest.importorskip("torch")
 
 from conftest import make_net  # noqa: E402
 
-from sss_rt.training.init import load_backbone  # noqa: E402
-from sss_rt.training.model import (  # noqa: E402
+from sss_rt.network.model import (  # noqa: E402
     BACKBONES,
     TAP_CHANNELS,
     HypercolumnNet,
 )
+from sss_rt.training.init import load_backbone  # noqa: E402
 
 
 def torchvision_resnet_keys(layers, bottleneck: bool) -> set[str]:

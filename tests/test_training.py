@@ -289,7 +289,7 @@ def test_feature_scale_survives_checkpoint_and_export(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from sss_rt.export.onnx_export import export_checkpoint
 
-    from sss_rt.training.checkpoint import load_network
+    from sss_rt.network.checkpoint import load_network
     from sss_rt.training.trainer import Trainer
 
     trainer = Trainer(tiny_config(iterations=2, feature_scale=8.0), tmp_path)

@@ -79,8 +79,8 @@ class TorchBackend(Backend):
             info = read_model_info(path)
             net, info = family_named(info.family).torch_module(path)
         else:
-            from sss_rt.training.checkpoint import load_network
-            from sss_rt.training.model import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD
+            from sss_rt.network.checkpoint import load_network
+            from sss_rt.network.model import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD
 
             train_net, meta = load_network(path)
             net = InferenceNet(train_net).eval()

@@ -146,7 +146,7 @@ def inference_net_from_onnx(path: str | os.PathLike[str]) -> tuple[Any, ModelInf
     from onnx import numpy_helper
 
     from sss_rt.export.inference_form import InferenceNet
-    from sss_rt.training.model import HypercolumnNet, Normalize
+    from sss_rt.network.model import HypercolumnNet, Normalize
 
     info = read_model_info(path)
     model = onnx.load(os.fspath(path))

@@ -37,7 +37,7 @@ def backbone_state_dict(state: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 def load_backbone(net: Any, source: str | os.PathLike[str] | dict[str, Any]) -> LoadReport:
     """Load backbone weights into ``net`` (a ``HypercolumnNet``) from a file or a dict."""
-    from sss_rt.training.checkpoint import load_weights_file
+    from sss_rt.network.checkpoint import load_weights_file
 
     state = source if isinstance(source, dict) else load_weights_file(source, "backbone weights")
     mapped, ignored = backbone_state_dict(state)

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import torch
 
-from sss_rt.training.checkpoint import load_checkpoint, save_checkpoint
+from sss_rt.network.checkpoint import load_checkpoint, save_checkpoint
+from sss_rt.network.model import HypercolumnNet
 from sss_rt.training.datasets import make_dataset
 from sss_rt.training.loss import npair_l2_loss
-from sss_rt.training.model import HypercolumnNet
 from sss_rt.training.sampling import sample_pixels
 
 log = logging.getLogger("sss_rt.train")
