@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sss_rt.backends.base import Backend, check_image
+from sss_rt.backends.base import Backend, check_image, release_freed_memory
 from sss_rt.backends.onnx_graph import load_feature_model
 from sss_rt.backends.support import check_support
 from sss_rt.bands import ArraySource, DeviceArraySource, FeatureSource
@@ -34,17 +34,6 @@ def gpu_providers() -> list[str]:
 
     available = ort.get_available_providers()
     return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
-
-
-def _release_freed_memory() -> None:
-    """glibc's ``malloc_trim``: heap memory freed by a large run is returned to the system
-    instead of staying in the process (a no-op elsewhere)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _session_options(
@@ -161,7 +150,7 @@ class OnnxRuntimeBackend(Backend):
 
         def trunk(tile: np.ndarray, keep: tuple[int, int, int, int]) -> list[np.ndarray]:
             outs = session.run(None, {INPUT_NAME: tile[None]})
-            _release_freed_memory()  # the trunk's freed activations, back to the system
+            release_freed_memory()  # the trunk's freed activations, back to the system
             return [keep_region(out[0], tile.shape[:2], keep) for out in outs]
 
         # a large image's trunk in tiles (sss_rt.families.trunk_tiles: bounded memory)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sss_rt.backends.base import Backend, check_image
+from sss_rt.backends.base import Backend, check_image, release_freed_memory
 from sss_rt.backends.support import check_support
 from sss_rt.bands import ArraySource, DeviceArraySource, DeviceBand, FeatureSource
 from sss_rt.device import CPU, Device
@@ -135,6 +135,8 @@ class TorchBackend(Backend):
                     return TorchDeviceSource(out)
                 return ArraySource(out.cpu().numpy())
             t_in, t_p1, deep = self._trunk(x)
+        if not on_gpu:
+            release_freed_memory()  # the trunk's activations, before the post-processing
         if on_gpu:  # the head's bands then run on the consumer's stream, after the trunk
             torch.cuda.current_stream(x.device).synchronize()
         return TorchHeadSource(net, t_in[0], t_p1[0], deep[0], allow_tf32=self.allow_tf32)
@@ -377,6 +379,10 @@ class TorchHeadSource(FeatureSource):
                     flat = hidden.reshape(mid, -1).double()
                     res = weight @ flat + bias[:, None]
                     out[:, a - y0 : b - y0] = res.float().reshape(out_c, b - a, width)
+        # the chunks' temporaries back to the system: kept in the heap they added ~0.2 GB to a
+        # 24 MP image's peak in the exact mode (measured at 6 MP: 1946 → 1893 MB)
+        if not self.on_device:
+            release_freed_memory()
         return out
 
     def _hidden(self, y0: int, y1: int, x0: int, x1: int) -> Any:
