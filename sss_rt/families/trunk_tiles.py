@@ -54,7 +54,10 @@ def keep_region(
 ) -> np.ndarray:
     """The part of ``out`` (C×⌈h/s⌉×⌈w/s⌉, a trunk output of an input tile of ``shape``
     (h, w), at its stride s) that covers the tile's input rows [keep[0], keep[1]) and columns
-    [keep[2], keep[3]): a view."""
+    [keep[2], keep[3]): a view (``out`` itself when that is the whole tile, whatever the
+    output's geometry: a family that does not tile may have any)."""
+    if keep == (0, shape[0], 0, shape[1]):
+        return out
     s = stride_of(shape, out.shape[1:])
     r0, r1, c0, c1 = keep
     return out[:, r0 // s : -(-r1 // s), c0 // s : -(-c1 // s)]
