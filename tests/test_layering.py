@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ABOVE = ("sss_rt.training", "sss_rt.cli")
 
@@ -43,3 +45,17 @@ def test_the_scan_sees_lazy_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from sss_rt.training.model import HypercolumnNet\n")
     assert "sss_rt.training.model" in _imports(module)
+
+
+def test_every_package_is_in_the_wheel():
+    """Every folder of ``sss_rt`` with an ``__init__.py`` is listed in pyproject.toml's packages
+    (an editable install finds an unlisted one; a wheel leaves it out)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "sss_rt").rglob("__init__.py")
+    }
+    assert found - listed == set()
