@@ -125,10 +125,10 @@ class OpenVinoBackend(Backend):
 
                 parts = onnx.load_from_string(trunk)
                 names = [o.name for o in parts.graph.output]
-                self._input_tap = self._compile(
-                    cut(parts, names[:1]).SerializeToString(), {"INFERENCE_PRECISION_HINT": "f32"}
-                )
                 self._tap_model = cut(parts, names[:1]).SerializeToString()
+                self._input_tap = self._compile(
+                    self._tap_model, {"INFERENCE_PRECISION_HINT": "f32"}
+                )
                 trunk = cut(parts, names[1:]).SerializeToString()
             self._trunk = self._compile(trunk)
             self._trunk_model = trunk

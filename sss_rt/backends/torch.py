@@ -135,10 +135,10 @@ class TorchBackend(Backend):
                     return TorchDeviceSource(out)
                 return ArraySource(out.cpu().numpy())
             t_in, t_p1, deep = self._trunk(x)
-        if not on_gpu:
-            release_freed_memory()  # the trunk's activations, before the post-processing
         if on_gpu:  # the head's bands then run on the consumer's stream, after the trunk
             torch.cuda.current_stream(x.device).synchronize()
+        else:
+            release_freed_memory()  # the trunk's activations, before the post-processing
         return TorchHeadSource(net, t_in[0], t_p1[0], deep[0], allow_tf32=self.allow_tf32)
 
     def _trunk(self, image: Any) -> tuple[Any, Any, Any]:
