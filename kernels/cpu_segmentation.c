@@ -20,7 +20,8 @@
  * weighted_grams(e, c, out, n, mp, m, K, p0, p1[, level]); grams_variant() names the loop
  *   that runs here (avx512, avx2 or generic)
  *   out[k][a][b] += Σ_i c[k][i] · e[i][a] · e[i][b] over pixels i in [p0, p1), for every
- *   segment k, in float32 sums over FLUSH·PIX pixels added into float64. Of each symmetric
+ *   segment k, pixels of weight 0 skipped (never read), in float32 sums over chunks of CHUNK
+ *   pixels added into float64. Of each symmetric
  *   m×m Gram, with m = 16q + t, it writes the entries a ≤ b < 16q (the upper triangle of the
  *   first 16q columns) and the t rows a ≥ 16q whole (the rest of the triangle by symmetry);
  *   other entries are left as they were or hold partial sums.
@@ -28,7 +29,8 @@
  *                          next multiple of 16
  *   c   float32 [K][n]    each segment's weights
  *   out float64 [K][m][mp]
- *   Per block, the weighted copy c_k ⊙ e, then tiles held in registers (one broadcast per row
+ *   Per chunk and segment, its pixels of non-zero weight packed into panels of PIX (their rows
+ *   of e and of c_k ⊙ e), then tiles held in registers over each panel (one broadcast per row
  *   and pixel): with AVX-512, 6 rows × 4 vectors in 24 registers; with AVX2 and FMA, 6 rows ×
  *   1 vector in 12 (two 8-float halves); elsewhere plain C. level caps the loop: 2 (default)
  *   the best this CPU has, 1 at most AVX2, 0 plain C. Every loop adds each entry's products
@@ -110,46 +112,52 @@ DEFINE_SWEEPS(sweeps_any, RUNTIME_R, R)
 
 /* ---- weighted_grams ----------------------------------------------------------------------- */
 
-#define PIX 48 /* pixels per block: e's block (PIX × mp floats) and its weighted copy stay in L2 */
+#define PIX 64    /* pixels per panel: the tiles' reduction length */
+#define CHUNK 2048 /* pixels per chunk: every segment packs its panels from the chunk's rows of e
+                    * (CHUNK × mp floats, cache-resident meanwhile); float32 sums go into float64
+                    * once per segment and chunk */
 
-/* out rows a0 .. a0+A-1, column vectors j0 .. j0+V-1 (16 floats each), += Σ_i x[i][a] e[i][b] */
+/* A panel holds up to PIX pixels of one segment, a row of mp floats each:
+ *   xp [PIX][mp]   c_i · e[i]
+ *   ep [PIX][mp]   e[i] */
+
+/* acc rows a0 .. a0+A-1, column vectors j0 .. j0+V-1 (16 floats each), += Σ_i x[a][i] e[i][b] */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #define HAVE_AVX512_GRAMS 1
 __attribute__((always_inline, target("avx512f"))) static inline void
-tile_avx512(const float *x, const float *e, int64_t npix, int mp, int a0, int j0, const int A,
-            const int V, float *out, int ldo)
+tile_avx512(const float *xp, const float *ep, int npix, int mp, int a0, int j0, const int A, const int V,
+            float *acc, int ldo)
 {
     __m512 c[6][4];
     for (int r = 0; r < A; ++r)
         for (int v = 0; v < V; ++v)
             c[r][v] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < npix; ++i) {
-        const float *ei = e + i * mp + j0 * 16, *xi = x + i * mp + a0;
+    for (int i = 0; i < npix; ++i) {
         __m512 ev[4];
         for (int v = 0; v < V; ++v)
-            ev[v] = _mm512_loadu_ps(ei + 16 * v);
+            ev[v] = _mm512_load_ps(ep + (int64_t)i * mp + (j0 + v) * 16);
         for (int r = 0; r < A; ++r) {
-            const __m512 s = _mm512_set1_ps(xi[r]);
+            const __m512 s = _mm512_set1_ps(xp[(int64_t)i * mp + a0 + r]);
             for (int v = 0; v < V; ++v)
                 c[r][v] = _mm512_fmadd_ps(s, ev[v], c[r][v]);
         }
     }
     for (int r = 0; r < A; ++r)
         for (int v = 0; v < V; ++v) {
-            float *o = out + (int64_t)(a0 + r) * ldo + (j0 + v) * 16;
+            float *o = acc + (int64_t)(a0 + r) * ldo + (j0 + v) * 16;
             _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), c[r][v]));
         }
 }
 
 #define TILE_CASE(A, V)                                                                           \
     case (A) * 8 + (V):                                                                           \
-        tile_avx512(x, e, npix, mp, a0, j0, A, V, out, mp);                                       \
+        tile_avx512(xp, ep, npix, mp, a0, j0, A, V, acc, mp);                                         \
         break;
 #define TILE_ROW(A) TILE_CASE(A, 1) TILE_CASE(A, 2) TILE_CASE(A, 3) TILE_CASE(A, 4)
 
-/* The tiles of one segment's Gram over one block of pixels. With m = 16q + t: rows a < 16q over
- * the vectors from a's own to the last full one (the upper triangle, to 16-column granularity);
+/* The tiles of one segment's Gram over one panel. With m = 16q + t: rows a < 16q over the
+ * vectors from a's own to the last full one (the upper triangle, to 16-column granularity);
  * the t rows ≥ 16q over every vector (entries (a < 16q, b ≥ 16q) are taken from (b, a) by
  * symmetry, so that no row computes the mostly padded last vector). */
 #define FOR_TILES(BODY)                                                                           \
@@ -168,14 +176,9 @@ tile_avx512(const float *x, const float *e, int64_t npix, int mp, int a0, int j0
         }                                                                                         \
     } while (0)
 
-__attribute__((target("avx512f"))) static void block_avx512(float *x, const float *e, const float *w,
-                                                            int64_t npix, int mp, int m, float *out)
+__attribute__((target("avx512f"))) static void panel_avx512(const float *xp, const float *ep, int npix,
+                                                            int mp, int m, float *acc)
 {
-    for (int64_t i = 0; i < npix; ++i) {
-        const __m512 s = _mm512_set1_ps(w[i]);
-        for (int v = 0; v < mp / 16; ++v)
-            _mm512_storeu_ps(x + i * mp + 16 * v, _mm512_mul_ps(s, _mm512_loadu_ps(e + i * mp + 16 * v)));
-    }
     FOR_TILES(switch (A * 8 + V) {
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6)
     });
@@ -183,15 +186,15 @@ __attribute__((target("avx512f"))) static void block_avx512(float *x, const floa
 
 /* AVX2: rows a0 .. a0+A-1 (A ≤ 6) of one 16-float column vector j, in 12 registers */
 __attribute__((always_inline, target("avx2,fma"))) static inline void
-tile_avx2(const float *x, const float *e, int64_t npix, int mp, int a0, int j, const int A,
-          float *out, int ldo)
+tile_avx2(const float *xp, const float *ep, int npix, int mp, int a0, int j, const int A, float *acc,
+          int ldo)
 {
     __m256 lo[6], hi[6];
     for (int r = 0; r < A; ++r)
         lo[r] = hi[r] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < npix; ++i) {
-        const float *ei = e + i * mp + j * 16, *xi = x + i * mp + a0;
-        const __m256 el = _mm256_loadu_ps(ei), eh = _mm256_loadu_ps(ei + 8);
+    for (int i = 0; i < npix; ++i) {
+        const float *ei = ep + (int64_t)i * mp + j * 16, *xi = xp + (int64_t)i * mp + a0;
+        const __m256 el = _mm256_load_ps(ei), eh = _mm256_load_ps(ei + 8);
         for (int r = 0; r < A; ++r) {
             const __m256 s = _mm256_broadcast_ss(xi + r);
             lo[r] = _mm256_fmadd_ps(s, el, lo[r]);
@@ -199,7 +202,7 @@ tile_avx2(const float *x, const float *e, int64_t npix, int mp, int a0, int j, c
         }
     }
     for (int r = 0; r < A; ++r) {
-        float *o = out + (int64_t)(a0 + r) * ldo + j * 16;
+        float *o = acc + (int64_t)(a0 + r) * ldo + j * 16;
         _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), lo[r]));
         _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_loadu_ps(o + 8), hi[r]));
     }
@@ -208,55 +211,59 @@ tile_avx2(const float *x, const float *e, int64_t npix, int mp, int a0, int j, c
 #define TILE2_CASE(A)                                                                             \
     case A:                                                                                       \
         for (int v = 0; v < V; ++v)                                                               \
-            tile_avx2(x, e, npix, mp, a0, j0 + v, A, out, mp);                                    \
+            tile_avx2(xp, ep, npix, mp, a0, j0 + v, A, acc, mp);                                      \
         break;
 
-__attribute__((target("avx2,fma"))) static void block_avx2(float *x, const float *e, const float *w,
-                                                          int64_t npix, int mp, int m, float *out)
+__attribute__((target("avx2,fma"))) static void panel_avx2(const float *xp, const float *ep, int npix,
+                                                          int mp, int m, float *acc)
 {
-    for (int64_t i = 0; i < npix; ++i) {
-        const __m256 s = _mm256_set1_ps(w[i]);
-        for (int v = 0; v < mp / 8; ++v)
-            _mm256_storeu_ps(x + i * mp + 8 * v, _mm256_mul_ps(s, _mm256_loadu_ps(e + i * mp + 8 * v)));
-    }
     FOR_TILES(switch (A) { TILE2_CASE(1) TILE2_CASE(2) TILE2_CASE(3) TILE2_CASE(4) TILE2_CASE(5) TILE2_CASE(6) });
 }
 #endif
 
 /* the same sums in plain C (any CPU): fmaf rounds once as the tiles' FMA do, so every loop
  * gives the same bits (where the CPU has no FMA unit, fmaf is libm's exact and slow one) */
-GRAM_CLONES static void block_generic(float *x, const float *e, const float *w, int64_t npix, int mp, int m,
-                          float *out)
+GRAM_CLONES static void panel_generic(const float *xp, const float *ep, int npix, int mp, int m,
+                                      float *acc)
 {
-    for (int64_t i = 0; i < npix; ++i)
-        for (int a = 0; a < mp; ++a)
-            x[i * mp + a] = w[i] * e[i * mp + a];
     FOR_TILES({
         for (int a = a0; a < a0 + A; ++a) {
-            float acc[64] = {0};
-            for (int64_t i = 0; i < npix; ++i) {
-                const float s = x[i * mp + a];
-                const float *ei = e + i * mp + j0 * 16;
+            float sum[64] = {0};
+            for (int i = 0; i < npix; ++i) {
+                const float s = xp[(int64_t)i * mp + a];
+                const float *ev = ep + (int64_t)i * mp + j0 * 16;
                 for (int t = 0; t < 16 * V; ++t)
-                    acc[t] = fmaf(s, ei[t], acc[t]);
+                    sum[t] = fmaf(s, ev[t], sum[t]);
             }
             for (int t = 0; t < 16 * V; ++t)
-                out[(int64_t)a * mp + j0 * 16 + t] += acc[t];
+                acc[(int64_t)a * mp + j0 * 16 + t] += sum[t];
         }
     });
 }
 
-/* all segments' Grams over pixels [p0, p1): tiles add into float32 sums (acc, L2-resident),
- * which go into float64 every FLUSH blocks */
-#define FLUSH 32
+/* pixel row ei (mp floats) with weight w into slot `slot` of the panel (xp, ep) */
+static inline void pack_pixel(const float *ei, float w, int mp, int slot, float *xp, float *ep)
+{
+    float *x = xp + (int64_t)slot * mp, *y = ep + (int64_t)slot * mp;
+    for (int a = 0; a < mp; ++a) {
+        x[a] = w * ei[a];
+        y[a] = ei[a];
+    }
+}
+
+/* all segments' Grams over pixels [p0, p1): per chunk of pixels and segment, the pixels of
+ * non-zero weight packed into panels, each panel's tiles added into float32 sums (acc), which
+ * go into float64 at the end of the chunk */
 static int grams_run(const float *e, const float *c, double *out, int64_t n, int mp, int m, int K,
                      int64_t p0, int64_t p1, int level)
 {
     const size_t gram = (size_t)m * mp;
-    float *x = aligned_alloc(64, sizeof(float) * (size_t)PIX * mp);
-    float *acc = calloc(gram * K, sizeof(float));
-    if (!x || !acc) {
-        free(x);
+    float *xp = aligned_alloc(64, sizeof(float) * (size_t)mp * PIX);
+    float *ep = aligned_alloc(64, sizeof(float) * (size_t)mp * PIX);
+    float *acc = calloc(gram, sizeof(float));
+    if (!xp || !ep || !acc) {
+        free(xp);
+        free(ep);
         free(acc);
         return -1;
     }
@@ -268,30 +275,50 @@ static int grams_run(const float *e, const float *c, double *out, int64_t n, int
     const int wide = 0, avx2 = 0;
     (void)level;
 #endif
-    int pending = 0;
-    for (int64_t i0 = p0; i0 < p1; i0 += PIX) {
-        const int64_t npix = p1 - i0 < PIX ? p1 - i0 : PIX;
-        const float *eb = e + i0 * mp;
-        for (int k = 0; k < K; ++k) {
-            const float *w = c + (int64_t)k * n + i0;
 #ifdef HAVE_AVX512_GRAMS
-            if (wide)
-                block_avx512(x, eb, w, npix, mp, m, acc + k * gram);
-            else if (avx2)
-                block_avx2(x, eb, w, npix, mp, m, acc + k * gram);
-            else
+#define RUN_PANEL(npix)                                                                           \
+    do {                                                                                          \
+        if (wide)                                                                                 \
+            panel_avx512(xp, ep, (npix), mp, m, acc);                                             \
+        else if (avx2)                                                                            \
+            panel_avx2(xp, ep, (npix), mp, m, acc);                                               \
+        else                                                                                      \
+            panel_generic(xp, ep, (npix), mp, m, acc);                                            \
+    } while (0)
+#else
+#define RUN_PANEL(npix) panel_generic(xp, ep, (npix), mp, m, acc)
 #endif
-                block_generic(x, eb, w, npix, mp, m, acc + k * gram);
-        }
-        if (++pending == FLUSH || i0 + PIX >= p1) {
-            for (size_t j = 0; j < gram * K; ++j) {
-                out[j] += acc[j];
-                acc[j] = 0.0f;
+    for (int64_t c0 = p0; c0 < p1; c0 += CHUNK) {
+        const int64_t c1 = p1 - c0 < CHUNK ? p1 : c0 + CHUNK;
+        for (int k = 0; k < K; ++k) {
+            const float *w = c + (int64_t)k * n;
+            int slot = 0, used = 0;
+            for (int64_t i = c0; i < c1; ++i) {
+                if (w[i] == 0.0f) /* adds nothing: skipped */
+                    continue;
+                pack_pixel(e + i * mp, w[i], mp, slot, xp, ep);
+                if (++slot == PIX) {
+                    RUN_PANEL(PIX);
+                    slot = 0;
+                    used = 1;
+                }
             }
-            pending = 0;
+            if (slot) {
+                RUN_PANEL(slot);
+                used = 1;
+            }
+            if (used) {
+                double *o = out + k * gram;
+                for (size_t j = 0; j < gram; ++j) {
+                    o[j] += acc[j];
+                    acc[j] = 0.0f;
+                }
+            }
         }
     }
-    free(x);
+#undef RUN_PANEL
+    free(xp);
+    free(ep);
     free(acc);
     (void)wide;
     (void)avx2;

@@ -434,20 +434,24 @@ def test_cli_segment_reads_extracted_features(tmp_path):
                                           (2000, 100, 3)])  # fmt: skip
 def test_grams_of_every_path_equal_the_float64_sums(n, m, k):
     """The compiled kernel (m = 16q + t: the triangle of 16q columns and the t rows whole, a
-    pixel count that is no multiple of its blocks, one and two threads, its AVX-512 and AVX2 tiles
-    and its plain C loop), the pairs GEMM and the per-segment SYRK, all against Σ_i c_ki e_i e_iᵀ
-    in float64."""
+    pixel count that is no multiple of its panels, one and two threads, its AVX-512 and AVX2 tiles
+    and its plain C loop), the pairs GEMM and the per-segment GEMM, each summing c directly and
+    as base·EᵀE + Eᵀ diag(c − base) E, all against Σ_i c_ki e_i e_iᵀ in float64."""
     rng = np.random.default_rng(n + m)
     vecs = np.linalg.qr(rng.standard_normal((n, m)))[0]
-    w = rng.random((k, n)) * np.geomspace(1, 2.4e4, n)  # the IRLS weights' range
-    exact = np.einsum("ki,ia,ib->kab", w, vecs, vecs)
+    w = (rng.random((k, n)) * np.geomspace(1, 2.4e4, n)).astype(np.float32)  # the IRLS range
+    base = np.float32(2.4e4)
+    w[rng.random((k, n)) < 0.5] = base  # pixels at the weights' floor (most, in practice)
+    w[0, : n // 3] = base  # a run of them longer than the kernel's panels
+    e32 = vecs.astype(np.float32).astype(np.float64)
+    exact = np.einsum("ki,ia,ib->kab", w.astype(np.float64), e32, e32)
     paths = [sparsify._Grams(vecs, compiled=False), sparsify._Grams(vecs, 0, compiled=False)]
     assert paths[0].pairs is not None and paths[1].pairs is None
-    got = [p(w) for p in paths]
+    got = [p(w, b) for p in paths for b in (0.0, float(base))]
     if native.available():
         g = sparsify._Grams(vecs)
         assert g.padded is not None
-        got += [g(w), native.weighted_grams(g.padded, w, threads=1),
+        got += [g(w), g(w, float(base)), native.weighted_grams(g.padded, w, threads=1),
                 native.weighted_grams(g.padded, w, level=1),
                 native.weighted_grams(g.padded, w, level=0)]  # fmt: skip
     scale = np.abs(exact).max(axis=(1, 2), keepdims=True)
@@ -628,3 +632,26 @@ def test_uniform_and_one_object_photos():
     layers = alphas > 0.5
     iou = max((layers[..., k] & mask).sum() / (layers[..., k] | mask).sum() for k in range(5))
     assert iou > 0.8
+
+
+@pytest.mark.skipif(not native.available(), reason="needs the compiled kernel")
+@pytest.mark.parametrize("level", [2, 1, 0])
+def test_gram_kernel_skips_pixels_of_weight_zero(level):
+    """Pixels of weight 0 add nothing and are never read: NaN in their rows of E stays out of
+    the Grams (a kernel that multiplied them would give NaN), and the Grams equal those of the
+    other pixels alone."""
+    rng = np.random.default_rng(3)
+    n, m = 5000, 37
+    vecs = rng.standard_normal((n, m))
+    w = rng.random((3, n)).astype(np.float32)
+    zero = rng.random(n) < 0.6
+    w[:, zero] = 0.0
+    w[1] = 0.0  # a segment with no pixel left
+    padded, _ = native.pad_vectors(vecs)
+    poisoned = padded.copy()
+    poisoned[zero] = np.nan
+    got = native.weighted_grams((poisoned, m), w, level=level)
+    assert np.isfinite(got).all()
+    assert (got[1] == 0).all()
+    kept = native.weighted_grams((np.ascontiguousarray(padded[~zero]), m), w[:, ~zero], level=level)
+    np.testing.assert_allclose(got, kept, rtol=1e-6, atol=1e-6 * np.abs(kept).max())

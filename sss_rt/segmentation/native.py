@@ -153,7 +153,8 @@ def weighted_grams(
     level: int = 2,
 ) -> np.ndarray | None:
     """Eᵀ diag(c_k) E for every row c_k of ``weights`` (K×N), E as :func:`pad_vectors` gives it;
-    K×m×m float64, symmetric (float32 sums over blocks of pixels, added in float64). None
+    K×m×m float64, symmetric (float32 sums over chunks of pixels, added in float64; pixels of
+    weight 0 cost nothing and their rows of E are not read). None
     without the compiled kernel. ``level`` caps the loop (:func:`grams_level`): 2 the best the
     CPU has, 1 at most AVX2, 0 the plain C loop."""
     if _ext is None:
