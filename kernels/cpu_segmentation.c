@@ -43,6 +43,19 @@
  *   ptr int64 [n+1], idx int32, val float64   A by rows (CSR)
  *   diag, x, out  float64 [n][R]             row-major: a pixel's R layers are one vector
  *   Each row is summed on its own in a fixed order: threads taking row ranges change no bit.
+ *   Returns Σ_i x[i]·out[i] over its rows (the CG's pᵀAp).
+ *
+ * cg_residual(x, r, p, q, inv, coupling, z, n, R, alpha, r0, r1) -> (Σ r·z, Σ r·r)
+ *   The rest of a step of the relaxed sparsification's conjugate gradients, rows [r0, r1):
+ *   x += α·p, r −= α·q, then z = M·r with M the exact inverse of each pixel's block
+ *   diag(d_i) + δ·11ᵀ: z_i = inv_i ⊙ r_i − inv_i · coupling_i · Σ_l inv_il r_il (inv = 1/d,
+ *   coupling = δ / (1 + δ Σ_l inv_il)); returns its rows' Σ r·z and Σ r·r (after the update).
+ *   x, r, p, q, inv, z float64 [n][R] row-major; coupling float64 [n].
+ *
+ * csr_matmul(ptr, idx, val, x, out, n, nnz, R, r0, r1)
+ *   out[i] = Σ_j A_ij x[j] for rows i in [r0, r1), x and out float64 [n][R] row-major, A by
+ *   rows as above, any R ≥ 1: the eigensolver's L·Q for a block of vectors (SciPy's CSR product
+ *   runs on one thread and copies a column-major block first). Each row summed alone, in order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -330,9 +343,10 @@ static int grams_run(const float *e, const float *c, double *out, int64_t n, int
 #define LAYER_ROWS(R)                                                                             \
     CLONES static int layer_rows_##R(const int64_t *ptr, const int32_t *idx, const double *val,    \
                                      const double *diag, const double *x, double *out,             \
-                                     double delta, int64_t n, int64_t r0, int64_t r1)              \
+                                     double delta, int64_t n, int64_t r0, int64_t r1, double *dot) \
     {                                                                                             \
         int bad = 0;                                                                              \
+        double xo = 0.0;                                                                          \
         for (int64_t i = r0; i < r1; ++i) {                                                       \
             double acc[R], sum = 0.0;                                                             \
             for (int r = 0; r < (R); ++r)                                                         \
@@ -350,9 +364,12 @@ static int grams_run(const float *e, const float *c, double *out, int64_t n, int
             }                                                                                     \
             for (int r = 0; r < (R); ++r)                                                         \
                 sum += x[i * (R) + r];                                                            \
-            for (int r = 0; r < (R); ++r)                                                         \
+            for (int r = 0; r < (R); ++r) {                                                       \
                 out[i * (R) + r] = acc[r] + delta * sum;                                          \
+                xo += x[i * (R) + r] * out[i * (R) + r];                                          \
+            }                                                                                     \
         }                                                                                         \
+        *dot = xo;                                                                                \
         return bad;                                                                               \
     }
 LAYER_ROWS(1)
@@ -363,6 +380,33 @@ LAYER_ROWS(5)
 LAYER_ROWS(6)
 LAYER_ROWS(7)
 LAYER_ROWS(8)
+
+/* ---- csr_matmul --------------------------------------------------------------------------- */
+
+#define CSR_ROWS(NAME, R_ARG, R)                                                                  \
+    CLONES static int NAME(const int64_t *ptr, const int32_t *idx, const double *val,              \
+                           const double *x, double *out, int64_t n, int64_t r0, int64_t r1 R_ARG)  \
+    {                                                                                             \
+        int bad = 0;                                                                              \
+        for (int64_t i = r0; i < r1; ++i) {                                                       \
+            double *o = out + i * (R);                                                            \
+            for (int r = 0; r < (R); ++r)                                                         \
+                o[r] = 0.0;                                                                       \
+            for (int64_t p = ptr[i]; p < ptr[i + 1]; ++p) {                                       \
+                const int64_t j = idx[p];                                                         \
+                if (j < 0 || j >= n) {                                                            \
+                    bad = 1;                                                                      \
+                    continue;                                                                     \
+                }                                                                                 \
+                const double a = val[p], *xj = x + j * (R);                                       \
+                for (int r = 0; r < (R); ++r)                                                     \
+                    o[r] += a * xj[r];                                                            \
+            }                                                                                     \
+        }                                                                                         \
+        return bad;                                                                               \
+    }
+CSR_ROWS(csr_rows_16, FIXED_R, 16)
+CSR_ROWS(csr_rows_any, RUNTIME_R, R)
 
 /* ---- Python glue -------------------------------------------------------------------------- */
 
@@ -473,18 +517,18 @@ static PyObject *layer_operator(PyObject *self, PyObject *args)
         return NULL;
     }
     const double *val = v[2].buf, *diag = v[3].buf, *x = v[4].buf;
-    double *out = v[5].buf;
+    double *out = v[5].buf, dot = 0.0;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
     switch (R) {
-    case 1: bad = layer_rows_1(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
-    case 2: bad = layer_rows_2(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
-    case 3: bad = layer_rows_3(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
-    case 4: bad = layer_rows_4(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
-    case 5: bad = layer_rows_5(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
-    case 6: bad = layer_rows_6(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
-    case 7: bad = layer_rows_7(ptr, idx, val, diag, x, out, delta, n, r0, r1); break;
-    default: bad = layer_rows_8(ptr, idx, val, diag, x, out, delta, n, r0, r1);
+    case 1: bad = layer_rows_1(ptr, idx, val, diag, x, out, delta, n, r0, r1, &dot); break;
+    case 2: bad = layer_rows_2(ptr, idx, val, diag, x, out, delta, n, r0, r1, &dot); break;
+    case 3: bad = layer_rows_3(ptr, idx, val, diag, x, out, delta, n, r0, r1, &dot); break;
+    case 4: bad = layer_rows_4(ptr, idx, val, diag, x, out, delta, n, r0, r1, &dot); break;
+    case 5: bad = layer_rows_5(ptr, idx, val, diag, x, out, delta, n, r0, r1, &dot); break;
+    case 6: bad = layer_rows_6(ptr, idx, val, diag, x, out, delta, n, r0, r1, &dot); break;
+    case 7: bad = layer_rows_7(ptr, idx, val, diag, x, out, delta, n, r0, r1, &dot); break;
+    default: bad = layer_rows_8(ptr, idx, val, diag, x, out, delta, n, r0, r1, &dot);
     }
     Py_END_ALLOW_THREADS
     release_buffers(v, 6);
@@ -492,7 +536,62 @@ static PyObject *layer_operator(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "layer_operator: a column index out of range");
         return NULL;
     }
-    Py_RETURN_NONE;
+    return PyFloat_FromDouble(dot);
+}
+
+/* cg_residual(x, r, p, q, inv, coupling, z, n, R, alpha, r0, r1) -> (Σ r·z, Σ r·r) */
+CLONES static void cg_rows(double *x, double *r, const double *p, const double *q, const double *inv,
+                           const double *coupling, double *z, int R, double alpha, int64_t r0,
+                           int64_t r1, double *rz, double *rr)
+{
+    double s_rz = 0.0, s_rr = 0.0;
+    for (int64_t i = r0; i < r1; ++i) {
+        double *xi = x + i * R, *ri = r + i * R, *zi = z + i * R, t = 0.0;
+        const double *pi = p + i * R, *qi = q + i * R, *wi = inv + i * R;
+        for (int l = 0; l < R; ++l) {
+            xi[l] += alpha * pi[l];
+            ri[l] -= alpha * qi[l];
+            zi[l] = wi[l] * ri[l];
+            t += zi[l];
+        }
+        t *= coupling[i];
+        for (int l = 0; l < R; ++l) {
+            zi[l] -= wi[l] * t;
+            s_rz += ri[l] * zi[l];
+            s_rr += ri[l] * ri[l];
+        }
+    }
+    *rz = s_rz;
+    *rr = s_rr;
+}
+
+static PyObject *cg_residual(PyObject *self, PyObject *args)
+{
+    PyObject *objs[7];
+    Py_ssize_t n, r0, r1;
+    int R;
+    double alpha;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnidnn", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                          &objs[5], &objs[6], &n, &R, &alpha, &r0, &r1))
+        return NULL;
+    if (n < 1 || R < 1 || r0 < 0 || r1 > n || r0 > r1) {
+        PyErr_SetString(PyExc_ValueError, "cg_residual: inconsistent sizes");
+        return NULL;
+    }
+    const BufferArg specs[7] = {{"x", n * R, 8, 1},   {"r", n * R, 8, 1},        {"p", n * R, 8, 0},
+                                {"q", n * R, 8, 0},   {"inv", n * R, 8, 0},      {"coupling", n, 8, 0},
+                                {"z", n * R, 8, 1}};
+    Py_buffer v[7];
+    if (get_buffers(objs, v, specs, 7) < 0)
+        return NULL;
+    double rz, rr;
+    Py_BEGIN_ALLOW_THREADS
+    cg_rows(v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, v[6].buf, R, alpha, r0, r1,
+            &rz, &rr);
+    Py_END_ALLOW_THREADS
+    release_buffers(v, 7);
+    return Py_BuildValue("(dd)", rz, rr);
 }
 
 /* grams_variant(): the loop weighted_grams runs here by default: avx512, avx2 or generic */
@@ -510,6 +609,49 @@ static PyObject *grams_variant(PyObject *self, PyObject *noargs)
     return PyUnicode_FromString("generic");
 }
 
+static PyObject *csr_matmul(PyObject *self, PyObject *args)
+{
+    PyObject *objs[5];
+    Py_ssize_t n, nnz, r0, r1;
+    int R;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOnninn", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &n,
+                          &nnz, &R, &r0, &r1))
+        return NULL;
+    if (n < 1 || nnz < 0 || R < 1 || r0 < 0 || r1 > n || r0 > r1) {
+        PyErr_SetString(PyExc_ValueError, "csr_matmul: inconsistent sizes");
+        return NULL;
+    }
+    const BufferArg specs[5] = {{"ptr", n + 1, 8, 0}, {"idx", nnz, 4, 0},    {"val", nnz, 8, 0},
+                                {"x", n * R, 8, 0},    {"out", n * R, 8, 1}};
+    Py_buffer v[5];
+    if (get_buffers(objs, v, specs, 5) < 0)
+        return NULL;
+    const int64_t *ptr = v[0].buf;
+    const int32_t *idx = v[1].buf;
+    int ok = ptr[0] == 0 && ptr[n] == nnz;
+    for (int64_t i = r0; ok && i < r1; ++i)
+        ok = ptr[i + 1] >= ptr[i];
+    if (!ok) {
+        release_buffers(v, 5);
+        PyErr_SetString(PyExc_ValueError, "csr_matmul: not a CSR matrix of n rows");
+        return NULL;
+    }
+    const double *val = v[2].buf, *x = v[3].buf;
+    double *out = v[4].buf;
+    int bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = R == 16 ? csr_rows_16(ptr, idx, val, x, out, n, r0, r1)
+                  : csr_rows_any(ptr, idx, val, x, out, n, r0, r1, R);
+    Py_END_ALLOW_THREADS
+    release_buffers(v, 5);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "csr_matmul: a column index out of range");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"tri_solve", tri_solve, METH_VARARGS,
      "Solve F·B·z = b in place for R right-hand sides (see the module source for the layout)."},
@@ -517,6 +659,10 @@ static PyMethodDef methods[] = {
      "Add Σ_i c[k][i]·e[i]ᵀe[i] over pixels [p0, p1) into out[k] (see the module source)."},
     {"layer_operator", layer_operator, METH_VARARGS,
      "out = A·x + diag ⊙ x + δ·rowsum(x) on rows [r0, r1) (see the module source)."},
+    {"cg_residual", cg_residual, METH_VARARGS,
+     "x += αp; r −= αq; z = M·r on rows [r0, r1); returns (Σ r·z, Σ r·r) (see the module source)."},
+    {"csr_matmul", csr_matmul, METH_VARARGS,
+     "out = A·x on rows [r0, r1), x and out row-major (see the module source)."},
     {"grams_variant", grams_variant, METH_NOARGS,
      "Which weighted_grams loop runs on this CPU: avx512, avx2 or generic."},
     {NULL, NULL, 0, NULL}};

@@ -655,3 +655,57 @@ def test_gram_kernel_skips_pixels_of_weight_zero(level):
     assert (got[1] == 0).all()
     kept = native.weighted_grams((np.ascontiguousarray(padded[~zero]), m), w[:, ~zero], level=level)
     np.testing.assert_allclose(got, kept, rtol=1e-6, atol=1e-6 * np.abs(kept).max())
+
+
+@pytest.mark.parametrize("width", [None, 1, 7, 16, 100])
+def test_sparse_product_is_scipys(width):
+    """The eigensolver's L·X (compiled, rows over 1 and 3 threads: the same bits) against
+    SciPy's product, for a vector and blocks of 1 to 100 columns, column-major input too."""
+    rng = np.random.default_rng(11)
+    n = 4001
+    a = scipy.sparse.random(n, n, density=9 / n, random_state=4, format="csr")
+    a = a + a.T
+    x = rng.standard_normal(n if width is None else (n, width))
+    if width:
+        x = np.asfortranarray(x)
+    exact = a @ x
+    got = [native.SparseProduct(a, threads=t) @ x for t in (1, 3)]
+    got.append(native.SparseProduct(a, compiled=False) @ x)
+    np.testing.assert_array_equal(got[0], got[1])
+    for g in got:
+        assert g.shape == exact.shape
+        np.testing.assert_allclose(g, exact, rtol=1e-12, atol=1e-12 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("layers", [1, 5])
+def test_cg_update_and_dot_are_the_numpy_steps(layers):
+    """The relaxed CG's fused pieces — q = A·p with pᵀq, and x += αp, r −= αq, z = M·r with
+    (rᵀz, rᵀr) — compiled on 1 and 3 threads (the same bits) against NumPy's."""
+    rng = np.random.default_rng(layers)
+    n = 3001
+    a = scipy.sparse.random(n, n, density=8 / n, random_state=layers, format="csr")
+    a = a + a.T + scipy.sparse.diags(rng.random(n))
+    p = rng.standard_normal((n, layers))
+    diag = rng.random((n, layers)) * 1e3
+    d = rng.random((n, layers)) * np.geomspace(1e-2, 1e6, n)[:, None]
+    inv, coupling = sparsify.pixel_blocks_terms(d, 100.0)
+    exact_q = a @ p + diag * p + 100.0 * p.sum(axis=1, keepdims=True)
+    x0, r0 = rng.standard_normal((2, n, layers))
+    r1 = r0 - 0.3 * exact_q
+    z1 = sparsify.pixel_blocks_inverse(d, 100.0)(r1)
+    results = []
+    for op in (native.LayerOperator(a, threads=1), native.LayerOperator(a, threads=3),
+               native.LayerOperator(a, compiled=False)):  # fmt: skip
+        q, pq = op.with_dot(p, diag, 100.0)
+        np.testing.assert_allclose(q, exact_q, rtol=1e-12, atol=1e-12 * np.abs(exact_q).max())
+        assert pq == pytest.approx(float(np.vdot(p, exact_q)), rel=1e-12)
+        x, r, z = x0.copy(), r0.copy(), np.empty_like(r0)
+        rz, rr = op.cg_update(x, r, p, exact_q, inv, coupling, z, 0.3)
+        np.testing.assert_allclose(x, x0 + 0.3 * p, rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(r, r1, rtol=1e-14, atol=1e-12)
+        np.testing.assert_allclose(z, z1, rtol=1e-12, atol=1e-12 * np.abs(z1).max())
+        assert rz == pytest.approx(float(np.vdot(r1, z1)), rel=1e-12)
+        assert rr == pytest.approx(float(np.vdot(r1, r1)), rel=1e-12)
+        results.append((q, pq, x, r, z, rz, rr))
+    for u, v in zip(results[0], results[1], strict=True):
+        np.testing.assert_array_equal(u, v)

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, eigsh, splu
 
 from sss_rt import blas
-from sss_rt.segmentation.native import LUSolver
+from sss_rt.segmentation.native import LUSolver, SparseProduct
 
 
 @dataclass
@@ -127,7 +127,7 @@ def smallest_eigenvectors(
     if n <= 4 * BLOCK or k + 2 * BLOCK >= n:
         found = None
     else:
-        found = _block_krylov(lap, solve, k, n, norm, rng)
+        found = _block_krylov(SparseProduct(lap), solve, k, n, norm, rng)
     if found is None:  # small problems, or no convergence: ARPACK with the same factorization
         op = LinearOperator((n, n), matvec=lambda v: solve(np.asarray(v).ravel()), dtype=float)
         vals, vecs = eigsh(lap, k=k, sigma=sigma, which="LM", v0=rng.standard_normal(n), OPinv=op)
@@ -138,7 +138,8 @@ def smallest_eigenvectors(
 
 
 def _block_krylov(lap, solve, k, n, norm, rng):
-    """Block Krylov space of the shift-invert operator + Rayleigh–Ritz on L; None if the k
+    """Block Krylov space of the shift-invert operator + Rayleigh–Ritz on L (``lap``: anything
+    with ``lap @ x`` for N×b blocks: :class:`SparseProduct`); None if the k
     smallest-magnitude pairs have not converged by 8k vectors. The basis Q and QᵀLQ grow in
     place, a block at a time. The residuals of a few watched pairs are measured (the WATCH
     largest |θ|, which converge last, and the worst of the last full check; after every block

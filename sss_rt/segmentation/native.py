@@ -100,6 +100,56 @@ class LUSolver:
         return out.reshape(b.shape)
 
 
+#: parts of a sparse matrix's rows the compiled row kernels take (fixed: the CG's dot products
+#: add one partial sum per part, in order — the same bits on any thread count)
+ROW_PARTS = 16
+
+
+class _CsrRows:
+    """A sparse N×N matrix as the compiled kernels read it (CSR: int64 row pointers, int32
+    columns, float64 values), its rows in ROW_PARTS fixed parts of about equal non-zeros."""
+
+    def __init__(self, a: sp.spmatrix):
+        a = sp.csr_matrix(a)
+        self.n = a.shape[0]
+        self.csr = (
+            a.indptr.astype(np.int64),
+            a.indices.astype(np.int32, copy=False),
+            a.data.astype(np.float64, copy=False),
+        )
+        cuts = np.searchsorted(self.csr[0], np.linspace(0, a.nnz, ROW_PARTS + 1))
+        cuts[0], cuts[-1] = 0, self.n
+        self.parts = [(int(p), int(q)) for p, q in itertools.pairwise(cuts) if q > p]
+
+
+class SparseProduct:
+    """x ↦ A·x for x of shape (N,) or (N, R), A sparse N×N, as float64 C-order. With the
+    compiled kernel (``csr_matmul``) rows split over threads (the same bits on any thread count;
+    at 640×480, L·Q for 16 vectors ~4× SciPy's single-threaded product, which also copies a
+    column-major block first); without it SciPy's."""
+
+    def __init__(self, a: sp.spmatrix, threads: int | None = None, compiled: bool | None = None):
+        self._a = sp.csr_matrix(a)
+        self.n = self._a.shape[0]
+        self.threads = threads or default_threads()
+        compiled = compiled is not False and available()
+        self._rows = _CsrRows(self._a) if compiled else None
+
+    def __matmul__(self, x: np.ndarray) -> np.ndarray:
+        if self._rows is None:
+            return np.asarray(self._a @ x)
+        x = np.ascontiguousarray(x, np.float64)
+        out = np.empty_like(x)
+        r = 1 if x.ndim == 1 else x.shape[1]
+        csr = self._rows.csr
+
+        def run(p: int, q: int) -> None:
+            _ext.csr_matmul(*csr, x, out, self.n, len(csr[1]), r, p, q)
+
+        each(self._rows.parts, self.threads, run)
+        return out
+
+
 class LayerOperator:
     """x ↦ A·x + diag ⊙ x + δ·(x 1)1ᵀ for x of shape (N, R), R ≤ 8 layers by pixel: the relaxed
     sparsification's operator blkdiag(A + diag_r) + δ·CᵀC, A sparse N×N. With the compiled
@@ -114,31 +164,50 @@ class LayerOperator:
         self.compiled = compiled is not False and available()
         self._a = a
         if self.compiled:
-            self._csr = (
-                a.indptr.astype(np.int64),
-                a.indices.astype(np.int32, copy=False),
-                a.data.astype(np.float64, copy=False),
-            )
-            # fixed row parts, an equal share of the non-zeros each (they set only the speed)
-            cuts = np.searchsorted(self._csr[0], np.linspace(0, a.nnz, 4 * self.threads + 1))
-            cuts[0], cuts[-1] = 0, self.n
-            self._parts = [(int(p), int(q)) for p, q in itertools.pairwise(cuts) if q > p]
+            self._rows = _CsrRows(a)
 
     def __call__(self, x: np.ndarray, diag: np.ndarray, delta: float) -> np.ndarray:
         """The operator on x (N×R float64, C order); ``diag`` N×R."""
+        return self.with_dot(x, diag, delta)[0]
+
+    def with_dot(self, x: np.ndarray, diag: np.ndarray, delta: float) -> tuple[np.ndarray, float]:
+        """(the operator on x, Σ x ⊙ (operator on x)): the CG's q = A·p and pᵀq in one pass
+        (the dot's partial sums per fixed part of rows, added in order)."""
         if not self.compiled:
-            return self._a @ x + diag * x + delta * x.sum(axis=1, keepdims=True)
+            out = self._a @ x + diag * x + delta * x.sum(axis=1, keepdims=True)
+            return out, float(np.vdot(x, out))
         x = np.ascontiguousarray(x, np.float64)
         diag = np.ascontiguousarray(diag, np.float64)
         out = np.empty_like(x)
         r = x.shape[1]
-        nnz = len(self._csr[1])
+        csr = self._rows.csr
+        dots = [0.0] * len(self._rows.parts)
 
-        def run(p: int, q: int) -> None:
-            _ext.layer_operator(*self._csr, diag, x, out, self.n, nnz, r, float(delta), p, q)
+        def run(j: int, p: int, q: int) -> None:
+            dots[j] = _ext.layer_operator(*csr, diag, x, out, self.n, len(csr[1]), r,
+                                          float(delta), p, q)  # fmt: skip
 
-        each(self._parts, self.threads, run)
-        return out
+        each([(j, *pq) for j, pq in enumerate(self._rows.parts)], self.threads, run)
+        return out, float(sum(dots))
+
+    def cg_update(self, x, r, p, q, inv, coupling, z, alpha: float) -> tuple[float, float]:
+        """The rest of a CG step, in place: x += α·p, r −= α·q, z = M·r with M the inverse of
+        each pixel's block diag(d) + δ·11ᵀ given as ``inv`` = 1/d (N×R) and ``coupling``
+        = δ/(1 + δ·Σ inv) (N,); returns (Σ r·z, Σ r·r). All float64, C order (N×R)."""
+        if not self.compiled:
+            x += alpha * p
+            r -= alpha * q
+            np.multiply(inv, r, out=z)
+            z -= inv * (coupling[:, None] * z.sum(axis=1, keepdims=True))
+            return float(np.vdot(r, z)), float(np.vdot(r, r))
+        sums = [(0.0, 0.0)] * len(self._rows.parts)
+        k = x.shape[1]
+
+        def run(j: int, a: int, b: int) -> None:
+            sums[j] = _ext.cg_residual(x, r, p, q, inv, coupling, z, self.n, k, float(alpha), a, b)
+
+        each([(j, *ab) for j, ab in enumerate(self._rows.parts)], self.threads, run)
+        return float(sum(s[0] for s in sums)), float(sum(s[1] for s in sums))
 
 
 #: most parts of the Grams' pixel sums (each part's K×m×m partial sums are held: 16 × 3.6 MB
