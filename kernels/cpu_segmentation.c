@@ -52,6 +52,13 @@
  *   coupling = δ / (1 + δ Σ_l inv_il)); returns its rows' Σ r·z and Σ r·r (after the update).
  *   x, r, p, q, inv, z float64 [n][R] row-major; coupling float64 [n].
  *
+ * irls_weights(alpha, e1, e0, K, n, g, s1, s0, tau, c0, c1)
+ *   The constrained sparsification's IRLS weights for pixels [c0, c1) of every segment k < K:
+ *   a = (float)α, e1 = s1 · max(|a − 1|, τ)^g, e0 = s0 · max(|a|, τ)^g, in float32 with libm's
+ *   powf — the same operations, in the same order, as NumPy's float32 ufuncs (the same bits
+ *   where NumPy's power is libm's powf; at the floor the power is taken once). alpha float64
+ *   [K][n]; e1, e0 float32 [K][n].
+ *
  * csr_matmul(ptr, idx, val, x, out, n, nnz, R, r0, r1)
  *   out[i] = Σ_j A_ij x[j] for rows i in [r0, r1), x and out float64 [n][R] row-major, A by
  *   rows as above, any R ≥ 1: the eigensolver's L·Q for a block of vectors (SciPy's CSR product
@@ -652,6 +659,43 @@ static PyObject *csr_matmul(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+CLONES static void irls_rows(const double *alpha, float *e1, float *e0, int64_t K, int64_t n, float g,
+                             float s1, float s0, float tau, int64_t c0, int64_t c1)
+{
+    const float at_floor = powf(tau, g), floor1 = at_floor * s1, floor0 = at_floor * s0;
+    for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = c0; i < c1; ++i) {
+            const int64_t j = k * n + i;
+            const float a = (float)alpha[j], b = fabsf(a - 1.0f), c = fabsf(a);
+            e1[j] = b <= tau ? floor1 : powf(b, g) * s1;
+            e0[j] = c <= tau ? floor0 : powf(c, g) * s0;
+        }
+}
+
+static PyObject *irls_weights(PyObject *self, PyObject *args)
+{
+    PyObject *objs[3];
+    Py_ssize_t K, n, c0, c1;
+    double g, s1, s0, tau;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOnnddddnn", &objs[0], &objs[1], &objs[2], &K, &n, &g, &s1, &s0,
+                          &tau, &c0, &c1))
+        return NULL;
+    if (K < 1 || n < 1 || c0 < 0 || c1 > n || c0 > c1) {
+        PyErr_SetString(PyExc_ValueError, "irls_weights: inconsistent sizes");
+        return NULL;
+    }
+    const BufferArg specs[3] = {{"alpha", K * n, 8, 0}, {"e1", K * n, 4, 1}, {"e0", K * n, 4, 1}};
+    Py_buffer v[3];
+    if (get_buffers(objs, v, specs, 3) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    irls_rows(v[0].buf, v[1].buf, v[2].buf, K, n, (float)g, (float)s1, (float)s0, (float)tau, c0, c1);
+    Py_END_ALLOW_THREADS
+    release_buffers(v, 3);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"tri_solve", tri_solve, METH_VARARGS,
      "Solve F·B·z = b in place for R right-hand sides (see the module source for the layout)."},
@@ -661,6 +705,8 @@ static PyMethodDef methods[] = {
      "out = A·x + diag ⊙ x + δ·rowsum(x) on rows [r0, r1) (see the module source)."},
     {"cg_residual", cg_residual, METH_VARARGS,
      "x += αp; r −= αq; z = M·r on rows [r0, r1); returns (Σ r·z, Σ r·r) (see the module source)."},
+    {"irls_weights", irls_weights, METH_VARARGS,
+     "The constrained sparsification's float32 IRLS weights e1, e0 of α (see the module source)."},
     {"csr_matmul", csr_matmul, METH_VARARGS,
      "out = A·x on rows [r0, r1), x and out row-major (see the module source)."},
     {"grams_variant", grams_variant, METH_NOARGS,

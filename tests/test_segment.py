@@ -709,3 +709,23 @@ def test_cg_update_and_dot_are_the_numpy_steps(layers):
         results.append((q, pq, x, r, z, rz, rr))
     for u, v in zip(results[0], results[1], strict=True):
         np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.skipif(not native.available(), reason="needs the compiled kernel")
+def test_compiled_irls_weights_are_numpys(monkeypatch):
+    """The fused weights kernel against the NumPy passes it replaces: α at and around the floor
+    (|α| ≤ τ, |1 − α| ≤ τ), far from it, negative, NaN; pixels split over threads. The same
+    bits where NumPy's float32 power is libm's powf (within 1e-6 where it has its own SIMD)."""
+    rng = np.random.default_rng(2)
+    alpha = rng.standard_normal((6, 20_001)) * 0.4
+    alpha[:, ::5] = 0.0
+    alpha[:, 1::5] = rng.uniform(-sparsify.TAU, sparsify.TAU, alpha[:, 1::5].shape)
+    alpha[:, 2::7] = 1.0 + rng.uniform(-2 * sparsify.TAU, 2 * sparsify.TAU, alpha[:, 2::7].shape)
+    alpha[3, 17] = np.nan
+    e1, e0 = sparsify._weights(alpha, sparsify.GAMMA)
+    monkeypatch.setattr(native, "available", lambda: False)
+    f1, f0 = sparsify._weights(alpha, sparsify.GAMMA)
+    for got, want in ((e1, f1), (e0, f0)):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+        assert np.isnan(got[3, 17]) and np.isfinite(np.delete(got.ravel(), 3 * 20_001 + 17)).all()

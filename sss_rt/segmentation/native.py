@@ -247,6 +247,11 @@ def weighted_grams(
     return g[:, rows, cols]
 
 
+def irls_weights(alpha, e1, e0, k, n, g, s1, s0, tau, c0, c1) -> None:
+    """The compiled IRLS weights of pixels [c0, c1) (``sparsify._weights``; see the kernel)."""
+    _ext.irls_weights(alpha, e1, e0, k, n, g, s1, s0, tau, c0, c1)
+
+
 def grams_level(flags: frozenset[str] | set[str]) -> int:
     """The :func:`weighted_grams` level a CPU with these flags runs (the kernel still checks the
     CPU it is on): 2 with AVX-512F, 1 with AVX2 and FMA, else 0."""

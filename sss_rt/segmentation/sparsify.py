@@ -93,6 +93,16 @@ def _weights(alpha: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     g, tau = np.float32(gamma - 2.0), np.float32(TAU)
     e0 = np.empty(alpha.shape, np.float32)
     e1 = np.empty(alpha.shape, np.float32)
+    k, n = alpha.shape
+    if native.available():  # the same operations fused in one pass (1.5× NumPy's passes here)
+        alpha = np.ascontiguousarray(alpha, np.float64)
+        args = (float(g), float(np.float32(W1**gamma)), float(np.float32(W0**gamma)), float(tau))
+
+        def fused(c0: int, c1: int) -> None:
+            native.irls_weights(alpha, e1, e0, k, n, *args, c0, c1)
+
+        split(n, default_threads(), fused)
+        return e1, e0
 
     def part(c0: int, c1: int) -> None:
         a0, a1 = e0[:, c0:c1], e1[:, c0:c1]
