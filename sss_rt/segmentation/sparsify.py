@@ -71,6 +71,8 @@ class SparsifyTrace:
 
     energies: list[float] = field(default_factory=list)
     segments: list[int] = field(default_factory=list)
+    #: (segment, pixel) pairs the Grams summed, per iteration (the others at the weights' floor)
+    gram_pixels: list[int] = field(default_factory=list)
     record_energy: bool = True
 
 
@@ -226,7 +228,10 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
         k = alpha.shape[0]
         if k < 2:
             break
-        gk = grams(e1 + e0, base)
+        weights = e1 + e0
+        if trace is not None:
+            trace.gram_pixels.append(int(np.count_nonzero(weights != np.float32(base))))
+        gk = grams(weights, base)
         # the last segment's block, shared by every other segment's equations
         t = gk[-1] + lam
         tb = blas.inner(e0[-1][:, None], vecs32)[0].astype(np.float64) + lap_one
