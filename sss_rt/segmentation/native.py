@@ -190,7 +190,17 @@ class LayerOperator:
         each([(j, *pq) for j, pq in enumerate(self._rows.parts)], self.threads, run)
         return out, float(sum(dots))
 
-    def cg_update(self, x, r, p, q, inv, coupling, z, alpha: float) -> tuple[float, float]:
+    def cg_update(
+        self,
+        x: np.ndarray,
+        r: np.ndarray,
+        p: np.ndarray,
+        q: np.ndarray,
+        inv: np.ndarray,
+        coupling: np.ndarray,
+        z: np.ndarray,
+        alpha: float,
+    ) -> tuple[float, float]:
         """The rest of a CG step, in place: x += α·p, r −= α·q, z = M·r with M the inverse of
         each pixel's block diag(d) + δ·11ᵀ given as ``inv`` = 1/d (N×R) and ``coupling``
         = δ/(1 + δ·Σ inv) (N,); returns (Σ r·z, Σ r·r). All float64, C order (N×R)."""
@@ -247,9 +257,19 @@ def weighted_grams(
     return g[:, rows, cols]
 
 
-def irls_weights(alpha, e1, e0, k, n, g, s1, s0, tau, c0, c1) -> None:
-    """The compiled IRLS weights of pixels [c0, c1) (``sparsify._weights``; see the kernel)."""
-    _ext.irls_weights(alpha, e1, e0, k, n, g, s1, s0, tau, c0, c1)
+def irls_weights(
+    alpha: np.ndarray,
+    e1: np.ndarray,
+    e0: np.ndarray,
+    scales: tuple[float, float, float, float],
+    c0: int,
+    c1: int,
+) -> None:
+    """The constrained sparsification's IRLS weights of pixels [c0, c1) into e1, e0 (K×N
+    float32) from α (K×N float64, C order); ``scales``: (γ − 2, w₁^γ, w₀^γ, τ). See the
+    kernel (``sparsify._weights`` is the NumPy equivalent)."""
+    k, n = alpha.shape
+    _ext.irls_weights(alpha, e1, e0, k, n, *scales, c0, c1)
 
 
 def grams_level(flags: frozenset[str] | set[str]) -> int:

@@ -95,15 +95,14 @@ def _weights(alpha: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     g, tau = np.float32(gamma - 2.0), np.float32(TAU)
     e0 = np.empty(alpha.shape, np.float32)
     e1 = np.empty(alpha.shape, np.float32)
-    k, n = alpha.shape
     if native.available():  # the same operations fused in one pass (1.5× NumPy's passes here)
         alpha = np.ascontiguousarray(alpha, np.float64)
-        args = (float(g), float(np.float32(W1**gamma)), float(np.float32(W0**gamma)), float(tau))
+        scales = (float(g), float(np.float32(W1**gamma)), float(np.float32(W0**gamma)), float(tau))
 
         def fused(c0: int, c1: int) -> None:
-            native.irls_weights(alpha, e1, e0, k, n, *args, c0, c1)
+            native.irls_weights(alpha, e1, e0, scales, c0, c1)
 
-        split(n, default_threads(), fused)
+        split(alpha.shape[1], default_threads(), fused)
         return e1, e0
 
     def part(c0: int, c1: int) -> None:
@@ -139,7 +138,7 @@ class _Grams:
     pixels of weight 0 skipped, float32 sums over chunks of pixels added in float64, pixel
     ranges over threads. Without it: the products E_ia·E_ib of every pair a ≤ b
     (N × m(m+1)/2 floats) formed once and all K Grams one GEMM per iteration, or where those do
-    not fit in PAIRS_MB one SYRK per segment."""
+    not fit in PAIRS_MB one GEMM per segment."""
 
     def __init__(self, vecs: np.ndarray, pairs_mb: int = PAIRS_MB, compiled: bool | None = None):
         n, m = vecs.shape
