@@ -141,7 +141,7 @@ DEFINE_SWEEPS(sweeps_any, RUNTIME_R, R)
  *   xp [PIX][mp]   c_i · e[i]
  *   ep [PIX][mp]   e[i] */
 
-/* acc rows a0 .. a0+A-1, column vectors j0 .. j0+V-1 (16 floats each), += Σ_i x[a][i] e[i][b] */
+/* acc rows a0 .. a0+A-1, column vectors j0 .. j0+V-1 (16 floats each), += Σ_i x[i][a] e[i][b] */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #define HAVE_AVX512_GRAMS 1
@@ -172,7 +172,7 @@ tile_avx512(const float *xp, const float *ep, int npix, int mp, int a0, int j0, 
 
 #define TILE_CASE(A, V)                                                                           \
     case (A) * 8 + (V):                                                                           \
-        tile_avx512(xp, ep, npix, mp, a0, j0, A, V, acc, mp);                                         \
+        tile_avx512(xp, ep, npix, mp, a0, j0, A, V, acc, mp);                                     \
         break;
 #define TILE_ROW(A) TILE_CASE(A, 1) TILE_CASE(A, 2) TILE_CASE(A, 3) TILE_CASE(A, 4)
 
@@ -231,7 +231,7 @@ tile_avx2(const float *xp, const float *ep, int npix, int mp, int a0, int j, con
 #define TILE2_CASE(A)                                                                             \
     case A:                                                                                       \
         for (int v = 0; v < V; ++v)                                                               \
-            tile_avx2(xp, ep, npix, mp, a0, j0 + v, A, acc, mp);                                      \
+            tile_avx2(xp, ep, npix, mp, a0, j0 + v, A, acc, mp);                                  \
         break;
 
 __attribute__((target("avx2,fma"))) static void panel_avx2(const float *xp, const float *ep, int npix,
@@ -419,6 +419,16 @@ CSR_ROWS(csr_rows_any, RUNTIME_R, R)
 
 #include "buffer_args.h"
 
+/* a CSR matrix of n rows holding nnz entries, its rows [r0, r1) well formed (the kernels then
+ * check each column index as they read it) */
+static int csr_rows_valid(const int64_t *ptr, int64_t n, int64_t nnz, int64_t r0, int64_t r1)
+{
+    int ok = ptr[0] == 0 && ptr[n] == nnz;
+    for (int64_t i = r0; ok && i < r1; ++i)
+        ok = ptr[i + 1] >= ptr[i];
+    return ok;
+}
+
 static PyObject *tri_solve(PyObject *self, PyObject *args)
 {
     PyObject *objs[7];
@@ -515,10 +525,7 @@ static PyObject *layer_operator(PyObject *self, PyObject *args)
         return NULL;
     const int64_t *ptr = v[0].buf;
     const int32_t *idx = v[1].buf;
-    int ok = ptr[0] == 0 && ptr[n] == nnz;
-    for (int64_t i = r0; ok && i < r1; ++i)
-        ok = ptr[i + 1] >= ptr[i];
-    if (!ok) {
+    if (!csr_rows_valid(ptr, n, nnz, r0, r1)) {
         release_buffers(v, 6);
         PyErr_SetString(PyExc_ValueError, "layer_operator: not a CSR matrix of n rows");
         return NULL;
@@ -636,10 +643,7 @@ static PyObject *csr_matmul(PyObject *self, PyObject *args)
         return NULL;
     const int64_t *ptr = v[0].buf;
     const int32_t *idx = v[1].buf;
-    int ok = ptr[0] == 0 && ptr[n] == nnz;
-    for (int64_t i = r0; ok && i < r1; ++i)
-        ok = ptr[i + 1] >= ptr[i];
-    if (!ok) {
+    if (!csr_rows_valid(ptr, n, nnz, r0, r1)) {
         release_buffers(v, 5);
         PyErr_SetString(PyExc_ValueError, "csr_matmul: not a CSR matrix of n rows");
         return NULL;

@@ -506,14 +506,20 @@ def test_pixel_blocks_inverse_solves_each_pixels_block():
         np.testing.assert_allclose(block @ z[i], r[i], rtol=1e-9, atol=1e-9 * np.abs(r[i]).max())
 
 
+def _sparse_symmetric(n, seed, rng):
+    """A random sparse symmetric N×N matrix (~16 entries a row) plus a positive diagonal drawn
+    from ``rng``: the shape of L that the relaxed step's operator reads."""
+    a = scipy.sparse.random(n, n, density=8 / n, random_state=seed, format="csr")
+    return a + a.T + scipy.sparse.diags(rng.random(n))
+
+
 @pytest.mark.parametrize("layers", [1, 5, 8])
 def test_layer_operator_is_the_relaxed_steps_matrix(layers):
     """A·x + diag ⊙ x + δ·rowsum(x) against the sparse product in float64, on 1 and 3 threads
     (the same bits), compiled and SciPy's."""
     rng = np.random.default_rng(layers)
     n = 5003
-    a = scipy.sparse.random(n, n, density=8 / n, random_state=layers, format="csr")
-    a = a + a.T + scipy.sparse.diags(rng.random(n))
+    a = _sparse_symmetric(n, layers, rng)
     x = rng.standard_normal((n, layers))
     diag = rng.random((n, layers)) * 1e3
     exact = a @ x + diag * x + 100.0 * x.sum(axis=1, keepdims=True)
@@ -683,8 +689,7 @@ def test_cg_update_and_dot_are_the_numpy_steps(layers):
     (rᵀz, rᵀr) — compiled on 1 and 3 threads (the same bits) against NumPy's."""
     rng = np.random.default_rng(layers)
     n = 3001
-    a = scipy.sparse.random(n, n, density=8 / n, random_state=layers, format="csr")
-    a = a + a.T + scipy.sparse.diags(rng.random(n))
+    a = _sparse_symmetric(n, layers, rng)
     p = rng.standard_normal((n, layers))
     diag = rng.random((n, layers)) * 1e3
     d = rng.random((n, layers)) * np.geomspace(1e-2, 1e6, n)[:, None]
