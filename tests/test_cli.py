@@ -136,6 +136,10 @@ def test_info_json(onnx_path, capsys):
         )
     else:
         assert kernels.startswith("scipy/numpy")
+    from sss_rt.segmentation import pardiso
+
+    factorization = report["segmentation_factorization"]
+    assert factorization.startswith("MKL PARDISO" if pardiso.available() else "SuperLU")
 
 
 def test_export_command(checkpoint_path, tmp_path, capsys):

@@ -10,7 +10,15 @@ import scipy.sparse
 from reference_impl import matting_laplacian_reference
 from scipy.special import erf
 
-from sss_rt.segmentation import SegmentConfig, affinity, eigen, native, sparsify, superpixels
+from sss_rt.segmentation import (
+    SegmentConfig,
+    affinity,
+    eigen,
+    native,
+    pardiso,
+    sparsify,
+    superpixels,
+)
 from sss_rt.segmentation.gradient import gradient_magnitude
 from sss_rt.segmentation.segmenter import _initial_segments, segment_arrays
 
@@ -107,7 +115,12 @@ def test_superpixel_affinities_are_the_authors(seed):
     np.testing.assert_allclose(affinity.color_affinity(s, n).toarray(), want_col, atol=1e-12)
 
 
-def test_eigenvectors_span_the_dense_decomposition():
+_FACTORIZATIONS = ["superlu"] + (["pardiso"] if pardiso.available() else [])
+needs_mkl = pytest.mark.skipif(not pardiso.available(), reason="MKL (pip install mkl) absent")
+
+
+@pytest.mark.parametrize("backend", _FACTORIZATIONS)
+def test_eigenvectors_span_the_dense_decomposition(backend):
     img = _image(18, 20, seed=2)
     feat = img.copy()
     s = superpixels.describe(superpixels.slic_zero(img, 20), img, feat)
@@ -118,7 +131,7 @@ def test_eigenvectors_span_the_dense_decomposition():
     k = 8 + int(np.argmax(mags[8:30] / mags[7:29]))  # at the widest relative gap
     assert mags[k] > 1.02 * mags[k - 1]
     for shape in (None, img.shape[:2]):  # SuperLU's ordering, and the grid's dissection
-        vals, vecs = eigen.smallest_eigenvectors(lap, k, shape=shape)
+        vals, vecs = eigen.smallest_eigenvectors(lap, k, shape=shape, backends=(backend,))
         np.testing.assert_allclose(np.sort(vals), np.sort(dense_vals[order[:k]]), atol=1e-8)
         angles = scipy.linalg.subspace_angles(vecs, dense_vecs[:, order[:k]])
         assert angles.max() < 1e-5
@@ -493,6 +506,101 @@ def test_lu_solver_solves_like_a_dense_solve(r):
         x = solver.solve(b)
         assert x.shape == b.shape
         np.testing.assert_allclose(x, exact, rtol=0, atol=1e-9 * np.abs(exact).max())
+
+
+@needs_mkl
+@pytest.mark.parametrize("r", [1, 3, 16, 40])
+@pytest.mark.parametrize("ordered", [True, False])
+def test_pardiso_solves_like_a_dense_solve(r, ordered):
+    """PARDISO's LDLᵀ of an indefinite matrix (its upper triangle read; a given order or
+    METIS's), for one to 40 right-hand sides, against numpy's dense solve; its inertia is the
+    dense eigenvalues' signs."""
+    n = 400
+    a = _symmetric_indefinite(n, r)
+    rows = np.random.default_rng(r).permutation(n) if ordered else None
+    solver = pardiso.PardisoSolver(a, rows)
+    dense = a.toarray()
+    eig = np.linalg.eigvalsh(dense)
+    assert solver.inertia == ((eig > 0).sum(), (eig < 0).sum()) and solver.inertia[1] > 0
+    assert solver.nnz >= (scipy.sparse.triu(a).nnz)  # at least the matrix's own triangle
+    b = np.random.default_rng(0).standard_normal((n, r) if r > 1 else n)
+    exact = np.linalg.solve(dense, b)
+    x = solver.solve(b)
+    assert x.shape == b.shape
+    np.testing.assert_allclose(x, exact, rtol=0, atol=1e-9 * np.abs(exact).max())
+    solver.close()
+    with pytest.raises(ValueError, match="released"):
+        solver.solve(b)
+
+
+@needs_mkl
+def test_pardiso_gives_the_same_bits_whatever_mkls_thread_count():
+    """PARDISO factorizes on one thread whatever MKL's process-wide count (its parallel
+    factorization rounds differently on 5+ threads, and the layers must not depend on the
+    machine), and its solves give the same bits on any count. A grid large enough for PARDISO
+    to split its elimination tree over threads."""
+    side = 160
+    a = _symmetric_indefinite(side * side, 1)
+    rows = eigen.dissection_order(a, (side, side))
+    b = np.asfortranarray(np.random.default_rng(2).standard_normal((side * side, 16)))
+    lib = pardiso._library()
+    count, dynamic = lib.MKL_Get_Max_Threads(), lib.MKL_Get_Dynamic()
+    lib.MKL_Set_Dynamic(0)  # else MKL may cap the count at the cores it finds
+    got = []
+    try:
+        for threads in (1, 6, 8):
+            lib.MKL_Set_Num_Threads(threads)
+            got.append(pardiso.PardisoSolver(a, rows).solve(b))
+    finally:
+        lib.MKL_Set_Num_Threads(count)
+        lib.MKL_Set_Dynamic(dynamic)
+    assert np.array_equal(got[0], got[1]) and np.array_equal(got[0], got[2])
+    solver = pardiso.PardisoSolver(a, rows)  # the solves on any count: the same bits too
+    for threads in (1, 2, 3, 8):
+        solver.threads = threads
+        assert np.array_equal(solver.solve(b), got[0])
+
+
+@needs_mkl
+def test_pardiso_refuses_a_singular_matrix_and_factorize_falls_back():
+    """A graph Laplacian (rows summing to zero: singular) needs a perturbed pivot: PARDISO
+    refuses it rather than solve inexactly; ``factorize`` then takes the next backend."""
+    a = _symmetric_indefinite(400, 5) + 0.3 * scipy.sparse.identity(400)
+    with pytest.raises(pardiso.PardisoError, match="perturbed"):
+        pardiso.PardisoSolver(a)
+    with pytest.raises(RuntimeError, match="none of the factorizations"):
+        eigen.factorize(a, None, ("pardiso",))
+
+
+def test_factorize_without_mkl_uses_superlu(monkeypatch):
+    """Where mkl_rt cannot be loaded PARDISO says how to get it and SuperLU solves instead."""
+    monkeypatch.setitem(pardiso._state, "lib", None)
+    assert not pardiso.available()
+    with pytest.raises(pardiso.PardisoError, match="pip install mkl"):
+        pardiso.PardisoSolver(_symmetric_indefinite(100, 1))
+    a = _symmetric_indefinite(400, 2)
+    name, solver = eigen.factorize(a, None)
+    assert name == "superlu" and isinstance(solver, native.LUSolver)
+    b = np.random.default_rng(1).standard_normal(400)
+    np.testing.assert_allclose(a @ solver.solve(b), b, atol=1e-9)
+    with pytest.raises(ValueError, match="unknown factorization 'cholmod'"):
+        eigen.factorize(a, None, ("cholmod",))
+
+
+def test_the_environment_chooses_the_factorization(monkeypatch):
+    """``$SSS_RT_FACTORIZATION`` replaces the order tried (to get a machine without MKL's
+    layers); unset or blank, PARDISO first."""
+    monkeypatch.delenv("SSS_RT_FACTORIZATION", raising=False)
+    assert eigen.configured_backends() == ("pardiso", "superlu")
+    monkeypatch.setenv("SSS_RT_FACTORIZATION", " superlu ")
+    assert eigen.configured_backends() == ("superlu",)
+    stats = eigen.EigenStats()
+    lap = _symmetric_indefinite(400, 3) + 0.3 * scipy.sparse.identity(400)
+    eigen.smallest_eigenvectors(lap + 1e-3 * scipy.sparse.identity(400), 4, stats=stats)
+    assert stats.factorization == "superlu"
+    monkeypatch.setenv("SSS_RT_FACTORIZATION", "superlu,cholmod")
+    with pytest.raises(ValueError, match="cholmod"):
+        eigen.smallest_eigenvectors(lap, 4)
 
 
 def test_pixel_blocks_inverse_solves_each_pixels_block():

@@ -27,6 +27,15 @@ def _segmentation_kernels() -> str:
     return str(segmentation_native.describe())
 
 
+def _segmentation_factorization() -> str:
+    """How the eigenvector stage factorizes L − σI here (MKL PARDISO, else SuperLU)."""
+    try:
+        from sss_rt.segmentation import pardiso
+    except ImportError as exc:
+        return f"unavailable: {exc}"
+    return pardiso.describe()
+
+
 def environment() -> dict:
     from sss_rt import native
     from sss_rt._version import __version__
@@ -50,12 +59,14 @@ def environment() -> dict:
                 "pycuda",
                 "cupy-cuda12x",
                 "cupy-cuda13x",
+                "mkl",
             )
         },
         "backends": available_backends(),
         "backend support (device: precisions — executions)": support_table(),
         "postprocess_engine": native.describe(),
         "segmentation_kernels": _segmentation_kernels(),
+        "segmentation_factorization": _segmentation_factorization(),
     }
     try:
         import onnxruntime as ort

@@ -22,6 +22,7 @@ vectors or the basis would not fit in ``KRYLOV_MB``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,19 +30,23 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, eigsh, splu
 
 from sss_rt import blas
+from sss_rt.segmentation import pardiso
 from sss_rt.segmentation.native import LUSolver, SparseProduct
 
 
 @dataclass
 class EigenStats:
-    """What the solve cost: triangular-solve pairs, and the factor's non-zeros."""
+    """What the solve cost: triangular-solve pairs, the factor's non-zeros, and which
+    factorization (a name in :data:`FACTORIZATIONS`) made it."""
 
     solves: int = 0
     factor_nnz: int = 0
+    factorization: str = ""
+    factor_flops: float = 0.0  #: the factorization's, where the backend reports it (PARDISO)
 
     @property
     def solve_flops(self) -> float:
-        return 4.0 * self.factor_nnz * self.solves  # L and U sweeps, a multiply-add per entry
+        return 4.0 * self.factor_nnz * self.solves  # two sweeps, a multiply-add per entry
 
 
 BLOCK = 16
@@ -88,36 +93,81 @@ def dissection_order(lap: sp.spmatrix, shape: tuple[int, int], leaf: int = 32) -
     return np.concatenate([grid[keep[grid]], distant])
 
 
+def _pardiso(a: sp.spmatrix, rows: np.ndarray | None):
+    if not pardiso.available():
+        return None
+    try:
+        return pardiso.PardisoSolver(a, rows)
+    except pardiso.PardisoError:  # a pivot it would have perturbed: the solves would be inexact
+        return None
+
+
+def _superlu(a: sp.spmatrix, rows: np.ndarray | None):
+    if rows is None:
+        return LUSolver(splu(sp.csc_matrix(a), permc_spec="MMD_ATA"))
+    lu = splu(
+        sp.csc_matrix(a[rows][:, rows]),
+        permc_spec="NATURAL",
+        diag_pivot_thresh=0.01,
+        options={"SymmetricMode": True},
+    )
+    return LUSolver(lu, rows)
+
+
+#: the factorizations of L − σI by name, each returning a solver (``.solve(b)``, ``.nnz``) or
+#: None where it cannot: MKL PARDISO's symmetric LDLᵀ (:class:`pardiso.PardisoSolver`; absent
+#: without MKL) and SuperLU's LU solved by the compiled kernel (:class:`native.LUSolver`)
+FACTORIZATIONS = {"pardiso": _pardiso, "superlu": _superlu}
+#: the order they are tried in (at 640×480 PARDISO took ~5 s, SuperLU ~18 s);
+#: ``$SSS_RT_FACTORIZATION`` (names, comma-separated) replaces it — ``superlu`` gives the layers
+#: of a machine without MKL (the two factorizations round differently)
+BACKENDS = ("pardiso", "superlu")
+
+
+def configured_backends() -> tuple[str, ...]:
+    """The factorizations to try: ``$SSS_RT_FACTORIZATION``'s, else :data:`BACKENDS`."""
+    names = os.environ.get("SSS_RT_FACTORIZATION", "")
+    chosen = tuple(name.strip() for name in names.split(",") if name.strip())
+    return chosen or BACKENDS
+
+
+def factorize(a: sp.spmatrix, rows: np.ndarray | None, backends: tuple[str, ...] = BACKENDS):
+    """(name, solver) of the first of ``backends`` (names in :data:`FACTORIZATIONS`) that can
+    factorize the symmetric ``a``. ``rows``: a fill-reducing symmetric order (position j holds
+    row ``rows[j]``), or None for the backend's own."""
+    unknown = [name for name in backends if name not in FACTORIZATIONS]
+    if unknown:
+        raise ValueError(f"unknown factorization {unknown[0]!r}: one of {sorted(FACTORIZATIONS)}")
+    for name in backends:
+        solver = FACTORIZATIONS[name](a, rows)
+        if solver is not None:
+            return name, solver
+    raise RuntimeError(f"none of the factorizations {backends} could factorize the matrix")
+
+
 def smallest_eigenvectors(
     lap: sp.spmatrix,
     k: int = 100,
     seed: int = 0,
     stats: EigenStats | None = None,
     shape: tuple[int, int] | None = None,
+    backends: tuple[str, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(eigenvalues (k,), eigenvectors N×k, orthonormal columns), ordered by |eigenvalue|.
-    ``shape``: the image grid L is on (H, W), for the nested-dissection ordering."""
+    ``shape``: the image grid L is on (H, W), for the nested-dissection ordering; ``backends``:
+    the factorizations to try, in order (:func:`factorize`; :func:`configured_backends` if
+    None)."""
     n = lap.shape[0]
     k = max(1, min(k, n - 2))
     lap = sp.csr_matrix(lap)
     norm = float(abs(lap).sum(axis=1).max()) or 1.0
     sigma = -1e-6 * float(abs(lap.diagonal()).max() or 1.0)
     shifted = lap - sigma * sp.identity(n, format="csr")
-    if shape is not None and shape[0] * shape[1] == n:
-        perm = dissection_order(lap, shape)
-        solver = LUSolver(
-            splu(
-                sp.csc_matrix(shifted[perm][:, perm]),
-                permc_spec="NATURAL",
-                diag_pivot_thresh=0.01,
-                options={"SymmetricMode": True},
-            ),
-            perm,
-        )
-    else:
-        solver = LUSolver(splu(sp.csc_matrix(shifted), permc_spec="MMD_ATA"))
+    perm = dissection_order(lap, shape) if shape is not None and shape[0] * shape[1] == n else None
+    name, solver = factorize(shifted, perm, backends or configured_backends())
     stats = stats if stats is not None else EigenStats()
-    stats.factor_nnz = solver.nnz
+    stats.factor_nnz, stats.factorization = solver.nnz, name
+    stats.factor_flops = float(getattr(solver, "flops", 0.0))
 
     def solve(v: np.ndarray) -> np.ndarray:
         stats.solves += v.shape[1] if v.ndim == 2 else 1

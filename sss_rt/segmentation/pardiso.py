@@ -1,0 +1,237 @@
+"""Solves with a sparse symmetric matrix by MKL PARDISO's supernodal LDLᵀ (``pip install mkl``).
+
+The eigensolver needs (L − σI)⁻¹ for an indefinite L. SuperLU treats it as unsymmetric: an LU
+with both triangles and partial pivoting, in column kernels of its own. PARDISO's symmetric
+indefinite factorization (matrix type −2: Bunch–Kaufman 1×1 and 2×2 pivots inside supernodes,
+dense blocks in BLAS 3) stores one triangle and does about half the work. On the 640×480
+Laplacian with the same fill-reducing order (2 AVX2 cores): ~5 s for analysis and
+factorization on one thread against SuperLU's ~16 s plus 1.9 s to extract its factors, and 61M
+stored entries against 117M. Its 16-column solves are slower than the compiled kernel's on
+SuperLU's factors (~0.7 s against ~0.35 s): the eigenvector stage gains ~8 s of ~39.
+
+Bits: MKL's thread count is set for each call on the calling thread only
+(``MKL_Set_Num_Threads_Local``: other work in the process keeps its own count). The
+factorization runs on one thread: on more it rounded differently from run to run and with the
+count (measured on a 160×160 grid: 3 threads once, 5 or more always, up to 1.6e-9), and the
+eigenvectors — through the chaotic IRLS, the layers — would depend on the machine; one thread
+costs ~1.7 s of the 640×480 factorization. The solves run on sss-rt's threads (2 here: 13.8 s
+of 16-column solves in the eigenvector stage against 17.5 s on one) and gave the same bits on
+1 to 16 threads for one factor (tested). A pivot that PARDISO had to perturb would make the solves
+inexact: the factorization is then refused (:class:`PardisoError`) and the caller uses another.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import os
+import sys
+import threading
+import weakref
+from importlib import metadata
+
+import numpy as np
+import scipy.sparse as sp
+
+from sss_rt.native import default_threads
+
+_P = ctypes.POINTER
+_I32 = ctypes.c_int32
+_I64 = ctypes.c_int64
+#: matrix type: real symmetric indefinite
+_MTYPE = -2
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+class PardisoError(RuntimeError):
+    """PARDISO refused a matrix (its error code in the message), or perturbed a pivot."""
+
+
+def _library_paths() -> list[str]:
+    """Where mkl_rt may be: the ``mkl`` wheel's files, the environment's lib/, the loader's."""
+    paths: list[str] = []
+    try:
+        files = metadata.files("mkl") or []
+        paths += [str(f.locate()) for f in files if f.name.startswith("libmkl_rt.")]
+    except metadata.PackageNotFoundError:
+        pass
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        paths += sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")), key=len)
+    found = ctypes.util.find_library("mkl_rt")
+    if found:
+        paths.append(found)
+    return list(dict.fromkeys(paths))
+
+
+def _library() -> ctypes.CDLL | None:
+    """mkl_rt, loaded once (None where it is not installed)."""
+    with _lock:
+        if "lib" not in _state:
+            lib = None
+            for path in _library_paths():
+                try:
+                    lib = ctypes.CDLL(path)
+                    lib.pardiso.restype = None
+                    lib.pardiso.argtypes = [_P(_I64)] + [_P(_I32)] * 5 + [ctypes.c_void_p]
+                    lib.pardiso.argtypes += [_P(_I32)] * 6 + [ctypes.c_void_p] * 2 + [_P(_I32)]
+                    lib.MKL_Set_Num_Threads_Local.restype = ctypes.c_int
+                    lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
+                    break
+                except (OSError, AttributeError):
+                    lib = None
+            _state["lib"] = lib
+        return _state["lib"]  # type: ignore[return-value]
+
+
+def available() -> bool:
+    """True when MKL's runtime library (``mkl_rt``) can be loaded."""
+    return _library() is not None
+
+
+def describe() -> str:
+    """One line for ``sss-rt info``."""
+    if not available():
+        return "SuperLU (MKL not installed: `pip install mkl` for PARDISO, ~5× faster here)"
+    return "MKL PARDISO symmetric indefinite LDLᵀ"
+
+
+class PardisoSolver:
+    """x = A⁻¹b for a real symmetric (possibly indefinite) sparse A, factorized once.
+
+    Parameters
+    ----------
+    a : scipy.sparse matrix, shape (n, n)
+        Symmetric; only its upper triangle is read.
+    threads : int, optional
+        MKL threads for each solve (sss-rt's count by default; the factorization takes one).
+    rows : ndarray of int, shape (n,), optional
+        A fill-reducing order (position j holds the original row ``rows[j]``); METIS's nested
+        dissection where not given.
+
+    Raises
+    ------
+    PardisoError
+        MKL is not installed, PARDISO reported an error, or a pivot had to be perturbed.
+    """
+
+    def __init__(self, a: sp.spmatrix, rows: np.ndarray | None = None, threads: int | None = None):
+        lib = _library()
+        if lib is None:
+            raise PardisoError("MKL is not installed (pip install mkl)")
+        self._lib = lib
+        self.n = n = int(a.shape[0])
+        self.threads = threads or default_threads()
+        coo = sp.csr_matrix(a)
+        coo.sum_duplicates()
+        coo = coo.tocoo()
+        above = coo.row < coo.col
+        diagonal = np.arange(n)  # every diagonal entry stored (zeros too), as PARDISO requires
+        i = np.concatenate([coo.row[above], diagonal])
+        j = np.concatenate([coo.col[above], diagonal])
+        values = np.concatenate([coo.data[above], coo.diagonal()])
+        upper = sp.csr_matrix((values, (i, j)), shape=(n, n))
+        upper.sort_indices()
+        self._indptr = upper.indptr.astype(np.int32)
+        self._indices = upper.indices.astype(np.int32)
+        self._data = np.ascontiguousarray(upper.data, np.float64)
+        self._pt = np.zeros(64, np.int64)  # PARDISO's handle, opaque
+        self._iparm = iparm = np.zeros(64, np.int32)
+        iparm[0] = 1  # every value below given
+        iparm[1] = 2  # METIS where no order is given
+        iparm[7] = 0  # no iterative refinement: the factorization is exact or refused
+        iparm[9] = 13  # pivots below 1e-13·‖A‖ are perturbed (and then refused, below)
+        iparm[10] = iparm[12] = 0  # no scaling or matching (symmetric indefinite defaults)
+        iparm[17] = iparm[18] = -1  # report the factor's non-zeros and the factorization's work
+        iparm[20] = 1  # Bunch–Kaufman 1×1 and 2×2 pivots
+        iparm[34] = 1  # zero-based indices
+        self._perm = np.zeros(n, np.int32)
+        if rows is not None:
+            self._perm[:] = np.asarray(rows, np.int32)
+            iparm[4] = 1  # the order given
+        self._lock = threading.Lock()  # one handle: one call at a time
+        self._finalizer = weakref.finalize(self, _release, lib, self._pt, n, self._iparm)
+        self._call(12, threads=1)  # analysis and factorization
+        self.nnz = int(iparm[17])  #: the factor's stored entries (one triangle)
+        self.flops = 1e6 * float(iparm[18])  #: the factorization's floating-point operations
+        self.perturbed = int(iparm[13])
+        self.inertia = (int(iparm[21]), int(iparm[22]))  #: positive and negative eigenvalues
+        if self.perturbed:
+            self.close()
+            raise PardisoError(f"{self.perturbed} pivots perturbed: A is too near singular")
+
+    def _call(
+        self,
+        phase: int,
+        b: np.ndarray | None = None,
+        x: np.ndarray | None = None,
+        threads: int | None = None,
+    ) -> None:
+        err = _I32(0)
+        nrhs = 1 if b is None or b.ndim == 1 else b.shape[1]
+        with self._lock:
+            before = self._lib.MKL_Set_Num_Threads_Local(threads or self.threads)
+            try:
+                self._lib.pardiso(
+                    self._pt.ctypes.data_as(_P(_I64)),
+                    ctypes.byref(_I32(1)),  # one factor kept
+                    ctypes.byref(_I32(1)),  # and it is this one
+                    ctypes.byref(_I32(_MTYPE)),
+                    ctypes.byref(_I32(phase)),
+                    ctypes.byref(_I32(self.n)),
+                    self._data.ctypes.data,
+                    self._indptr.ctypes.data_as(_P(_I32)),
+                    self._indices.ctypes.data_as(_P(_I32)),
+                    self._perm.ctypes.data_as(_P(_I32)),
+                    ctypes.byref(_I32(nrhs)),
+                    self._iparm.ctypes.data_as(_P(_I32)),
+                    ctypes.byref(_I32(0)),  # no messages
+                    None if b is None else b.ctypes.data,
+                    None if x is None else x.ctypes.data,
+                    ctypes.byref(err),
+                )
+            finally:
+                self._lib.MKL_Set_Num_Threads_Local(before)
+        if err.value:
+            raise PardisoError(f"PARDISO error {err.value} (phase {phase})")
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """A⁻¹b for b of shape (n,) or (n, r), as float64 of the same shape."""
+        if not self._finalizer.alive:
+            raise ValueError("the factorization was released (close())")
+        b = np.asfortranarray(b, np.float64)
+        if b.shape[0] != self.n or b.ndim > 2:
+            raise ValueError(f"b must have shape ({self.n},) or ({self.n}, r), got {b.shape}")
+        x = np.empty_like(b, order="F")
+        if b.size:
+            self._call(33, b, x)
+        return x
+
+    def close(self) -> None:
+        """Release the factorization's memory now (else when the solver is collected)."""
+        self._finalizer()
+
+
+def _release(lib: ctypes.CDLL, pt: np.ndarray, n: int, iparm: np.ndarray) -> None:
+    err = _I32(0)
+    zero = _I32(0)
+    lib.pardiso(
+        pt.ctypes.data_as(_P(_I64)),
+        ctypes.byref(_I32(1)),
+        ctypes.byref(_I32(1)),
+        ctypes.byref(_I32(_MTYPE)),
+        ctypes.byref(_I32(-1)),  # release everything
+        ctypes.byref(_I32(n)),
+        None,
+        ctypes.byref(zero),
+        ctypes.byref(zero),
+        ctypes.byref(zero),
+        ctypes.byref(_I32(1)),
+        iparm.ctypes.data_as(_P(_I32)),
+        ctypes.byref(zero),
+        None,
+        None,
+        ctypes.byref(err),
+    )
