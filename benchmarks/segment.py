@@ -12,8 +12,8 @@ at 4000×3000. Writes
 benchmarks/results/segment.json and benchmarks/RESULTS-segment.md.
 
 Floating-point work is counted from the sizes each stage ran with (flops, a multiply-add = 2):
-the matting Laplacian ~2.2k per 3×3 window; the eigenvectors 4·nnz(LU) per shift-invert solve
-(ARPACK's solve count) plus the factorization, which SuperLU does not report (not counted); the
+the matting Laplacian ~2.2k per 3×3 window; the eigenvectors 4·nnz(factor) per shift-invert
+solve plus the factorization where its backend reports it (PARDISO does, SuperLU does not); the
 constrained sparsification N·m·(m+1) per segment per iteration (SYRK) plus the m×m solves and
 α = E·y; the relaxed sparsification 2·nnz(L)+12·N per layer per CG step. Peak: cores × 2 FMA
 ports × float64 lanes (8 with AVX-512, 4 with AVX2) × 2 flops at the clock /proc/cpuinfo
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def one_run(scale: float) -> dict:
 
     import cv2
 
-    from sss_rt import Extractor
+    from sss_rt import Extractor, blas
     from sss_rt.extractor import examples_dir
     from sss_rt.io.images import load_image
     from sss_rt.segmentation import SegmentConfig, affinity, eigen, sparsify, superpixels
@@ -54,51 +55,59 @@ def one_run(scale: float) -> dict:
     with Extractor(device="cpu") as ex:
         emb = ex.extract(image).embedding
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cfg = SegmentConfig(scale=scale)
-    times, flops = {}, {}
-    t = time.perf_counter()
-    h, w = round(480 * scale), round(640 * scale)
-    img = image.astype(np.float64) / 255.0
-    feat = emb.astype(np.float64)
-    if scale != 1:
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        feat = cv2.resize(feat, (w, h), interpolation=cv2.INTER_AREA)
-    n = h * w
-    labels = superpixels.slic_zero(img, cfg.superpixels)
-    sp_ = superpixels.describe(labels, img, feat)
-    times["superpixels"] = time.perf_counter() - t
-    flops["superpixels"] = 10 * n * 9 * 12.0  # SLIC: 10 passes, 9 candidate centres, 5-d distance
-    t = time.perf_counter()
-    lap = affinity.segmentation_laplacian(img, sp_)
-    times["affinities"] = time.perf_counter() - t
-    flops["affinities"] = (h - 2) * (w - 2) * 2200.0
-    t = time.perf_counter()
-    stats = eigen.EigenStats()
-    vals, vecs = eigen.smallest_eigenvectors(lap, cfg.eigenvectors, 0, stats, shape=(h, w))
-    times["eigenvectors"] = time.perf_counter() - t
-    m = vecs.shape[1]
-    flops["eigenvectors"] = stats.solve_flops + stats.solves * 4.0 * n * 2 * m  # + Lanczos
-    t = time.perf_counter()
-    flat = feat.reshape(n, -1)
-    init = _initial_segments(flat, cfg.initial_segments, 0)
-    trace = sparsify.SparsifyTrace(record_energy=False)
-    alpha = sparsify.constrained_sparsification(vecs, vals, lap, init, cfg.iterations, trace=trace)
-    times["constrained_sparsification"] = time.perf_counter() - t
-    segs = np.array(trace.segments, float)
-    summed = np.array(trace.gram_pixels, float)  # (segment, pixel) pairs not at the floor
-    flops["constrained_sparsification"] = float(
-        (summed * m * (m + 1.0) + segs * (2.0 * m**3 + 2.0 * n * m)).sum()
-    )
-    t = time.perf_counter()
-    grouped = sparsify.group_segments(alpha, flat, cfg.layers)
-    exponent = 0.9 + np.minimum(gradient_magnitude(img), 0.1).ravel()
-    cg_steps: list[int] = []
-    layers = sparsify.relaxed_sparsification(
-        grouped, lap, exponent, cfg.relaxed_iterations, cg_steps=cg_steps
-    )
-    times["relaxed_sparsification"] = time.perf_counter() - t
-    steps = sum(cg_steps)
-    flops["relaxed_sparsification"] = steps * layers.shape[1] * (2.0 * lap.nnz + 12.0 * n)
+    # the stages under one_thread, as SoftSegmenter runs them (BLAS on one thread, sss-rt's
+    # own threads over fixed parts)
+    with blas.one_thread():
+        cfg = SegmentConfig(scale=scale)
+        times, flops = {}, {}
+        t = time.perf_counter()
+        h, w = round(480 * scale), round(640 * scale)
+        img = image.astype(np.float64) / 255.0
+        feat = emb.astype(np.float64)
+        if scale != 1:
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+            feat = cv2.resize(feat, (w, h), interpolation=cv2.INTER_AREA)
+        n = h * w
+        labels = superpixels.slic_zero(img, cfg.superpixels)
+        sp_ = superpixels.describe(labels, img, feat)
+        times["superpixels"] = time.perf_counter() - t
+        # SLIC: 10 passes, 9 candidate centres, a 5-d distance
+        flops["superpixels"] = 10 * n * 9 * 12.0
+        t = time.perf_counter()
+        lap = affinity.segmentation_laplacian(img, sp_)
+        times["affinities"] = time.perf_counter() - t
+        flops["affinities"] = (h - 2) * (w - 2) * 2200.0
+        t = time.perf_counter()
+        stats = eigen.EigenStats()
+        vals, vecs = eigen.smallest_eigenvectors(lap, cfg.eigenvectors, 0, stats, shape=(h, w))
+        times["eigenvectors"] = time.perf_counter() - t
+        m = vecs.shape[1]
+        flops["eigenvectors"] = (
+            stats.solve_flops + stats.solves * 4.0 * n * 2 * m + stats.factor_flops
+        )  # solves + Krylov + the factorization where reported
+        t = time.perf_counter()
+        flat = feat.reshape(n, -1)
+        init = _initial_segments(flat, cfg.initial_segments, 0)
+        trace = sparsify.SparsifyTrace(record_energy=False)
+        alpha = sparsify.constrained_sparsification(
+            vecs, vals, lap, init, cfg.iterations, trace=trace
+        )
+        times["constrained_sparsification"] = time.perf_counter() - t
+        segs = np.array(trace.segments, float)
+        summed = np.array(trace.gram_pixels, float)  # (segment, pixel) pairs not at the floor
+        flops["constrained_sparsification"] = float(
+            (summed * m * (m + 1.0) + segs * (2.0 * m**3 + 2.0 * n * m)).sum()
+        )
+        t = time.perf_counter()
+        grouped = sparsify.group_segments(alpha, flat, cfg.layers)
+        exponent = 0.9 + np.minimum(gradient_magnitude(img), 0.1).ravel()
+        cg_steps: list[int] = []
+        layers = sparsify.relaxed_sparsification(
+            grouped, lap, exponent, cfg.relaxed_iterations, cg_steps=cg_steps
+        )
+        times["relaxed_sparsification"] = time.perf_counter() - t
+        steps = sum(cg_steps)
+        flops["relaxed_sparsification"] = steps * layers.shape[1] * (2.0 * lap.nnz + 12.0 * n)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "scale": scale,
@@ -108,6 +117,7 @@ def one_run(scale: float) -> dict:
         "gflop": {k: v / 1e9 for k, v in flops.items()},
         "laplacian_nnz": int(lap.nnz),
         "lu_nnz": stats.factor_nnz,
+        "factorization": stats.factorization,
         "eigsh_solves": stats.solves,
         "segments_per_iteration": trace.segments,
         "gram_fraction": float(summed.sum() / (segs.sum() * n)),
@@ -202,6 +212,11 @@ def main() -> None:
         best = sorted(runs, key=lambda r: r["total_s"])[len(runs) // 2]  # the median run
         best["all_totals_s"] = [r["total_s"] for r in runs]
         result["runs"][str(scale)] = best
+        if scale == 1.0 and best.get("factorization") == "pardiso":  # the other factorization
+            env = {**os.environ, "SSS_RT_FACTORIZATION": "superlu"}
+            out = subprocess.run([*cmd, str(scale)], capture_output=True, text=True, check=True,
+                                 env=env).stdout  # fmt: skip
+            result["superlu_1.0"] = json.loads(out.strip().splitlines()[-1])
     result["instances"] = instance_iou(args.scenes, 160)
     save_json("segment", result)
     write_report(result)
@@ -234,8 +249,10 @@ def write_report(result: dict) -> None:
         f"{2 * peak:.0f} in float32 (the constrained sparsification's Grams, counted as the "
         "triangle's multiply-adds over the pixels not at the IRLS weights' floor — the kernel "
         "skips the others — and computed as ~1.2× that in 16-column vectors). The "
-        "eigenvectors' solves stream the factor from memory (12 bytes per non-zero and solve "
-        "call), so their rate is bandwidth's, not the FMA units'.",
+        "eigenvectors' solves stream the factor from memory, so their rate is bandwidth's, not "
+        "the FMA units'; the factorization (named with its factor's size below: PARDISO's "
+        "LDLᵀ where MKL is installed, else SuperLU's LU) is counted where PARDISO reports it. "
+        "The stages run under `blas.one_thread()`, as `SoftSegmenter` runs them.",
         "",
     ]
     for scale, r in result["runs"].items():
@@ -244,7 +261,8 @@ def write_report(result: dict) -> None:
             f"**{r['total_s']:.1f} s**, peak RSS {r['peak_rss_mb'] / 1024:.2f} GB",
             "",
             f"Runs: {', '.join(f'{t:.1f} s' for t in r['all_totals_s'])}. L: {r['laplacian_nnz']:,}"
-            f" non-zeros; its LU factor {r['lu_nnz']:,}; {r['eigsh_solves']} shift-invert "
+            f" non-zeros; its factor ({r.get('factorization') or 'superlu'}) {r['lu_nnz']:,};"
+            f" {r['eigsh_solves']} shift-invert "
             f"solves; segments per iteration {r['segments_per_iteration'][0]} → "
             f"{r['segments_per_iteration'][-1]}"
             + (
@@ -261,6 +279,24 @@ def write_report(result: dict) -> None:
             top = 2 * peak if stage == "constrained_sparsification" else peak
             lines.append(
                 f"| {stage} | {s:.2f} | {g:.1f} | {g / s:.1f} | {100 * g / s / top:.1f}% |"
+            )
+        lines.append("")
+    if "superlu_1.0" in result:
+        p, q = result["runs"]["1.0"], result["superlu_1.0"]
+        lines += [
+            "## the factorization of L − σI at 640×480: PARDISO or SuperLU",
+            "",
+            "The same run with `SSS_RT_FACTORIZATION=superlu` (the path without MKL), right after"
+            " the one above, in its own process (single runs: this host's timings move by"
+            " 10–20% between runs).",
+            "",
+            "| factorization | factor non-zeros | eigenvectors s | whole s | peak RSS GB |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, r in (("PARDISO LDLᵀ (MKL)", p), ("SuperLU LU", q)):
+            lines.append(
+                f"| {name} | {r['lu_nnz']:,} | {r['seconds']['eigenvectors']:.1f} | "
+                f"{r['total_s']:.1f} | {r['peak_rss_mb'] / 1024:.2f} |"
             )
         lines.append("")
     if "photo_12mp" in result:
