@@ -13,7 +13,8 @@ inside :func:`one_thread`: the first to enter (from any thread) limits every loa
 thread, the last to leave restores the limits it found; inside, sss-rt parallelizes on its own
 threads over parts whose bounds never depend on the thread count (:func:`sss_rt.native.chunks`,
 :func:`matmul`). Other code in the process meanwhile sees BLAS on one thread too (its speed, not
-its results, changes).
+its results, changes). MKL loaded only for the segmentation's PARDISO is left alone: those
+calls set their own count on the calling thread (:mod:`sss_rt.segmentation.pardiso`).
 """
 
 from __future__ import annotations
@@ -53,9 +54,30 @@ def _set_threads(lib: Any, count: int) -> None:
     getattr(lib, "_real_set_num_threads", lib.set_num_threads)(count)
 
 
+def _numpy_uses_mkl() -> bool:
+    """Whether NumPy's or SciPy's BLAS is MKL (True where their build records cannot say)."""
+    try:
+        import scipy
+
+        names = [
+            str(module.__config__.CONFIG["Build Dependencies"]["blas"]["name"])
+            for module in (np, scipy)
+        ]
+    except Exception:  # an older or unusual build: assume it may be
+        return True
+    return any("mkl" in name.lower() for name in names)
+
+
+def _managed(lib: Any) -> bool:
+    """MKL loaded only for PARDISO is left alone: ``segmentation.pardiso`` sets its count for
+    each call on the calling thread, and MKL's count set from one thread is not seen by the
+    others (in its OpenMP builds), so a limit one thread set could not be undone by another."""
+    return lib.internal_api != "mkl" or _numpy_uses_mkl()
+
+
 def _limit_new_libraries() -> None:
     for lib in _controller().select(user_api="blas").lib_controllers:
-        if lib.filepath not in _limited:
+        if lib.filepath not in _limited and _managed(lib):
             _limited[lib.filepath] = (lib, lib.get_num_threads())
             _set_threads(lib, 1)
 

@@ -23,16 +23,21 @@ from sss_rt.segmentation import native as seg_native
 
 
 def _blas_threads() -> list[int]:
-    """Each loaded BLAS library's thread count now, as threadpoolctl reads it."""
+    """Each BLAS library NumPy and SciPy compute with: its thread count now, as threadpoolctl
+    reads it (MKL loaded only for PARDISO sets its own count per call: not one of them)."""
     from threadpoolctl import ThreadpoolController
 
     blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
-    return [lib.num_threads for lib in blas_libraries]
+    return [lib.num_threads for lib in blas_libraries if blas._managed(lib)]
 
 
 def test_one_thread_scope_holds_until_the_last_thread_leaves():
     """Two overlapping scopes on two threads: BLAS stays on one thread until both left, then
-    the limits found are back (a per-call limit was undone by whichever finished first)."""
+    the limits found are back (a per-call limit was undone by whichever finished first). With
+    MKL loaded for PARDISO (whose count, set from another thread, the first would not see)."""
+    from sss_rt.segmentation import pardiso
+
+    pardiso.available()  # loads mkl_rt where installed
     with threadpool_limits(2, user_api="blas"):
         before = _blas_threads()
         entered, release = threading.Event(), threading.Event()
