@@ -816,7 +816,12 @@ def test_cg_update_and_dot_are_the_numpy_steps(layers):
         rz, rr = op.cg_update(x, r, p, exact_q, inv, coupling, z, 0.3)
         np.testing.assert_allclose(x, x0 + 0.3 * p, rtol=1e-14, atol=1e-14)
         np.testing.assert_allclose(r, r1, rtol=1e-14, atol=1e-12)
-        np.testing.assert_allclose(z, z1, rtol=1e-12, atol=1e-12 * np.abs(z1).max())
+        # z against NumPy's on the r the step made (its r − αq may round once, as an FMA),
+        # entry by entry within rounding of the terms it sums: with d ~ 1e-4 the two terms
+        # cancel to 1e-7 of their size, so |z| is no measure of the error
+        inv_r = np.abs(inv * r)
+        size = inv_r + inv * coupling[:, None] * inv_r.sum(axis=1, keepdims=True)
+        assert np.all(np.abs(z - sparsify.pixel_blocks_inverse(d, 100.0)(r)) <= 1e-14 * size)
         assert rz == pytest.approx(float(np.vdot(r1, z1)), rel=1e-12)
         assert rr == pytest.approx(float(np.vdot(r1, r1)), rel=1e-12)
         results.append((q, pq, x, r, z, rz, rr))
