@@ -11,13 +11,17 @@ SuperLU's factors (~0.7 s against ~0.35 s): in the committed benchmark the eigen
 took 22.9 s against 26.7 s, and the whole run 0.6 GB less.
 
 Bits: MKL's thread count is set for each call on the calling thread only
-(``MKL_Set_Num_Threads_Local``: other work in the process keeps its own count). The
-factorization runs on one thread: on more it rounded differently from run to run and with the
-count (measured on a 160×160 grid: 3 threads once, 5 or more always, up to 1.6e-9), and the
-eigenvectors — through the chaotic IRLS, the layers — would depend on the machine; one thread
-costs ~1.7 s of the 640×480 factorization. The solves run on sss-rt's threads (2 here: 13.8 s
-of 16-column solves in the eigenvector stage against 17.5 s on one) and gave the same bits on
-1 to 16 threads for one factor (tested). A pivot that PARDISO had to perturb would make the solves
+(``MKL_Set_Num_Threads_Local``: other work in the process keeps its own count). The layers must
+not depend on the machine, and the eigenvectors — through the chaotic IRLS, the layers — follow
+every bit of the solves. Measured on a 160×160 grid with MKL's dynamic adjustment off: the
+factor itself rounded differently on 5+ threads unless PARDISO's conditional-numerical-
+reproducibility mode was on (``iparm[33]``), and with it on, a factor made on t ≥ 5 threads
+still solved differently on t threads (its parallel solve is laid out at factorization). So
+the factorization runs in that mode on :data:`FACTOR_THREADS` threads, and the solves on
+sss-rt's: the same bits for factor and solves on 1 to 16 threads (tested). Two threads rather
+than one also made the solves faster (at 640×480: 2.0 s instead of 3.3 s to factorize, 0.37 s
+instead of 0.55 s per 16-column solve).
+A pivot that PARDISO had to perturb would make the solves
 inexact: the factorization is then refused (:class:`PardisoError`) and the caller uses another.
 """
 
@@ -42,6 +46,9 @@ _I32 = ctypes.c_int32
 _I64 = ctypes.c_int64
 #: matrix type: real symmetric indefinite
 _MTYPE = -2
+#: threads of the factorization, and the count PARDISO's reproducible mode lays its work out
+#: for: fixed, so that factor and solves have the same bits on any machine (see above)
+FACTOR_THREADS = 2
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -107,7 +114,8 @@ class PardisoSolver:
     a : scipy.sparse matrix, shape (n, n)
         Symmetric; only its upper triangle is read.
     threads : int, optional
-        MKL threads for each solve (sss-rt's count by default; the factorization takes one).
+        MKL threads for each solve (sss-rt's count by default; the factorization takes
+        :data:`FACTOR_THREADS`); the bits do not depend on it.
     rows : ndarray of int, shape (n,), optional
         A fill-reducing order (position j holds the original row ``rows[j]``); METIS's nested
         dissection where not given.
@@ -147,6 +155,7 @@ class PardisoSolver:
         iparm[10] = iparm[12] = 0  # no scaling or matching (symmetric indefinite defaults)
         iparm[17] = iparm[18] = -1  # report the factor's non-zeros and the factorization's work
         iparm[20] = 1  # Bunch–Kaufman 1×1 and 2×2 pivots
+        iparm[33] = FACTOR_THREADS  # reproducible mode, laid out for this count
         iparm[34] = 1  # zero-based indices
         self._perm = np.zeros(n, np.int32)
         if rows is not None:
@@ -154,7 +163,7 @@ class PardisoSolver:
             iparm[4] = 1  # the order given
         self._lock = threading.Lock()  # one handle: one call at a time
         self._finalizer = weakref.finalize(self, _release, lib, self._pt, n, self._iparm)
-        self._call(12, threads=1)  # analysis and factorization
+        self._call(12, threads=FACTOR_THREADS)  # analysis and factorization
         self.nnz = int(iparm[17])  #: the factor's stored entries (one triangle)
         self.flops = 1e6 * float(iparm[18])  #: the factorization's floating-point operations
         self.perturbed = int(iparm[13])
