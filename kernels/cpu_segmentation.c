@@ -390,15 +390,19 @@ LAYER_ROWS(8)
 
 /* ---- csr_matmul --------------------------------------------------------------------------- */
 
-#define CSR_ROWS(NAME, R_ARG, R)                                                                  \
+/* ACC: where each row's sums are kept as they grow — in a local array (registers, for a fixed
+ * R: stores through o could alias x, so the compiler would store and reload them every entry)
+ * or straight in the output row (any R) */
+#define CSR_ROWS(NAME, R_ARG, R, ACC_DECL, ACC)                                                   \
     CLONES static int NAME(const int64_t *ptr, const int32_t *idx, const double *val,              \
                            const double *x, double *out, int64_t n, int64_t r0, int64_t r1 R_ARG)  \
     {                                                                                             \
         int bad = 0;                                                                              \
         for (int64_t i = r0; i < r1; ++i) {                                                       \
             double *o = out + i * (R);                                                            \
+            ACC_DECL;                                                                             \
             for (int r = 0; r < (R); ++r)                                                         \
-                o[r] = 0.0;                                                                       \
+                ACC[r] = 0.0;                                                                     \
             for (int64_t p = ptr[i]; p < ptr[i + 1]; ++p) {                                       \
                 const int64_t j = idx[p];                                                         \
                 if (j < 0 || j >= n) {                                                            \
@@ -407,13 +411,15 @@ LAYER_ROWS(8)
                 }                                                                                 \
                 const double a = val[p], *xj = x + j * (R);                                       \
                 for (int r = 0; r < (R); ++r)                                                     \
-                    o[r] += a * xj[r];                                                            \
+                    ACC[r] += a * xj[r];                                                          \
             }                                                                                     \
+            for (int r = 0; r < (R); ++r)                                                         \
+                o[r] = ACC[r];                                                                    \
         }                                                                                         \
         return bad;                                                                               \
     }
-CSR_ROWS(csr_rows_16, FIXED_R, 16)
-CSR_ROWS(csr_rows_any, RUNTIME_R, R)
+CSR_ROWS(csr_rows_16, FIXED_R, 16, double acc[16], acc)
+CSR_ROWS(csr_rows_any, RUNTIME_R, R, (void)0, o)
 
 /* ---- Python glue -------------------------------------------------------------------------- */
 
