@@ -31,13 +31,17 @@ def _image(h, w, seed=0):
     return np.clip(img + 0.05 * rng.standard_normal((h, w, 3)), 0, 1)
 
 
-def test_matting_laplacian_matches_the_per_window_construction():
-    img = _image(6, 7, seed=1)
+@pytest.mark.parametrize("shape", [(6, 7), (3, 3), (3, 4), (4, 3), (5, 12), (12, 4), (9, 5)])
+def test_matting_laplacian_matches_the_per_window_construction(shape):
+    """Images narrower than a row of offsets (< 5) included: their rows' columns are sorted."""
+    img = _image(*shape, seed=1)
     got = affinity.laplacian(affinity.matting_affinity(img)).toarray()
     ref = matting_laplacian_reference(img)
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
     assert np.abs(got - got.T).max() == 0  # symmetric
     assert np.abs(got.sum(axis=1)).max() < 1e-9  # rows sum to zero
+    w = affinity.matting_affinity(img)
+    assert w.has_canonical_format and w.indices.dtype == np.int32
 
 
 def test_superpixel_affinities_follow_their_formulas():
