@@ -56,8 +56,8 @@
  *   The constrained sparsification's IRLS weights for pixels [c0, c1) of every segment k < K:
  *   a = (float)α, e1 = s1 · max(|a − 1|, τ)^g, e0 = s0 · max(|a|, τ)^g, in float32 with libm's
  *   powf — the same operations, in the same order, as NumPy's float32 ufuncs (the same bits
- *   where NumPy's power is libm's powf; at the floor the power is taken once). alpha float64
- *   [K][n]; e1, e0 float32 [K][n].
+ *   where NumPy's power is libm's powf; at the floor the power is taken once, and 1^g is 1).
+ *   alpha float64 [K][n]; e1, e0 float32 [K][n].
  *
  * csr_matmul(ptr, idx, val, x, out, n, nnz, R, r0, r1)
  *   out[i] = Σ_j A_ij x[j] for rows i in [r0, r1), x and out float64 [n][R] row-major, A by
@@ -677,8 +677,9 @@ CLONES static void irls_rows(const double *alpha, float *e1, float *e0, int64_t 
         for (int64_t i = c0; i < c1; ++i) {
             const int64_t j = k * n + i;
             const float a = (float)alpha[j], b = fabsf(a - 1.0f), c = fabsf(a);
-            e1[j] = b <= tau ? floor1 : powf(b, g) * s1;
-            e0[j] = c <= tau ? floor0 : powf(c, g) * s0;
+            /* 1^g is 1 exactly: no call for the ~half of the pairs pinned at 0 or 1 */
+            e1[j] = b <= tau ? floor1 : b == 1.0f ? s1 : powf(b, g) * s1;
+            e0[j] = c <= tau ? floor0 : c == 1.0f ? s0 : powf(c, g) * s0;
         }
 }
 
