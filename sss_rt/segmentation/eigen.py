@@ -118,7 +118,7 @@ def _superlu(a: sp.spmatrix, rows: np.ndarray | None):
 #: None where it cannot: MKL PARDISO's symmetric LDLᵀ (:class:`pardiso.PardisoSolver`; absent
 #: without MKL) and SuperLU's LU solved by the compiled kernel (:class:`native.LUSolver`)
 FACTORIZATIONS = {"pardiso": _pardiso, "superlu": _superlu}
-#: the order they are tried in (at 640×480 PARDISO took ~5 s, SuperLU ~18 s);
+#: the order they are tried in (at 640×480 PARDISO took 2.3 s, SuperLU ~18 s);
 #: ``$SSS_RT_FACTORIZATION`` (names, comma-separated) replaces it — ``superlu`` gives the layers
 #: of a machine without MKL (the two factorizations round differently)
 BACKENDS = ("pardiso", "superlu")

@@ -4,11 +4,11 @@ The eigensolver needs (L − σI)⁻¹ for an indefinite L. SuperLU treats it as
 with both triangles and partial pivoting, in column kernels of its own. PARDISO's symmetric
 indefinite factorization (matrix type −2: Bunch–Kaufman 1×1 and 2×2 pivots inside supernodes,
 dense blocks in BLAS 3) stores one triangle and does about half the work. On the 640×480
-Laplacian with the same fill-reducing order (2 AVX2 cores): ~5 s for analysis and
-factorization on one thread against SuperLU's ~16 s plus 1.9 s to extract its factors, and 61M
-stored entries against 117M. Its 16-column solves are slower than the compiled kernel's on
-SuperLU's factors (~0.7 s against ~0.35 s): in the committed benchmark the eigenvector stage
-took 22.9 s against 26.7 s, and the whole run 0.6 GB less.
+Laplacian with the same fill-reducing order (2 cores): 2.3 s for analysis and factorization
+on two threads against SuperLU's ~16 s plus 1.9 s to extract its factors, and 61M stored
+entries against 117M; its 16-column solves ~0.34 s, about the compiled kernel's on SuperLU's
+twice larger factors. In the committed benchmark the eigenvector stage took 17.8 s against
+26.1 s, and the whole run 0.6 GB less.
 
 Bits: MKL's thread count is set for each call on the calling thread only
 (``MKL_Set_Num_Threads_Local``: other work in the process keeps its own count). The layers must
@@ -102,7 +102,7 @@ def available() -> bool:
 def describe() -> str:
     """One line for ``sss-rt info``."""
     if not available():
-        return "SuperLU (MKL not installed: `pip install mkl` for PARDISO, ~5× faster here)"
+        return "SuperLU (MKL absent: `pip install mkl` for PARDISO, ~1.5× faster eigenvectors)"
     return "MKL PARDISO symmetric indefinite LDLᵀ"
 
 
