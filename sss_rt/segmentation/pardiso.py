@@ -20,9 +20,9 @@ still solved differently on t threads (its parallel solve is laid out at factori
 the factorization runs in that mode on :data:`FACTOR_THREADS` threads, and the solves on
 sss-rt's: the same bits for factor and solves on 1 to 16 threads (tested). Two threads rather
 than one also made the solves faster (at 640×480: 2.0 s instead of 3.3 s to factorize, 0.37 s
-instead of 0.55 s per 16-column solve).
-A pivot that PARDISO had to perturb would make the solves
-inexact: the factorization is then refused (:class:`PardisoError`) and the caller uses another.
+instead of 0.55 s per 16-column solve). A pivot that PARDISO had to perturb would make the
+solves inexact: the factorization is then refused (:class:`PardisoError`) and the caller uses
+another.
 """
 
 from __future__ import annotations
