@@ -19,6 +19,7 @@ calls set their own count on the calling thread (:mod:`sss_rt.segmentation.pardi
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from collections.abc import Iterator
@@ -54,8 +55,10 @@ def _set_threads(lib: Any, count: int) -> None:
     getattr(lib, "_real_set_num_threads", lib.set_num_threads)(count)
 
 
+@functools.cache
 def _numpy_uses_mkl() -> bool:
-    """Whether NumPy's or SciPy's BLAS is MKL (True where their build records cannot say)."""
+    """Whether NumPy's or SciPy's BLAS is MKL (True where their build records cannot say); read
+    once: every :func:`one_thread` entry asks."""
     try:
         import scipy
 

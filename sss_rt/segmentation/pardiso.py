@@ -179,33 +179,16 @@ class PardisoSolver:
         x: np.ndarray | None = None,
         threads: int | None = None,
     ) -> None:
-        err = _I32(0)
         nrhs = 1 if b is None or b.ndim == 1 else b.shape[1]
+        matrix = (self._data, self._indptr, self._indices, self._perm)
         with self._lock:
             before = self._lib.MKL_Set_Num_Threads_Local(threads or self.threads)
             try:
-                self._lib.pardiso(
-                    self._pt.ctypes.data_as(_P(_I64)),
-                    ctypes.byref(_I32(1)),  # one factor kept
-                    ctypes.byref(_I32(1)),  # and it is this one
-                    ctypes.byref(_I32(_MTYPE)),
-                    ctypes.byref(_I32(phase)),
-                    ctypes.byref(_I32(self.n)),
-                    self._data.ctypes.data,
-                    self._indptr.ctypes.data_as(_P(_I32)),
-                    self._indices.ctypes.data_as(_P(_I32)),
-                    self._perm.ctypes.data_as(_P(_I32)),
-                    ctypes.byref(_I32(nrhs)),
-                    self._iparm.ctypes.data_as(_P(_I32)),
-                    ctypes.byref(_I32(0)),  # no messages
-                    None if b is None else b.ctypes.data,
-                    None if x is None else x.ctypes.data,
-                    ctypes.byref(err),
-                )
+                err = _pardiso(self._lib, self._pt, self._iparm, phase, self.n, matrix, nrhs, b, x)
             finally:
                 self._lib.MKL_Set_Num_Threads_Local(before)
-        if err.value:
-            raise PardisoError(f"PARDISO error {err.value} (phase {phase})")
+        if err:
+            raise PardisoError(f"PARDISO error {err} (phase {phase})")
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """A⁻¹b for b of shape (n,) or (n, r), as float64 of the same shape."""
@@ -224,24 +207,44 @@ class PardisoSolver:
         self._finalizer()
 
 
-def _release(lib: ctypes.CDLL, pt: np.ndarray, n: int, iparm: np.ndarray) -> None:
-    err = _I32(0)
-    zero = _I32(0)
+def _pardiso(
+    lib: ctypes.CDLL,
+    pt: np.ndarray,
+    iparm: np.ndarray,
+    phase: int,
+    n: int,
+    matrix: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    nrhs: int = 1,
+    b: np.ndarray | None = None,
+    x: np.ndarray | None = None,
+) -> int:
+    """One ``pardiso`` call on handle ``pt`` (one factor kept, no messages); ``matrix``: the
+    upper triangle's (values, row pointers, column indices) and the order, None where the phase
+    reads none. Returns PARDISO's error code."""
+    err, zero = _I32(0), _I32(0)
+    if matrix is None:
+        values, arrays = None, [ctypes.byref(zero)] * 3
+    else:
+        values = matrix[0].ctypes.data
+        arrays = [array.ctypes.data_as(_P(_I32)) for array in matrix[1:]]
     lib.pardiso(
         pt.ctypes.data_as(_P(_I64)),
-        ctypes.byref(_I32(1)),
-        ctypes.byref(_I32(1)),
+        ctypes.byref(_I32(1)),  # one factor kept
+        ctypes.byref(_I32(1)),  # and it is this one
         ctypes.byref(_I32(_MTYPE)),
-        ctypes.byref(_I32(-1)),  # release everything
+        ctypes.byref(_I32(phase)),
         ctypes.byref(_I32(n)),
-        None,
-        ctypes.byref(zero),
-        ctypes.byref(zero),
-        ctypes.byref(zero),
-        ctypes.byref(_I32(1)),
+        values,
+        *arrays,
+        ctypes.byref(_I32(nrhs)),
         iparm.ctypes.data_as(_P(_I32)),
-        ctypes.byref(zero),
-        None,
-        None,
+        ctypes.byref(zero),  # no messages
+        None if b is None else b.ctypes.data,
+        None if x is None else x.ctypes.data,
         ctypes.byref(err),
     )
+    return err.value
+
+
+def _release(lib: ctypes.CDLL, pt: np.ndarray, n: int, iparm: np.ndarray) -> None:
+    _pardiso(lib, pt, iparm, -1, n)  # release everything
