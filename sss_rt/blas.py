@@ -78,6 +78,15 @@ def _managed(lib: Any) -> bool:
     return lib.internal_api != "mkl" or _numpy_uses_mkl()
 
 
+def thread_counts() -> list[int]:
+    """The thread count of each BLAS library :func:`one_thread` limits (NumPy's and SciPy's,
+    not an MKL loaded only for PARDISO), as threadpoolctl reads it now."""
+    from threadpoolctl import ThreadpoolController
+
+    libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+    return [lib.num_threads for lib in libraries if _managed(lib)]
+
+
 def _limit_new_libraries() -> None:
     for lib in _controller().select(user_api="blas").lib_controllers:
         if lib.filepath not in _limited and _managed(lib):

@@ -135,16 +135,10 @@ def test_postprocess_rejects_mismatched_shapes(rng):
 
 
 def test_serial_blas_limits_blas_threads_and_restores_them():
-    from threadpoolctl import ThreadpoolController
-
     from sss_rt import blas
 
-    def blas_threads() -> list[int]:  # MKL loaded only for PARDISO is not NumPy's: left alone
-        libraries = ThreadpoolController().select(user_api="blas").lib_controllers
-        return [lib.num_threads for lib in libraries if blas._managed(lib)]
-
-    before = blas_threads()
+    before = blas.thread_counts()
     assert before, "NumPy's BLAS is not visible to threadpoolctl"
     with serial_blas():
-        assert blas_threads() == [1] * len(before)
-    assert blas_threads() == before
+        assert blas.thread_counts() == [1] * len(before)
+    assert blas.thread_counts() == before

@@ -22,15 +22,6 @@ from sss_rt.segmentation import SegmentConfig
 from sss_rt.segmentation import native as seg_native
 
 
-def _blas_threads() -> list[int]:
-    """Each BLAS library NumPy and SciPy compute with: its thread count now, as threadpoolctl
-    reads it (MKL loaded only for PARDISO sets its own count per call: not one of them)."""
-    from threadpoolctl import ThreadpoolController
-
-    blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
-    return [lib.num_threads for lib in blas_libraries if blas._managed(lib)]
-
-
 def test_one_thread_scope_holds_until_the_last_thread_leaves():
     """Two overlapping scopes on two threads: BLAS stays on one thread until both left, then
     the limits found are back (a per-call limit was undone by whichever finished first). With
@@ -39,7 +30,7 @@ def test_one_thread_scope_holds_until_the_last_thread_leaves():
 
     pardiso.available()  # loads mkl_rt where installed
     with threadpool_limits(2, user_api="blas"):
-        before = _blas_threads()
+        before = blas.thread_counts()
         entered, release = threading.Event(), threading.Event()
 
         def other() -> None:
@@ -51,11 +42,11 @@ def test_one_thread_scope_holds_until_the_last_thread_leaves():
         with blas.one_thread():
             t.start()
             entered.wait(10)
-            assert set(_blas_threads()) == {1}
-        assert set(_blas_threads()) == {1}, "the first to leave must not restore the limits"
+            assert set(blas.thread_counts()) == {1}
+        assert set(blas.thread_counts()) == {1}, "the first to leave must not restore the limits"
         release.set()
         t.join()
-        assert _blas_threads() == before
+        assert blas.thread_counts() == before
 
 
 def test_matmul_gives_the_same_bits_on_any_thread_count():
