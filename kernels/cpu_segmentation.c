@@ -52,12 +52,17 @@
  *   coupling = δ / (1 + δ Σ_l inv_il)); returns its rows' Σ r·z and Σ r·r (after the update).
  *   x, r, p, q, inv, z float64 [n][R] row-major; coupling float64 [n].
  *
- * irls_weights(alpha, e1, e0, K, n, g, s1, s0, tau, c0, c1)
- *   The constrained sparsification's IRLS weights for pixels [c0, c1) of every segment k < K:
- *   a = (float)α, e1 = s1 · max(|a − 1|, τ)^g, e0 = s0 · max(|a|, τ)^g, in float32 with libm's
- *   powf — the same operations, in the same order, as NumPy's float32 ufuncs (the same bits
- *   where NumPy's power is libm's powf; at the floor the power is taken once, and 1^g is 1).
- *   alpha float64 [K][n]; e1, e0 float32 [K][n].
+ * irls_terms(alpha, delta, e, rhs, K, n, mp, g, s1, s0, tau, base, last, p0, p1)
+ *   What an iteration of the constrained sparsification needs from α, for pixels [p0, p1) of
+ *   every segment k < K, in one pass: with last, first α's last row as 1 − Σ of the others
+ *   (added in row order); then the IRLS weights a = (float)α, e1 = s1 · max(|a − 1|, τ)^g,
+ *   e0 = s0 · max(|a|, τ)^g (float32, libm's powf; at the floor the power is taken once, and
+ *   1^g is 1), the Grams' weights as departures from the floor's, delta = (e1 + e0) − base,
+ *   and the right-hand sides: rhs[k] += Σ_i e1[k][i] · e[i] for k < K − 1 and
+ *   rhs[K − 1] += Σ_i e0[K − 1][i] · e[i] (float32 sums over chunks of CHUNK pixels, each
+ *   entry's products added pixel by pixel in order with fmaf, added into float64).
+ *   alpha float64 [K][n] (written with last); delta float32 [K][n]; e float32 [n][mp] as
+ *   weighted_grams reads it; rhs float64 [K][mp].
  *
  * csr_matmul(ptr, idx, val, x, out, n, nnz, R, r0, r1)
  *   out[i] = Σ_j A_ij x[j] for rows i in [r0, r1), x and out float64 [n][R] row-major, A by
@@ -669,41 +674,207 @@ static PyObject *csr_matmul(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-CLONES static void irls_rows(const double *alpha, float *e1, float *e0, int64_t K, int64_t n, float g,
-                             float s1, float s0, float tau, int64_t c0, int64_t c1)
+/* ---- irls_terms --------------------------------------------------------------------------- */
+
+#define TERM_PIX 8 /* pixels whose right-hand-side products are added per pass over the sums */
+
+/* x^g for a finite x ≥ FLT_MIN, computed in float64 without a call or a branch (so that the
+ * pixel loops vectorize): ln x from x's exponent and the series 2·atanh(t) of its mantissa m in
+ * [√½, √2) (t = (m − 1)/(m + 1), |t| ≤ 0.172, terms to t¹³), then e^(g ln x) = 2^j·e^r with
+ * |r| ≤ ln2/2 and Taylor's polynomial to r¹² — relative error below 1e-14, so that the float
+ * result is x^g correctly rounded unless x^g lies within 1e-14 of a rounding boundary. Every
+ * multiply-add is an fma: the same bits in every clone. */
+static inline float pow_series(float x, double g)
 {
-    const float at_floor = powf(tau, g), floor1 = at_floor * s1, floor0 = at_floor * s0;
-    for (int64_t k = 0; k < K; ++k)
-        for (int64_t i = c0; i < c1; ++i) {
-            const int64_t j = k * n + i;
-            const float a = (float)alpha[j], b = fabsf(a - 1.0f), c = fabsf(a);
-            /* 1^g is 1 exactly: no call for the ~half of the pairs pinned at 0 or 1 */
-            e1[j] = b <= tau ? floor1 : b == 1.0f ? s1 : powf(b, g) * s1;
-            e0[j] = c <= tau ? floor0 : c == 1.0f ? s0 : powf(c, g) * s0;
-        }
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    const uint32_t mu = (u & 0x7fffffu) | 0x3f800000u;
+    float mf;
+    memcpy(&mf, &mu, sizeof mf);
+    const int big = mf > 1.41421356f;
+    const double m = big ? 0.5 * (double)mf : (double)mf;
+    const int ex = (int)(u >> 23) - 127 + big;
+    const double t = (m - 1.0) / (m + 1.0), t2 = t * t;
+    double s = 1.0 / 13.0;
+    s = fma(s, t2, 1.0 / 11.0);
+    s = fma(s, t2, 1.0 / 9.0);
+    s = fma(s, t2, 1.0 / 7.0);
+    s = fma(s, t2, 1.0 / 5.0);
+    s = fma(s, t2, 1.0 / 3.0);
+    s = fma(s, t2, 1.0);
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    const double z = g * fma((double)ex, ln2_hi, fma(2.0 * t, s, (double)ex * ln2_lo));
+    const double shifter = 6755399441055744.0; /* 1.5·2^52: adding it rounds to an integer */
+    const double j = fma(z, 1.44269504088896338700, shifter) - shifter;
+    const double r = fma(-j, ln2_lo, fma(-j, ln2_hi, z));
+    double q = 1.0 / 479001600.0; /* Σ r^d / d! for d ≤ 12, by Horner */
+    q = fma(q, r, 1.0 / 39916800.0);
+    q = fma(q, r, 1.0 / 3628800.0);
+    q = fma(q, r, 1.0 / 362880.0);
+    q = fma(q, r, 1.0 / 40320.0);
+    q = fma(q, r, 1.0 / 5040.0);
+    q = fma(q, r, 1.0 / 720.0);
+    q = fma(q, r, 1.0 / 120.0);
+    q = fma(q, r, 1.0 / 24.0);
+    q = fma(q, r, 1.0 / 6.0);
+    q = fma(q, r, 0.5);
+    q = fma(q, r, 1.0);
+    q = fma(q, r, 1.0);
+    const int64_t bits = (int64_t)((int)j + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return (float)(q * scale);
 }
 
-static PyObject *irls_weights(PyObject *self, PyObject *args)
+/* the weights' constants: g = γ − 2, s1 = w₁^γ, s0 = w₀^γ, the floor τ and the floor's weights */
+typedef struct {
+    double g;
+    float s1, s0, tau, floor1, floor0, base;
+} IrlsScales;
+
+static IrlsScales irls_scales(double g, double s1, double s0, double tau)
 {
-    PyObject *objs[3];
-    Py_ssize_t K, n, c0, c1;
+    IrlsScales c = {g, (float)s1, (float)s0, (float)tau, 0, 0, 0};
+    const float at_floor = pow_series(c.tau, g);
+    c.floor1 = at_floor * c.s1;
+    c.floor0 = at_floor * c.s0;
+    c.base = c.s1 + c.floor0; /* e1 + e0 at α = 0 */
+    return c;
+}
+
+/* pixels [c0, c1) (at most CHUNK) of every segment: the last row (with last; sum: CHUNK
+ * doubles), the weights, delta, each segment's right-hand-side weight into w[k][i − c0]
+ * (K × CHUNK floats), then their products with e's rows into sums[k] (pixel by pixel in order,
+ * one rounding per multiply-add: fmaf in every clone, the same bits) */
+GRAM_CLONES static void terms_chunk(double *alpha, float *delta, const float *e, float *sums, float *w,
+                                    double *sum, int64_t K, int64_t n, int mp, const IrlsScales *sc,
+                                    int last, int64_t c0, int64_t c1)
+{
+    const int64_t len = c1 - c0;
+    if (last) { /* the last segment: 1 − Σ others, added in row order */
+        for (int64_t i = 0; i < len; ++i)
+            sum[i] = alpha[c0 + i];
+        for (int64_t k = 1; k < K - 1; ++k)
+            for (int64_t i = 0; i < len; ++i)
+                sum[i] += alpha[k * n + c0 + i];
+        for (int64_t i = 0; i < len; ++i)
+            alpha[(K - 1) * n + c0 + i] = 1.0 - sum[i];
+    }
+    const double g = sc->g;
+    const float s1 = sc->s1, s0 = sc->s0, tau = sc->tau, floor1 = sc->floor1, floor0 = sc->floor0;
+    const float base = sc->base;
+    for (int64_t k = 0; k < K; ++k) {
+        const double *ak = alpha + k * n + c0;
+        float *dk = delta + k * n + c0, *wk = w + k * CHUNK;
+        const int rhs1 = k < K - 1;
+        for (int64_t i = 0; i < len; ++i) {
+            const float a = (float)ak[i], b = fabsf(a - 1.0f), c = fabsf(a);
+            /* pow_series reads finite values from τ up (∞ as 3e38, giving 0); NaN stays NaN */
+            const float xb = b > tau ? (b < 3.0e38f ? b : 3.0e38f) : tau;
+            const float xc = c > tau ? (c < 3.0e38f ? c : 3.0e38f) : tau;
+            const float pb = pow_series(xb, g) * s1, pc = pow_series(xc, g) * s0;
+            const float e1 = b != b ? b : b <= tau ? floor1 : pb;
+            const float e0 = c != c ? c : c <= tau ? floor0 : pc;
+            dk[i] = (e1 + e0) - base;
+            wk[i] = rhs1 ? e1 : e0;
+        }
+    }
+    for (int64_t i0 = 0; i0 < len; i0 += TERM_PIX) {
+        const int np = len - i0 < TERM_PIX ? (int)(len - i0) : TERM_PIX;
+        const float *ei = e + (c0 + i0) * mp;
+        for (int64_t k = 0; k < K; ++k) {
+            const float *wk = w + k * CHUNK + i0;
+            float *sk = sums + k * mp;
+            if (np == TERM_PIX) {
+                for (int a = 0; a < mp; ++a) {
+                    float t = sk[a];
+                    for (int p = 0; p < TERM_PIX; ++p)
+                        t = fmaf(wk[p], ei[(int64_t)p * mp + a], t);
+                    sk[a] = t;
+                }
+            } else {
+                for (int a = 0; a < mp; ++a) {
+                    float t = sk[a];
+                    for (int p = 0; p < np; ++p)
+                        t = fmaf(wk[p], ei[(int64_t)p * mp + a], t);
+                    sk[a] = t;
+                }
+            }
+        }
+    }
+}
+
+static int terms_run(double *alpha, float *delta, const float *e, double *rhs, int64_t K, int64_t n,
+                     int mp, const IrlsScales *sc, int last, int64_t p0, int64_t p1)
+{
+    float *w = malloc(sizeof(float) * (size_t)K * CHUNK);
+    float *sums = calloc((size_t)K * mp, sizeof(float));
+    double *sum = malloc(sizeof(double) * CHUNK);
+    if (!w || !sums || !sum) {
+        free(w);
+        free(sums);
+        free(sum);
+        return -1;
+    }
+    for (int64_t c0 = p0; c0 < p1; c0 += CHUNK) {
+        const int64_t c1 = p1 - c0 < CHUNK ? p1 : c0 + CHUNK;
+        terms_chunk(alpha, delta, e, sums, w, sum, K, n, mp, sc, last, c0, c1);
+        const size_t all = (size_t)K * mp;
+        for (size_t j = 0; j < all; ++j) {
+            rhs[j] += sums[j];
+            sums[j] = 0.0f;
+        }
+    }
+    free(w);
+    free(sums);
+    free(sum);
+    return 0;
+}
+
+/* irls_floor(g, s1, s0, tau) -> float: e1 + e0 at α = 0, the Grams' base weight */
+static PyObject *irls_floor(PyObject *self, PyObject *args)
+{
     double g, s1, s0, tau;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOnnddddnn", &objs[0], &objs[1], &objs[2], &K, &n, &g, &s1, &s0,
-                          &tau, &c0, &c1))
+    if (!PyArg_ParseTuple(args, "dddd", &g, &s1, &s0, &tau))
         return NULL;
-    if (K < 1 || n < 1 || c0 < 0 || c1 > n || c0 > c1) {
-        PyErr_SetString(PyExc_ValueError, "irls_weights: inconsistent sizes");
+    if (!(tau >= 1.2e-38 && tau < 1.0)) {
+        PyErr_SetString(PyExc_ValueError, "irls_floor: the floor must be in [FLT_MIN, 1)");
         return NULL;
     }
-    const BufferArg specs[3] = {{"alpha", K * n, 8, 0}, {"e1", K * n, 4, 1}, {"e0", K * n, 4, 1}};
-    Py_buffer v[3];
-    if (get_buffers(objs, v, specs, 3) < 0)
+    return PyFloat_FromDouble(irls_scales(g, s1, s0, tau).base);
+}
+
+static PyObject *irls_terms(PyObject *self, PyObject *args)
+{
+    PyObject *objs[4];
+    Py_ssize_t K, n, mp, p0, p1;
+    double g, s1, s0, tau;
+    int last;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOnnnddddpnn", &objs[0], &objs[1], &objs[2], &objs[3], &K, &n,
+                          &mp, &g, &s1, &s0, &tau, &last, &p0, &p1))
         return NULL;
+    if (K < 1 || n < 1 || mp < 1 || mp % 16 || p0 < 0 || p1 > n || p0 > p1 || (last && K < 2) ||
+        !(tau >= 1.2e-38 && tau < 1.0)) {
+        PyErr_SetString(PyExc_ValueError, "irls_terms: inconsistent sizes or floor");
+        return NULL;
+    }
+    const BufferArg specs[4] = {{"alpha", K * n, 8, last}, {"delta", K * n, 4, 1},
+                                {"e", n * mp, 4, 0},       {"rhs", K * mp, 8, 1}};
+    Py_buffer v[4];
+    if (get_buffers(objs, v, specs, 4) < 0)
+        return NULL;
+    const IrlsScales sc = irls_scales(g, s1, s0, tau);
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    irls_rows(v[0].buf, v[1].buf, v[2].buf, K, n, (float)g, (float)s1, (float)s0, (float)tau, c0, c1);
+    status = terms_run(v[0].buf, v[1].buf, v[2].buf, v[3].buf, K, n, (int)mp, &sc, last, p0, p1);
     Py_END_ALLOW_THREADS
-    release_buffers(v, 3);
+    release_buffers(v, 4);
+    if (status) {
+        PyErr_NoMemory();
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -716,8 +887,10 @@ static PyMethodDef methods[] = {
      "out = A·x + diag ⊙ x + δ·rowsum(x) on rows [r0, r1) (see the module source)."},
     {"cg_residual", cg_residual, METH_VARARGS,
      "x += αp; r −= αq; z = M·r on rows [r0, r1); returns (Σ r·z, Σ r·r) (see the module source)."},
-    {"irls_weights", irls_weights, METH_VARARGS,
-     "The constrained sparsification's float32 IRLS weights e1, e0 of α (see the module source)."},
+    {"irls_floor", irls_floor, METH_VARARGS,
+     "e1 + e0 at α = 0: the weight irls_terms gives every pixel at the floor."},
+    {"irls_terms", irls_terms, METH_VARARGS,
+     "The constrained sparsification's IRLS terms of α over pixels [p0, p1) (see the module source)."},
     {"csr_matmul", csr_matmul, METH_VARARGS,
      "out = A·x on rows [r0, r1), x and out row-major (see the module source)."},
     {"grams_variant", grams_variant, METH_NOARGS,

@@ -831,21 +831,87 @@ def test_cg_update_and_dot_are_the_numpy_steps(layers):
         np.testing.assert_array_equal(u, v)
 
 
-@pytest.mark.skipif(not native.available(), reason="needs the compiled kernel")
-def test_compiled_irls_weights_are_numpys(monkeypatch):
-    """The fused weights kernel against the NumPy passes it replaces: α at and around the floor
-    (|α| ≤ τ, |1 − α| ≤ τ), far from it, negative, NaN; pixels split over threads. The same
-    bits where NumPy's float32 power is libm's powf (within 1e-6 where it has its own SIMD)."""
-    rng = np.random.default_rng(2)
-    alpha = rng.standard_normal((6, 20_001)) * 0.4
+def _irls_alpha(k=6, n=20_001, seed=2):
+    """α at and around the floor (|α| ≤ τ, |1 − α| ≤ τ), far from it, negative, large, NaN."""
+    rng = np.random.default_rng(seed)
+    alpha = rng.standard_normal((k, n)) * 0.4
     alpha[:, ::5] = 0.0
     alpha[:, 1::5] = rng.uniform(-sparsify.TAU, sparsify.TAU, alpha[:, 1::5].shape)
     alpha[:, 2::7] = 1.0 + rng.uniform(-2 * sparsify.TAU, 2 * sparsify.TAU, alpha[:, 2::7].shape)
+    alpha[:, 3::11] = 1.0
+    alpha[:, 4::13] *= 1e4
     alpha[3, 17] = np.nan
-    e1, e0 = sparsify._weights(alpha, sparsify.GAMMA)
-    monkeypatch.setattr(native, "available", lambda: False)
-    f1, f0 = sparsify._weights(alpha, sparsify.GAMMA)
-    for got, want in ((e1, f1), (e0, f0)):
-        assert got.dtype == np.float32
-        np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
-        assert np.isnan(got[3, 17]) and np.isfinite(np.delete(got.ravel(), 3 * 20_001 + 17)).all()
+    return alpha
+
+
+def _reference_weights(alpha):
+    """e₁, e₀ in float32 from float64 powers (x^g correctly rounded to float32 but for ties)."""
+    g, s1, s0, tau = sparsify._scales(sparsify.GAMMA)
+    a = alpha.astype(np.float32)
+    out = []
+    for x, s in ((np.abs(a - np.float32(1.0)), s1), (np.abs(a), s0)):
+        with np.errstate(invalid="ignore"):
+            p = (np.maximum(x, np.float32(tau)).astype(np.float64) ** g).astype(np.float32)
+        out.append(p * np.float32(s))
+    return out
+
+
+@pytest.mark.skipif(not native.available(), reason="needs the compiled kernel")
+def test_irls_terms_are_the_float64_formulas():
+    """The compiled IRLS terms against float64 NumPy: the last row 1 − Σ others exactly, the
+    weights' powers correctly rounded (the same float32 bits but for near-ties: ≤ 1e-4 of the
+    entries, each within 1 ULP), the floor's weight where α is pinned, NaN kept, the
+    right-hand sides within float32 summation's rounding; and the same bits on 1 and 2
+    threads."""
+    k, n, m = 6, 20_001, 37
+    alpha = _irls_alpha(k, n)
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((n, m)) / np.sqrt(n)
+    padded = native.pad_vectors(vecs)
+    scales = sparsify._scales(sparsify.GAMMA)
+    base = native.irls_floor(scales)
+    with_nan, _ = native.irls_terms(alpha, padded, scales, False)  # α as given: NaN kept
+    assert np.isnan(with_nan[3, 17]) and np.isfinite(np.delete(with_nan, 3 * n + 17)).all()
+    alpha[3, 17] = 0.5
+    runs = []
+    for threads in (1, 2):
+        a = alpha.copy()
+        a[-1] = 7.0  # to be replaced
+        runs.append((a, *native.irls_terms(a, padded, scales, True, threads=threads)))
+    for u, v in zip(runs[0], runs[1], strict=True):
+        np.testing.assert_array_equal(u, v)
+    a, delta, rhs = runs[0]
+    np.testing.assert_array_equal(a[-1], np.subtract(1.0, a[:-1].sum(axis=0)))
+    e1, e0 = _reference_weights(a)
+    want = (e1 + e0) - np.float32(base)
+    assert delta.dtype == np.float32 and delta.shape == (k, n)
+    assert (delta != want).mean() <= 1e-4
+    np.testing.assert_allclose(delta + base, want + base, rtol=1.2e-7)
+    pinned = (a == 0) | (a == 1)
+    assert (delta[pinned] == 0).all() and pinned.sum() > 1000
+    w = np.where(np.arange(k)[:, None] < k - 1, e1, e0).astype(np.float64)
+    e32 = vecs.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(rhs, w @ e32, rtol=0, atol=1e-5 * (np.abs(w) @ np.abs(e32)).max())
+
+
+@pytest.mark.skipif(not native.available(), reason="needs the compiled kernel")
+def test_compiled_irls_terms_and_numpys_agree():
+    """The compiled pass and the NumPy passes it replaces (``sparsify._Terms``): the same
+    floor, the Grams' weights within float32 rounding (NumPy's own power), the right-hand
+    sides within float32 summation's, α completed alike."""
+    k, n, m = 5, 9_000, 20
+    alpha = _irls_alpha(k, n, seed=4)
+    alpha[3, 17] = 0.3
+    vecs = np.random.default_rng(5).standard_normal((n, m)) / np.sqrt(n)
+    got = []
+    for compiled in (None, False):
+        terms = sparsify._Terms(vecs, sparsify._Grams(vecs, compiled=compiled), sparsify.GAMMA)
+        a = alpha.copy()
+        got.append((terms.base, a, *terms(a, True)))
+    (b1, a1, d1, r1), (b2, a2, d2, r2) = got
+    assert b1 == b2
+    np.testing.assert_array_equal(a1, a2)
+    # the weights within 1e-6, their departures within that and one rounding at the floor's size
+    np.testing.assert_allclose(d1, d2, rtol=1e-6, atol=1e-6 * b1 + np.spacing(np.float32(b1)))
+    scale = np.abs(r2).max()
+    np.testing.assert_allclose(r1, r2, rtol=0, atol=1e-5 * scale)

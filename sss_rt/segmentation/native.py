@@ -257,19 +257,43 @@ def weighted_grams(
     return g[:, rows, cols]
 
 
-def irls_weights(
+def irls_terms(
     alpha: np.ndarray,
-    e1: np.ndarray,
-    e0: np.ndarray,
+    vecs: tuple[np.ndarray, int],
     scales: tuple[float, float, float, float],
-    c0: int,
-    c1: int,
-) -> None:
-    """The constrained sparsification's IRLS weights of pixels [c0, c1) into e1, e0 (K×N
-    float32) from α (K×N float64, C order); ``scales``: (γ − 2, w₁^γ, w₀^γ, τ). See the
-    kernel (``sparsify._weights`` is the NumPy equivalent)."""
-    k, n = alpha.shape
-    _ext.irls_weights(alpha, e1, e0, k, n, *scales, c0, c1)
+    last: bool,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An iteration's terms of the constrained sparsification from α (K×N float64, C order):
+    with ``last``, α's last row is set to 1 − Σ of the others first (in place); then the Grams'
+    weights as departures from the floor's, ``delta`` = (e₁ + e₀) − :func:`irls_floor` (K×N
+    float32), and
+    ``rhs`` (K×m float64): Eᵀe₁ₖ for k < K − 1, Eᵀe₀ for the last (float32 sums over chunks of
+    pixels, added in float64). E as :func:`pad_vectors` gives it; ``scales``: (γ − 2, w₁^γ,
+    w₀^γ, τ), e₁ and e₀ as ``sparsify._weights`` makes them but for the power, the kernel's own
+    (correctly rounded but for near-ties). Pixels in fixed parts over threads: the same bits on
+    any thread count."""
+    e, m = vecs
+    n, mp = e.shape
+    k = alpha.shape[0]
+    delta = np.empty((k, n), np.float32)
+    parts = chunks(n, GRAM_PARTS)
+    outs = [np.zeros((k, mp)) for _ in parts]
+
+    def run(j: int, a: int, b: int) -> None:
+        _ext.irls_terms(alpha, delta, e, outs[j], k, n, mp, *scales, last, a, b)
+
+    each([(j, a, b) for j, (a, b) in enumerate(parts)], threads, run)
+    rhs = outs[0]
+    for part in outs[1:]:
+        rhs += part
+    return delta, rhs[:, :m]
+
+
+def irls_floor(scales: tuple[float, float, float, float]) -> float:
+    """e₁ + e₀ at α = 0 as :func:`irls_terms` computes them: the weight of every pixel pinned at
+    0 or 1, the Grams' base."""
+    return float(_ext.irls_floor(*scales))
 
 
 def grams_level(flags: frozenset[str] | set[str]) -> int:

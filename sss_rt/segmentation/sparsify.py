@@ -42,6 +42,7 @@ import scipy.sparse as sp
 
 from sss_rt import blas
 from sss_rt.native import default_threads, split
+from sss_rt.native import each as native_each
 from sss_rt.precision import cpu_flags
 from sss_rt.segmentation import native
 
@@ -90,20 +91,11 @@ def constrained_energy(alpha: np.ndarray, lap: sp.spmatrix, gamma: float = GAMMA
 
 def _weights(alpha: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     """The IRLS weights e₁, e₀ of α (K×N), in float32 (the Grams sum them in float32; TAU keeps
-    them within 2.4e4); computed in place, a pass per step, pixels split over sss-rt's threads
-    (element by element: the same bits on any thread count)."""
+    them within 2.4e4), pixels split over sss-rt's threads (element by element: the same bits on
+    any thread count). The compiled kernel computes the same in :func:`native.irls_terms`."""
     g, tau = np.float32(gamma - 2.0), np.float32(TAU)
     e0 = np.empty(alpha.shape, np.float32)
     e1 = np.empty(alpha.shape, np.float32)
-    if native.available():  # the same operations fused in one pass (1.5× NumPy's passes here)
-        alpha = np.ascontiguousarray(alpha, np.float64)
-        scales = (float(g), float(np.float32(W1**gamma)), float(np.float32(W0**gamma)), float(tau))
-
-        def fused(c0: int, c1: int) -> None:
-            native.irls_weights(alpha, e1, e0, scales, c0, c1)
-
-        split(alpha.shape[1], default_threads(), fused)
-        return e1, e0
 
     def part(c0: int, c1: int) -> None:
         a0, a1 = e0[:, c0:c1], e1[:, c0:c1]
@@ -119,9 +111,65 @@ def _weights(alpha: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     return e1, e0
 
 
+def _scales(gamma: float) -> tuple[float, float, float, float]:
+    """(γ − 2, w₁^γ, w₀^γ, τ) as float32 values: the weights' constants."""
+    f32 = np.float32
+    return float(f32(gamma - 2.0)), float(f32(W1**gamma)), float(f32(W0**gamma)), float(f32(TAU))
+
+
+def _floor_weight(gamma: float) -> float:
+    """e₁ + e₀ at α = 0: the weight of every pixel pinned at 0 or 1 (float32)."""
+    e1, e0 = _weights(np.zeros((1, 1)), gamma)
+    return float((e1 + e0)[0, 0])
+
+
+class _Terms:
+    """What an iteration needs from α besides the Grams: (delta, rhs) — the Grams' weights
+    e₁ + e₀ less the floor's (K×N float32) and the right-hand sides (K×m float64: Eᵀe₁ₖ for
+    k < K − 1, Eᵀe₀ of the last segment) — with ``last``, α's last row set to 1 − Σ others
+    first. One pass in the compiled kernel (``native.irls_terms``); NumPy's passes without it."""
+
+    def __init__(self, vecs: np.ndarray, grams: _Grams, gamma: float):
+        self.gamma, self.padded = gamma, grams.padded
+        compiled = self.padded is not None
+        #: the weight of the pixels at the floor (by the power the weights take)
+        self.base = native.irls_floor(_scales(gamma)) if compiled else _floor_weight(gamma)
+        self.vecs32 = None if compiled else vecs.astype(np.float32)
+
+    def __call__(self, alpha: np.ndarray, last: bool) -> tuple[np.ndarray, np.ndarray]:
+        if self.padded is not None:
+            return native.irls_terms(alpha, self.padded, _scales(self.gamma), last)
+        if last:
+            np.subtract(1.0, alpha[:-1].sum(axis=0), out=alpha[-1])
+        e1, e0 = _weights(alpha, self.gamma)
+        delta = np.subtract(e1 + e0, np.float32(self.base), dtype=np.float32)
+        e1[-1] = e0[-1]  # the last segment's right-hand side takes e₀
+        rhs = blas.inner(e1.T, self.vecs32).astype(np.float64)
+        return delta, rhs
+
+
 #: memory for the pairwise products of the eigenvectors (the NumPy path's Grams as one GEMM);
 #: above it each Gram is its own GEMM (the same sums, slower)
 PAIRS_MB = 2048
+
+
+def _float32_gram(vecs: np.ndarray) -> np.ndarray:
+    """EᵀE (m×m float64) of E's float32 values (N×m, float32 or float64): the values the
+    Grams' float32 sums multiply, in float64, converted by parts of rows (no N×m float64
+    copy)."""
+    n, m = vecs.shape
+    parts = [(r, min(n, r + blas.INNER_ROWS)) for r in range(0, n, blas.INNER_ROWS)]
+    partial = [np.empty((m, m)) for _ in parts]
+
+    def run(j: int, r0: int, r1: int) -> None:
+        e = vecs[r0:r1].astype(np.float32).astype(np.float64)
+        np.matmul(e.T, e, out=partial[j])
+
+    native_each([(j, *p) for j, p in enumerate(parts)], None, run)
+    out = partial[0]
+    for part in partial[1:]:
+        out += part
+    return out
 
 
 class _Grams:
@@ -147,8 +195,7 @@ class _Grams:
         use_kernel = compiled is not False and native.available()
         self.padded = native.pad_vectors(vecs) if use_kernel else None
         self.pairs: np.ndarray | None = None
-        e = vecs.astype(np.float32).astype(np.float64)  # the values the float32 sums multiply
-        self.gram = blas.inner(e, e)  # EᵀE
+        self.gram = _float32_gram(vecs if self.padded is None else self.padded[0][:, :m])
         if self.padded is not None:
             return
         self.vecs_t = np.ascontiguousarray(vecs.T, dtype=np.float32)
@@ -168,9 +215,13 @@ class _Grams:
         pixels of weight exactly ``base`` cost nothing."""
         if base:
             # float32 − float32 rounded once (as an exact float64 difference would be)
-            delta = np.subtract(weights, np.float32(base), dtype=np.float32)
-            return self._grams(delta) + base * self.gram
+            return self.departures(np.subtract(weights, np.float32(base), dtype=np.float32), base)
         return self._grams(np.asarray(weights, np.float32))
+
+    def departures(self, delta: np.ndarray, base: float) -> np.ndarray:
+        """The K Grams of the weights ``base`` + ``delta`` (K×N float32): pixels of ``delta``
+        0 cost nothing."""
+        return self._grams(delta) + base * self.gram
 
     def _grams(self, weights: np.ndarray) -> np.ndarray:
         k = weights.shape[0]
@@ -212,13 +263,12 @@ def constrained_sparsification(
 def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_below, trace):
     vecs = np.asarray(vecs, np.float64)
     vecs_t = np.ascontiguousarray(vecs.T)  # m×N: products with it keep N the long side (~2×)
-    vecs32 = vecs.astype(np.float32)  # the right-hand sides, summed in float32 as the Grams
     grams = _Grams(vecs)
+    terms = _Terms(vecs, grams, gamma)
     lam = np.diag(np.asarray(vals, np.float64))
     lap_one = vecs_t @ np.asarray(lap @ np.ones(lap.shape[0])).ravel()  # Eᵀ L 1 (≈ 0)
     alpha = np.ascontiguousarray(np.asarray(initial, np.float64).T)  # segments by rows: K×N
-    e1, e0 = _weights(alpha, gamma)
-    base = float(sum(_weights(np.zeros((1, 1)), gamma))[0, 0])  # the weight at the floor
+    last = False  # whether α's last row is still to be made 1 − Σ others (by ``terms``)
     # segments whose max |α| ≤ drop_below are dropped after iteration ⌈T/4⌉ + 1 and every
     # ⌈T/4⌉ iterations after it (softSegmentsFromEigs.m), or after every ``drop_every``-th + 1
     cycle = drop_every or max(1, -(-iterations // 4))
@@ -227,15 +277,15 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
         k = alpha.shape[0]
         if k < 2:
             break
-        weights = e1 + e0
+        delta, r = terms(alpha, last)
         if trace is not None:
-            trace.gram_pixels.append(int(np.count_nonzero(weights != np.float32(base))))
-        gk = grams(weights, base)
+            trace.gram_pixels.append(int(np.count_nonzero(delta)))
+        gk = grams.departures(delta, terms.base)
         # the last segment's block, shared by every other segment's equations
         t = gk[-1] + lam
-        tb = blas.inner(e0[-1][:, None], vecs32)[0].astype(np.float64) + lap_one
+        tb = r[-1] + lap_one
         blocks = gk[:-1] + lam
-        rhs = blas.inner(e1[:-1].T, vecs32).astype(np.float64) + tb  # (K−1)×m
+        rhs = r[:-1] + tb  # (K−1)×m
         # (blockdiag(D_j) + (1 1ᵀ ⊗ T)) y = b  by Woodbury
         inv = np.linalg.inv(blocks)
         z = np.einsum("jab,jb->ja", inv, rhs)
@@ -243,17 +293,21 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
         y = z - inv @ correction
         alpha = np.empty((k, vecs.shape[0]))
         blas.matmul(y, vecs_t, out=alpha[:-1])
-        np.subtract(1.0, alpha[:-1].sum(axis=0), out=alpha[-1])
+        drop = it > next_drop  # the authors' schedule: after iterations 11, 21, 31 of 40
+        last = not (drop or it == iterations or (trace is not None and trace.record_energy))
+        if not last:  # α whole now (else the next ``terms`` completes it)
+            np.subtract(1.0, alpha[:-1].sum(axis=0), out=alpha[-1])
         if trace is not None:
             if trace.record_energy:
                 trace.energies.append(constrained_energy(alpha.T, lap, gamma))
             trace.segments.append(alpha.shape[0])
-        if it > next_drop:  # the authors' schedule: after iterations 11, 21, 31 of 40
+        if drop:
             keep = np.abs(alpha).max(axis=1) > drop_below
             if not keep.all() and keep.sum() >= 1:
                 alpha = alpha[keep]  # as the authors: the new last one is not reset to 1 − Σ
             next_drop += cycle
-        e1, e0 = _weights(alpha, gamma)
+    if last:
+        np.subtract(1.0, alpha[:-1].sum(axis=0), out=alpha[-1])
     return np.ascontiguousarray(alpha.T)
 
 
