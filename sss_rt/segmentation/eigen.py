@@ -202,7 +202,10 @@ def _block_krylov(lap, solve, k, n, norm, rng):
         (n, cap + BLOCK), order="F"
     )  # column blocks contiguous: BLAS reads them as they are
     h = np.empty((cap + BLOCK, cap + BLOCK))
-    q[:, :BLOCK], _ = np.linalg.qr(rng.standard_normal((n, BLOCK)))
+    start_block = _orthonormal(rng.standard_normal((n, BLOCK)))  # Cholesky QR: ~4× Householder's
+    if start_block is None or start_block.shape[1] < BLOCK:
+        return None
+    q[:, :BLOCK] = start_block
     dim, start, next_check = BLOCK, 0, k + 2 * BLOCK
     watch = np.arange(max(0, k - WATCH), k)  # positions in the |θ| order
     history: list[tuple[int, float]] = []  # (dimension, worst watched residual)
