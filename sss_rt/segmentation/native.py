@@ -1,6 +1,7 @@
 """The segmentation's compiled kernels (``kernels/cpu_segmentation.c``): triangular solves with
-a sparse LU factor, the weighted Grams of the constrained sparsification, and the relaxed
-sparsification's operator on all layers at once. Where the package was built without a C
+a sparse LU factor, the weighted Grams and the per-iteration terms (weights, right-hand sides)
+of the constrained sparsification, and the relaxed sparsification's operator on all layers at
+once. Where the package was built without a C
 compiler, SuperLU solves and the NumPy/SciPy paths run."""
 
 from __future__ import annotations

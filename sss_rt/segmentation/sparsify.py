@@ -15,9 +15,11 @@ couples all others); they are solved by the Woodbury identity in (K−1)·m³ in
 ((K−1)·m)³. The Grams Eᵀ diag(e) E of all segments come from the compiled kernel (``_Grams``,
 ``native.weighted_grams``; float32 sums — the weights' floor ``TAU`` keeps their range within
 float32's reach — over the pixels whose weight is not the floor's: the rest are one multiple of
-EᵀE). After iterations 11, 21 and 31 of 40 (⌈T/4⌉ + 1 and every ⌈T/4⌉ after: the
-authors' schedule), segments whose max |α| ≤ 0.1 are dropped, the new last one not reset to
-1 − Σ others (as theirs; the next iteration makes it so).
+EᵀE); the weights, the right-hand sides and the last segment's 1 − Σ others from one compiled
+pass over the pixels (``_Terms``, ``native.irls_terms``). After iterations 11, 21 and 31 of
+40 (⌈T/4⌉ + 1 and every ⌈T/4⌉ after: the authors' schedule), segments whose max |α| ≤ 0.1
+are dropped, the new last one not reset to 1 − Σ others (as theirs; the next iteration makes it
+so).
 
 Relaxed sparsification (the authors' final step), on the L layers at pixel level:
 
