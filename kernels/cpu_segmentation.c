@@ -22,17 +22,18 @@
  *   out[k][a][b] += Σ_i c[k][i] · e[i][a] · e[i][b] over pixels i in [p0, p1), for every
  *   segment k, pixels of weight 0 skipped (never read), in float32 sums over chunks of CHUNK
  *   pixels added into float64. Of each symmetric
- *   m×m Gram, with m = 16q + t, it writes the entries a ≤ b < 16q (the upper triangle of the
- *   first 16q columns) and the t rows a ≥ 16q whole (the rest of the triangle by symmetry);
- *   other entries are left as they were or hold partial sums.
+ *   m×m Gram, with m = 8q + t, it writes the upper triangle of the first 8q columns to 8-column
+ *   granularity (in row a < 8q, the columns from 8⌊a/8⌋ to 8q) and the t rows a ≥ 8q whole (the
+ *   rest of the triangle by symmetry); other entries are left as they were or hold partial sums.
  *   e   float32 [n][mp]   the eigenvectors by pixel, m columns padded with zeros to mp, the
  *                          next multiple of 16
  *   c   float32 [K][n]    each segment's weights
  *   out float64 [K][m][mp]
  *   Per chunk and segment, its pixels of non-zero weight packed into panels of PIX (their rows
  *   of e and of c_k ⊙ e), then tiles held in registers over each panel (one broadcast per row
- *   and pixel): with AVX-512, 6 rows × 4 vectors in 24 registers; with AVX2 and FMA, 6 rows ×
- *   1 vector in 12 (two 8-float halves); elsewhere plain C. level caps the loop: 2 (default)
+ *   and pixel): with AVX-512, 8 rows × up to 48 columns (three 16-float vectors, or two and an
+ *   8-float half) in 24 registers; with AVX2 and FMA, 4 rows × 24 columns in 12; elsewhere
+ *   plain C. (At m = 100: 5408 products per pixel for the triangle's 5050.) level caps the loop: 2 (default)
  *   the best this CPU has, 1 at most AVX2, 0 plain C. Every loop adds each entry's products
  *   pixel by pixel in the same order with one rounding per multiply-add (FMA; fmaf in plain C),
  *   so all three give the same bits on any CPU. Threads take pixel ranges, each with its own out.
@@ -137,7 +138,7 @@ DEFINE_SWEEPS(sweeps_any, RUNTIME_R, R)
 
 /* ---- weighted_grams ----------------------------------------------------------------------- */
 
-#define PIX 64    /* pixels per panel: the tiles' reduction length */
+#define PIX 128   /* pixels per panel: the tiles' reduction length */
 #define CHUNK 2048 /* pixels per chunk: every segment packs its panels from the chunk's rows of e
                     * (CHUNK × mp floats, cache-resident meanwhile); float32 sums go into float64
                     * once per segment and chunk */
@@ -146,103 +147,135 @@ DEFINE_SWEEPS(sweeps_any, RUNTIME_R, R)
  *   xp [PIX][mp]   c_i · e[i]
  *   ep [PIX][mp]   e[i] */
 
-/* acc rows a0 .. a0+A-1, column vectors j0 .. j0+V-1 (16 floats each), += Σ_i x[i][a] e[i][b] */
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <immintrin.h>
-#define HAVE_AVX512_GRAMS 1
-__attribute__((always_inline, target("avx512f"))) static inline void
-tile_avx512(const float *xp, const float *ep, int npix, int mp, int a0, int j0, const int A, const int V,
-            float *acc, int ldo)
-{
-    __m512 c[6][4];
-    for (int r = 0; r < A; ++r)
-        for (int v = 0; v < V; ++v)
-            c[r][v] = _mm512_setzero_ps();
-    for (int i = 0; i < npix; ++i) {
-        __m512 ev[4];
-        for (int v = 0; v < V; ++v)
-            ev[v] = _mm512_load_ps(ep + (int64_t)i * mp + (j0 + v) * 16);
-        for (int r = 0; r < A; ++r) {
-            const __m512 s = _mm512_set1_ps(xp[(int64_t)i * mp + a0 + r]);
-            for (int v = 0; v < V; ++v)
-                c[r][v] = _mm512_fmadd_ps(s, ev[v], c[r][v]);
-        }
-    }
-    for (int r = 0; r < A; ++r)
-        for (int v = 0; v < V; ++v) {
-            float *o = acc + (int64_t)(a0 + r) * ldo + (j0 + v) * 16;
-            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), c[r][v]));
-        }
-}
-
-#define TILE_CASE(A, V)                                                                           \
-    case (A) * 8 + (V):                                                                           \
-        tile_avx512(xp, ep, npix, mp, a0, j0, A, V, acc, mp);                                     \
-        break;
-#define TILE_ROW(A) TILE_CASE(A, 1) TILE_CASE(A, 2) TILE_CASE(A, 3) TILE_CASE(A, 4)
-
-/* The tiles of one segment's Gram over one panel. With m = 16q + t: rows a < 16q over the
- * vectors from a's own to the last full one (the upper triangle, to 16-column granularity);
- * the t rows ≥ 16q over every vector (entries (a < 16q, b ≥ 16q) are taken from (b, a) by
- * symmetry, so that no row computes the mostly padded last vector). */
-#define FOR_TILES(BODY)                                                                           \
+/* The entries of one segment's Gram each loop computes over a panel, in blocks of up to 8 rows
+ * aligned to 8. With m = 8q + t: the blocks of rows a < 8q over the columns from the block's
+ * first row to 8q (the upper triangle, to 8-column granularity), the block of the t rows ≥ 8q
+ * over every column to 8⌈m/8⌉ (entries (a < 8q, b ≥ 8q) are taken from (b, a) by symmetry).
+ * A block's columns go in pieces of at most 48: 16-float vectors and, where a multiple of 16
+ * does not fit, one 8-float half. BODY sees a0 (first row), A (rows), c (first column),
+ * V (16-float vectors) and H (1 with the 8-float half). */
+#define FOR_PIECES(BODY)                                                                          \
     do {                                                                                          \
-        const int q = m / 16, nv = mp / 16;                                                       \
-        for (int a0 = 0; a0 < m; a0 += 6) {                                                       \
-            const int A = (a0 < 16 * q ? 16 * q : m) - a0 < 6 ? (a0 < 16 * q ? 16 * q : m) - a0 : 6; \
-            const int jend = a0 < 16 * q ? q : nv;                                                \
-            for (int j0 = a0 < 16 * q ? a0 / 16 : 0; j0 < jend;) {                                \
-                const int left = jend - j0; /* ≤ 4 vectors, no chunk of 1 after a longer one */   \
-                const int V = left <= 4 ? left : left == 5 ? 3 : 4;                               \
+        const int full = 8 * (m / 8), all = 8 * ((m + 7) / 8);                                    \
+        for (int a0 = 0; a0 < m; a0 += 8) {                                                       \
+            const int A = a0 < full ? 8 : m - a0;                                                 \
+            const int cend = a0 < full ? full : all;                                              \
+            for (int c = a0 < full ? a0 : 0; c < cend;) {                                         \
+                const int w = cend - c < 48 ? cend - c : 48;                                      \
+                const int V = w / 16, H = (w % 16) / 8;                                           \
                 BODY;                                                                             \
-                j0 += V;                                                                          \
+                c += w;                                                                           \
             }                                                                                     \
-            a0 += A - 6; /* row blocks end at 16q */                                              \
         }                                                                                         \
     } while (0)
 
-__attribute__((target("avx512f"))) static void panel_avx512(const float *xp, const float *ep, int npix,
-                                                            int mp, int m, float *acc)
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define HAVE_AVX512_GRAMS 1
+/* acc rows a0 .. a0+A-1, columns c .. c+16V+8H-1, += Σ_i x[i][a] e[i][b]: A×(V + H) registers */
+__attribute__((always_inline, target("avx512f,fma"))) static inline void
+tile_avx512(const float *xp, const float *ep, int npix, int mp, int a0, int c, const int A, const int V,
+            const int H, float *acc, int ldo)
 {
-    FOR_TILES(switch (A * 8 + V) {
-        TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6)
-    });
-}
-
-/* AVX2: rows a0 .. a0+A-1 (A ≤ 6) of one 16-float column vector j, in 12 registers */
-__attribute__((always_inline, target("avx2,fma"))) static inline void
-tile_avx2(const float *xp, const float *ep, int npix, int mp, int a0, int j, const int A, float *acc,
-          int ldo)
-{
-    __m256 lo[6], hi[6];
-    for (int r = 0; r < A; ++r)
-        lo[r] = hi[r] = _mm256_setzero_ps();
+    __m512 z[8][3];
+    __m256 y[8];
+    for (int r = 0; r < A; ++r) {
+        for (int v = 0; v < V; ++v)
+            z[r][v] = _mm512_setzero_ps();
+        y[r] = _mm256_setzero_ps();
+    }
     for (int i = 0; i < npix; ++i) {
-        const float *ei = ep + (int64_t)i * mp + j * 16, *xi = xp + (int64_t)i * mp + a0;
-        const __m256 el = _mm256_load_ps(ei), eh = _mm256_load_ps(ei + 8);
+        const float *ei = ep + (int64_t)i * mp + c, *xi = xp + (int64_t)i * mp + a0;
+        __m512 ev[3];
+        __m256 eh = _mm256_setzero_ps();
+        for (int v = 0; v < V; ++v)
+            ev[v] = _mm512_loadu_ps(ei + 16 * v);
+        if (H)
+            eh = _mm256_loadu_ps(ei + 16 * V);
         for (int r = 0; r < A; ++r) {
-            const __m256 s = _mm256_broadcast_ss(xi + r);
-            lo[r] = _mm256_fmadd_ps(s, el, lo[r]);
-            hi[r] = _mm256_fmadd_ps(s, eh, hi[r]);
+            const __m512 s = _mm512_set1_ps(xi[r]);
+            for (int v = 0; v < V; ++v)
+                z[r][v] = _mm512_fmadd_ps(s, ev[v], z[r][v]);
+            if (H)
+                y[r] = _mm256_fmadd_ps(_mm512_castps512_ps256(s), eh, y[r]);
         }
     }
     for (int r = 0; r < A; ++r) {
-        float *o = acc + (int64_t)(a0 + r) * ldo + j * 16;
-        _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), lo[r]));
-        _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_loadu_ps(o + 8), hi[r]));
+        float *o = acc + (int64_t)(a0 + r) * ldo + c;
+        for (int v = 0; v < V; ++v)
+            _mm512_storeu_ps(o + 16 * v, _mm512_add_ps(_mm512_loadu_ps(o + 16 * v), z[r][v]));
+        if (H)
+            _mm256_storeu_ps(o + 16 * V, _mm256_add_ps(_mm256_loadu_ps(o + 16 * V), y[r]));
     }
 }
 
-#define TILE2_CASE(A)                                                                             \
-    case A:                                                                                       \
-        for (int v = 0; v < V; ++v)                                                               \
-            tile_avx2(xp, ep, npix, mp, a0, j0 + v, A, acc, mp);                                  \
+#define TILE_CASE(A, V, H)                                                                        \
+    case (A) * 8 + (V) * 2 + (H):                                                                 \
+        tile_avx512(xp, ep, npix, mp, a0, c, A, V, H, acc, mp);                                   \
+        break;
+#define TILE_ROW(A)                                                                               \
+    TILE_CASE(A, 3, 0) TILE_CASE(A, 2, 1) TILE_CASE(A, 2, 0) TILE_CASE(A, 1, 1) TILE_CASE(A, 1, 0) \
+    TILE_CASE(A, 0, 1)
+
+__attribute__((target("avx512f,fma"))) static void panel_avx512(const float *xp, const float *ep, int npix,
+                                                            int mp, int m, float *acc)
+{
+    FOR_PIECES(switch (A * 8 + V * 2 + H) {
+        TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6) TILE_ROW(7)
+        TILE_ROW(8)
+    });
+}
+
+/* AVX2: rows r0 .. r0+R-1 (R ≤ 4) of W 8-float vectors (W ≤ 3) from column c: R×W registers */
+__attribute__((always_inline, target("avx2,fma"))) static inline void
+tile_avx2(const float *xp, const float *ep, int npix, int mp, int r0, int c, const int R, const int W,
+          float *acc, int ldo)
+{
+    __m256 z[4][3];
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < W; ++v)
+            z[r][v] = _mm256_setzero_ps();
+    for (int i = 0; i < npix; ++i) {
+        const float *ei = ep + (int64_t)i * mp + c, *xi = xp + (int64_t)i * mp + r0;
+        __m256 ev[3];
+        for (int v = 0; v < W; ++v)
+            ev[v] = _mm256_loadu_ps(ei + 8 * v);
+        for (int r = 0; r < R; ++r) {
+            const __m256 s = _mm256_broadcast_ss(xi + r);
+            for (int v = 0; v < W; ++v)
+                z[r][v] = _mm256_fmadd_ps(s, ev[v], z[r][v]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        float *o = acc + (int64_t)(r0 + r) * ldo + c;
+        for (int v = 0; v < W; ++v)
+            _mm256_storeu_ps(o + 8 * v, _mm256_add_ps(_mm256_loadu_ps(o + 8 * v), z[r][v]));
+    }
+}
+
+#define TILE2_CASE(R, W)                                                                          \
+    case (R) * 4 + (W):                                                                           \
+        tile_avx2(xp, ep, npix, mp, r0, cc, R, W, acc, mp);                                       \
         break;
 
+/* a piece's rows in groups of up to 4, its columns in runs of up to three 8-float vectors */
 __attribute__((target("avx2,fma"))) static void panel_avx2(const float *xp, const float *ep, int npix,
                                                           int mp, int m, float *acc)
 {
-    FOR_TILES(switch (A) { TILE2_CASE(1) TILE2_CASE(2) TILE2_CASE(3) TILE2_CASE(4) TILE2_CASE(5) TILE2_CASE(6) });
+    FOR_PIECES({
+        const int cend = c + 16 * V + 8 * H;
+        for (int r0 = a0; r0 < a0 + A; r0 += 4) {
+            const int R = a0 + A - r0 < 4 ? a0 + A - r0 : 4;
+            for (int cc = c; cc < cend; cc += 24) {
+                const int W = cend - cc < 24 ? (cend - cc) / 8 : 3;
+                switch (R * 4 + W) {
+                    TILE2_CASE(1, 1) TILE2_CASE(1, 2) TILE2_CASE(1, 3) TILE2_CASE(2, 1)
+                    TILE2_CASE(2, 2) TILE2_CASE(2, 3) TILE2_CASE(3, 1) TILE2_CASE(3, 2)
+                    TILE2_CASE(3, 3) TILE2_CASE(4, 1) TILE2_CASE(4, 2) TILE2_CASE(4, 3)
+                }
+            }
+        }
+    });
 }
 #endif
 
@@ -251,17 +284,18 @@ __attribute__((target("avx2,fma"))) static void panel_avx2(const float *xp, cons
 GRAM_CLONES static void panel_generic(const float *xp, const float *ep, int npix, int mp, int m,
                                       float *acc)
 {
-    FOR_TILES({
+    FOR_PIECES({
+        const int width = 16 * V + 8 * H;
         for (int a = a0; a < a0 + A; ++a) {
-            float sum[64] = {0};
+            float sum[48] = {0};
             for (int i = 0; i < npix; ++i) {
                 const float s = xp[(int64_t)i * mp + a];
-                const float *ev = ep + (int64_t)i * mp + j0 * 16;
-                for (int t = 0; t < 16 * V; ++t)
+                const float *ev = ep + (int64_t)i * mp + c;
+                for (int t = 0; t < width; ++t)
                     sum[t] = fmaf(s, ev[t], sum[t]);
             }
-            for (int t = 0; t < 16 * V; ++t)
-                acc[(int64_t)a * mp + j0 * 16 + t] += sum[t];
+            for (int t = 0; t < width; ++t)
+                acc[(int64_t)a * mp + c + t] += sum[t];
         }
     });
 }

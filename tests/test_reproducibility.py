@@ -184,15 +184,17 @@ def test_layers_hardly_depend_on_the_gram_kernels_simd_path(monkeypatch):
     not native.available() or "avx512f" not in _proc_flags(),
     reason="needs the compiled kernel on a CPU with AVX-512",
 )
-def test_the_avx512_and_avx2_gram_tiles_give_the_same_bits():
-    """Both add each entry's products pixel by pixel with one FMA each: the same sums."""
+@pytest.mark.parametrize("m", [100, 57, 8])
+def test_the_avx512_and_avx2_gram_tiles_give_the_same_bits(m):
+    """The AVX-512 tiles, the AVX2 tiles and the plain C loop add each entry's products pixel by
+    pixel with one FMA each: the same sums (m = 100: 16-float vectors and an 8-float half;
+    57: a block of rows past the last full 8 columns; 8: one block)."""
     rng = np.random.default_rng(5)
-    vecs = seg_native.pad_vectors(rng.standard_normal((30_001, 100)))
+    vecs = seg_native.pad_vectors(rng.standard_normal((30_001, m)))
     weights = rng.random((4, 30_001))
-    np.testing.assert_array_equal(
-        seg_native.weighted_grams(vecs, weights, level=2),
-        seg_native.weighted_grams(vecs, weights, level=1),
-    )
+    wide = seg_native.weighted_grams(vecs, weights, level=2)
+    np.testing.assert_array_equal(wide, seg_native.weighted_grams(vecs, weights, level=1))
+    np.testing.assert_array_equal(wide, seg_native.weighted_grams(vecs, weights, level=0))
 
 
 # --- the same at the default scale (marked slow: ~4 min on 2 cores; `.ci/run` runs them) ----

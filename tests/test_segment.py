@@ -448,9 +448,10 @@ def test_cli_segment_reads_extracted_features(tmp_path):
 
 
 @pytest.mark.parametrize(("n", "m", "k"), [(500, 12, 5), (3001, 37, 3), (700, 16, 2), (97, 5, 4),
-                                          (2000, 100, 3)])  # fmt: skip
+                                          (2000, 100, 3), (600, 8, 2), (900, 24, 3),
+                                          (1500, 57, 2), (800, 104, 2)])  # fmt: skip
 def test_grams_of_every_path_equal_the_float64_sums(n, m, k):
-    """The compiled kernel (m = 16q + t: the triangle of 16q columns and the t rows whole, a
+    """The compiled kernel (m = 8q + t: the triangle of 8q columns and the t rows whole, a
     pixel count that is no multiple of its panels, one and two threads, its AVX-512 and AVX2 tiles
     and its plain C loop), the pairs GEMM and the per-segment GEMM, each summing c directly and
     as base·EᵀE + Eᵀ diag(c − base) E, all against Σ_i c_ki e_i e_iᵀ in float64."""

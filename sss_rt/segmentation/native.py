@@ -307,7 +307,7 @@ def grams_level(flags: frozenset[str] | set[str]) -> int:
 def _symmetric_from_written(m: int) -> tuple[np.ndarray, np.ndarray]:
     """For every entry (a, b) of an m×m Gram, the one of (a, b), (b, a) the kernel writes (see
     kernels/cpu_segmentation.c), the upper one where it writes both: exactly symmetric."""
-    full = 16 * (m // 16)
+    full = 8 * (m // 8)
     a, b = np.indices((m, m))
     i, j = np.minimum(a, b), np.maximum(a, b)
     upper = (j < full) | (i >= full)  # is (i, j) written
