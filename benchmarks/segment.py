@@ -269,7 +269,7 @@ def write_report(result: dict) -> None:
         + f"): {peak:.0f} GFLOP/s in float64, "
         f"{2 * peak:.0f} in float32 (the constrained sparsification's Grams, counted as the "
         "triangle's multiply-adds over the pixels not at the IRLS weights' floor — the kernel "
-        "skips the others — and computed as ~1.2× that in 16-column vectors). The "
+        "skips the others — and computed as ~1.07× that in 8-row, 8-column blocks). The "
         "eigenvectors' solves stream the factor from memory, so their rate is bandwidth's, not "
         "the FMA units'; the factorization (named with its factor's size below: PARDISO's "
         "LDLᵀ where MKL is installed, else SuperLU's LU) is counted where PARDISO reports it. "
