@@ -819,7 +819,7 @@ GRAM_CLONES static void terms_chunk(double *alpha, float *delta, const float *e,
         for (int64_t k = 0; k < K; ++k) {
             const float *wk = w + k * CHUNK + i0;
             float *sk = sums + k * mp;
-            if (np == TERM_PIX) {
+            if (np == TERM_PIX) { /* a constant count: the pixel loop unrolls, sums in registers */
                 for (int a = 0; a < mp; ++a) {
                     float t = sk[a];
                     for (int p = 0; p < TERM_PIX; ++p)

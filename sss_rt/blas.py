@@ -131,18 +131,24 @@ def matmul(
 INNER_ROWS = 16384
 
 
-def inner(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:
+def inner(
+    a: np.ndarray, b: np.ndarray, threads: int | None = None, dtype: type | None = None
+) -> np.ndarray:
     """``a.T @ b`` for tall a (N×p) and b (N×q) on sss-rt's threads: the products of fixed
     parts of :data:`INNER_ROWS` rows, added in order — the same result for any thread count
-    where BLAS runs on one thread (:func:`one_thread`)."""
+    where BLAS runs on one thread (:func:`one_thread`). ``dtype``: each part is converted to it
+    before its product (no N-row copy of a or b in that type)."""
     from sss_rt import native
 
     n = a.shape[0]
     parts = [(r, min(n, r + INNER_ROWS)) for r in range(0, n, INNER_ROWS)]
-    partial = [np.empty((a.shape[1], b.shape[1]), np.result_type(a, b)) for _ in parts]
+    kind = dtype or np.result_type(a, b)
+    partial = [np.empty((a.shape[1], b.shape[1]), kind) for _ in parts]
 
     def run(j: int, r0: int, r1: int) -> None:
-        np.matmul(a[r0:r1].T, b[r0:r1], out=partial[j])
+        pa = a[r0:r1] if dtype is None else a[r0:r1].astype(dtype)
+        pb = pa if b is a else b[r0:r1] if dtype is None else b[r0:r1].astype(dtype)
+        np.matmul(pa.T, pb, out=partial[j])
 
     native.each([(j, *p) for j, p in enumerate(parts)], threads, run)
     out = partial[0]

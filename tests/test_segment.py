@@ -906,7 +906,7 @@ def test_compiled_irls_terms_and_numpys_agree():
     vecs = np.random.default_rng(5).standard_normal((n, m)) / np.sqrt(n)
     got = []
     for compiled in (None, False):
-        terms = sparsify._Terms(vecs, sparsify._Grams(vecs, compiled=compiled), sparsify.GAMMA)
+        terms = sparsify._Terms(sparsify._Grams(vecs, compiled=compiled), sparsify.GAMMA)
         a = alpha.copy()
         got.append((terms.base, a, *terms(a, True)))
     (b1, a1, d1, r1), (b2, a2, d2, r2) = got

@@ -44,7 +44,6 @@ import scipy.sparse as sp
 
 from sss_rt import blas
 from sss_rt.native import default_threads, split
-from sss_rt.native import each as native_each
 from sss_rt.precision import cpu_flags
 from sss_rt.segmentation import native
 
@@ -125,24 +124,30 @@ def _floor_weight(gamma: float) -> float:
     return float((e1 + e0)[0, 0])
 
 
+def _complete_last(alpha: np.ndarray) -> None:
+    """α's last row (K×N, segments by rows) set to 1 − Σ of the others, in place (the rows
+    added in order, as the compiled ``irls_terms`` adds them)."""
+    np.subtract(1.0, alpha[:-1].sum(axis=0), out=alpha[-1])
+
+
 class _Terms:
     """What an iteration needs from α besides the Grams: (delta, rhs) — the Grams' weights
     e₁ + e₀ less the floor's (K×N float32) and the right-hand sides (K×m float64: Eᵀe₁ₖ for
     k < K − 1, Eᵀe₀ of the last segment) — with ``last``, α's last row set to 1 − Σ others
     first. One pass in the compiled kernel (``native.irls_terms``); NumPy's passes without it."""
 
-    def __init__(self, vecs: np.ndarray, grams: _Grams, gamma: float):
+    def __init__(self, grams: _Grams, gamma: float):
         self.gamma, self.padded = gamma, grams.padded
         compiled = self.padded is not None
         #: the weight of the pixels at the floor (by the power the weights take)
         self.base = native.irls_floor(_scales(gamma)) if compiled else _floor_weight(gamma)
-        self.vecs32 = None if compiled else vecs.astype(np.float32)
+        self.vecs32 = None if compiled else grams.vecs_t.T  # E in float32, N×m (a view)
 
     def __call__(self, alpha: np.ndarray, last: bool) -> tuple[np.ndarray, np.ndarray]:
         if self.padded is not None:
             return native.irls_terms(alpha, self.padded, _scales(self.gamma), last)
         if last:
-            np.subtract(1.0, alpha[:-1].sum(axis=0), out=alpha[-1])
+            _complete_last(alpha)
         e1, e0 = _weights(alpha, self.gamma)
         delta = np.subtract(e1 + e0, np.float32(self.base), dtype=np.float32)
         e1[-1] = e0[-1]  # the last segment's right-hand side takes e₀
@@ -153,25 +158,6 @@ class _Terms:
 #: memory for the pairwise products of the eigenvectors (the NumPy path's Grams as one GEMM);
 #: above it each Gram is its own GEMM (the same sums, slower)
 PAIRS_MB = 2048
-
-
-def _float32_gram(vecs: np.ndarray) -> np.ndarray:
-    """EᵀE (m×m float64) of E's float32 values (N×m, float32 or float64): the values the
-    Grams' float32 sums multiply, in float64, converted by parts of rows (no N×m float64
-    copy)."""
-    n, m = vecs.shape
-    parts = [(r, min(n, r + blas.INNER_ROWS)) for r in range(0, n, blas.INNER_ROWS)]
-    partial = [np.empty((m, m)) for _ in parts]
-
-    def run(j: int, r0: int, r1: int) -> None:
-        e = vecs[r0:r1].astype(np.float32).astype(np.float64)
-        np.matmul(e.T, e, out=partial[j])
-
-    native_each([(j, *p) for j, p in enumerate(parts)], None, run)
-    out = partial[0]
-    for part in partial[1:]:
-        out += part
-    return out
 
 
 class _Grams:
@@ -197,10 +183,15 @@ class _Grams:
         use_kernel = compiled is not False and native.available()
         self.padded = native.pad_vectors(vecs) if use_kernel else None
         self.pairs: np.ndarray | None = None
-        self.gram = _float32_gram(vecs if self.padded is None else self.padded[0][:, :m])
+        if self.padded is not None:
+            e32 = self.padded[0][:, :m]
+        else:
+            self.vecs_t = np.ascontiguousarray(vecs.T, dtype=np.float32)
+            e32 = self.vecs_t.T
+        # EᵀE of the values the float32 sums multiply, in float64 (converted by parts of rows)
+        self.gram = blas.inner(e32, e32, dtype=np.float64)
         if self.padded is not None:
             return
-        self.vecs_t = np.ascontiguousarray(vecs.T, dtype=np.float32)
         if n * len(self.iu[0]) * 4 <= pairs_mb << 20:
             e = self.vecs_t.T  # N×m view
             pairs = np.empty((n, len(self.iu[0])), np.float32)
@@ -266,7 +257,7 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
     vecs = np.asarray(vecs, np.float64)
     vecs_t = np.ascontiguousarray(vecs.T)  # m×N: products with it keep N the long side (~2×)
     grams = _Grams(vecs)
-    terms = _Terms(vecs, grams, gamma)
+    terms = _Terms(grams, gamma)
     lam = np.diag(np.asarray(vals, np.float64))
     lap_one = vecs_t @ np.asarray(lap @ np.ones(lap.shape[0])).ravel()  # Eᵀ L 1 (≈ 0)
     alpha = np.ascontiguousarray(np.asarray(initial, np.float64).T)  # segments by rows: K×N
@@ -298,7 +289,7 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
         drop = it > next_drop  # the authors' schedule: after iterations 11, 21, 31 of 40
         last = not (drop or it == iterations or (trace is not None and trace.record_energy))
         if not last:  # α whole now (else the next ``terms`` completes it)
-            np.subtract(1.0, alpha[:-1].sum(axis=0), out=alpha[-1])
+            _complete_last(alpha)
         if trace is not None:
             if trace.record_energy:
                 trace.energies.append(constrained_energy(alpha.T, lap, gamma))
@@ -309,7 +300,7 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
                 alpha = alpha[keep]  # as the authors: the new last one is not reset to 1 − Σ
             next_drop += cycle
     if last:
-        np.subtract(1.0, alpha[:-1].sum(axis=0), out=alpha[-1])
+        _complete_last(alpha)
     return np.ascontiguousarray(alpha.T)
 
 
