@@ -142,6 +142,44 @@ def test_eigenvectors_span_the_dense_decomposition(backend):
         assert np.abs(vecs.T @ vecs - np.eye(k)).max() < 1e-8
 
 
+def test_block_krylov_keeps_its_basis_orthogonal_on_a_one_object_photo():
+    """The photo whose spectrum undid a single reorthogonalization pass: the Krylov basis stays
+    orthonormal, so the block method converges by itself (480 solves measured; a single full
+    pass lost orthogonality and fell back to ARPACK at 1,088) to orthonormal eigenvectors
+    within the tolerance."""
+    photo = np.full((120, 160, 3), 200 / 255)
+    photo[50:65, 70:85] = np.array([20, 40, 220]) / 255
+    emb = np.full((120, 160, 3), 0.3)
+    emb[50:65, 70:85] = (0.9, 0.1, 0.5)
+    s = superpixels.describe(superpixels.slic_zero(photo, 2500), photo, emb)
+    lap = affinity.segmentation_laplacian(photo, s)
+    stats = eigen.EigenStats()
+    vals, vecs = eigen.smallest_eigenvectors(lap, 100, stats=stats, shape=(120, 160))
+    assert stats.solves <= 6 * 100  # the block method's (ARPACK takes over at 8k vectors)
+    assert np.abs(vecs.T @ vecs - np.eye(100)).max() < 1e-12
+    norm = float(abs(lap).sum(axis=1).max())
+    assert np.linalg.norm(lap @ vecs - vecs * vals, axis=0).max() <= eigen.TOL * norm
+
+
+@pytest.mark.parametrize("n, d, k", [(2000, 3, 40), (300, 5, 7), (50, 2, 1)])
+def test_kmeans_plus_plus_draws_scipys_centres(n, d, k):
+    """The running-minimum k-means++ starts from the very centres SciPy's kmeans2 "++" draws
+    with the same seed, so k-means ends with the same labels."""
+    from scipy.cluster.vq import kmeans2
+
+    from sss_rt.segmentation.segmenter import _kmeans_plus_plus
+
+    data = np.random.default_rng(n).random((n, d))
+    data[: n // 4] = data[0]  # repeated points: distance 0, never drawn again
+    for seed in (0, 7):
+        start = _kmeans_plus_plus(data, k, seed)
+        assert len(np.unique(start, axis=0)) == k
+        centres, labels = kmeans2(data, k, minit="++", seed=seed)
+        ours, our_labels = kmeans2(data, start, minit="matrix")
+        np.testing.assert_array_equal(ours, centres)
+        np.testing.assert_array_equal(our_labels, labels)
+
+
 def test_dissection_order_is_a_permutation_with_distant_pixels_last():
     img = _image(30, 41, seed=6)
     s = superpixels.describe(superpixels.slic_zero(img, 25), img, img)
