@@ -38,85 +38,53 @@ from harness import layer_ious, machine, save_json, save_markdown  # noqa: E402
 
 
 def one_run(scale: float) -> dict:
-    """Segment the photo once in this process; stage times, work, peak RSS."""
+    """Segment the photo once in this process (``segment_arrays``, as ``SoftSegmenter`` runs
+    it); stage times, work, peak RSS."""
     import resource
-    import time
 
     import cv2
 
-    from sss_rt import Extractor, blas
+    from sss_rt import Extractor
     from sss_rt.extractor import examples_dir
     from sss_rt.io.images import load_image
-    from sss_rt.segmentation import SegmentConfig, affinity, eigen, sparsify, superpixels
-    from sss_rt.segmentation.gradient import gradient_magnitude
-    from sss_rt.segmentation.segmenter import _initial_segments
+    from sss_rt.segmentation import SegmentConfig
+    from sss_rt.segmentation.segmenter import SegmentWork, segment_arrays
 
     photo = sorted(examples_dir().glob("*.jpg"))[0]
     image = cv2.resize(load_image(photo), (640, 480), interpolation=cv2.INTER_AREA)
     with Extractor(device="cpu") as ex:
         emb = ex.extract(image).embedding
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # the stages under one_thread, as SoftSegmenter runs them (BLAS on one thread, sss-rt's
-    # own threads over fixed parts)
-    with blas.one_thread():
-        cfg = SegmentConfig(scale=scale)
-        times, flops = {}, {}
-        t = time.perf_counter()
-        h, w = round(480 * scale), round(640 * scale)
-        img = image.astype(np.float64) / 255.0
-        feat = emb.astype(np.float64)
-        if scale != 1:
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-            feat = cv2.resize(feat, (w, h), interpolation=cv2.INTER_AREA)
-        n = h * w
-        labels = superpixels.slic_zero(img, cfg.superpixels)
-        sp_ = superpixels.describe(labels, img, feat)
-        times["superpixels"] = time.perf_counter() - t
-        # SLIC: 10 passes, 9 candidate centres, a 5-d distance
-        flops["superpixels"] = 10 * n * 9 * 12.0
-        t = time.perf_counter()
-        lap = affinity.segmentation_laplacian(img, sp_)
-        times["affinities"] = time.perf_counter() - t
-        flops["affinities"] = (h - 2) * (w - 2) * 2200.0
-        t = time.perf_counter()
-        stats = eigen.EigenStats()
-        vals, vecs = eigen.smallest_eigenvectors(lap, cfg.eigenvectors, 0, stats, shape=(h, w))
-        times["eigenvectors"] = time.perf_counter() - t
-        m = vecs.shape[1]
-        flops["eigenvectors"] = (
-            stats.solve_flops + stats.solves * 4.0 * n * 2 * m + stats.factor_flops
-        )  # solves + Krylov + the factorization where reported
-        t = time.perf_counter()
-        flat = feat.reshape(n, -1)
-        init = _initial_segments(flat, cfg.initial_segments, 0)
-        trace = sparsify.SparsifyTrace(record_energy=False)
-        alpha = sparsify.constrained_sparsification(
-            vecs, vals, lap, init, cfg.iterations, trace=trace
-        )
-        times["constrained_sparsification"] = time.perf_counter() - t
-        segs = np.array(trace.segments, float)
-        summed = np.array(trace.gram_pixels, float)  # (segment, pixel) pairs not at the floor
-        flops["constrained_sparsification"] = float(
-            (summed * m * (m + 1.0) + segs * (2.0 * m**3 + 2.0 * n * m)).sum()
-        )
-        t = time.perf_counter()
-        grouped = sparsify.group_segments(alpha, flat, cfg.layers)
-        exponent = 0.9 + np.minimum(gradient_magnitude(img), 0.1).ravel()
-        cg_steps: list[int] = []
-        layers = sparsify.relaxed_sparsification(
-            grouped, lap, exponent, cfg.relaxed_iterations, cg_steps=cg_steps
-        )
-        times["relaxed_sparsification"] = time.perf_counter() - t
-        steps = sum(cg_steps)
-        flops["relaxed_sparsification"] = steps * layers.shape[1] * (2.0 * lap.nnz + 12.0 * n)
+    cfg = SegmentConfig(scale=scale)
+    times: dict[str, float] = {}
+    work = SegmentWork()
+    segment_arrays(image, emb, cfg, times, work=work)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    (h, w), n = work.shape, work.shape[0] * work.shape[1]
+    stats, trace = work.eigensolver, work.constrained
+    m = min(cfg.eigenvectors, n - 2)
+    segs = np.array(trace.segments, float)
+    summed = np.array(trace.gram_pixels, float)  # (segment, pixel) pairs not at the floor
+    steps = sum(work.cg_steps)
+    flops = {
+        "superpixels": 10 * n * 9 * 12.0,  # SLIC: 10 passes, 9 candidate centres, 5-d distance
+        "affinities": (h - 2) * (w - 2) * 2200.0,
+        # solves + Krylov + the factorization where reported
+        "eigenvectors": stats.solve_flops + stats.solves * 4.0 * n * 2 * m + stats.factor_flops,
+        "constrained_sparsification": float(
+            (summed * m * (m + 1.0) + segs * (2.0 * m**3 + 2.0 * n * m)).sum()
+        ),
+        "relaxed_sparsification": steps * work.layers * (2.0 * work.laplacian_nnz + 12.0 * n),
+        "resize": 8.0 * 640 * 480 * cfg.layers,  # bilinear, per output pixel and layer
+    }
+    times.pop("embedding", None)
     return {
         "scale": scale,
         "size": [h, w],
         "seconds": times,
         "total_s": sum(times.values()),
-        "gflop": {k: v / 1e9 for k, v in flops.items()},
-        "laplacian_nnz": int(lap.nnz),
+        "gflop": {k: flops[k] / 1e9 for k in times},
+        "laplacian_nnz": work.laplacian_nnz,
         "lu_nnz": stats.factor_nnz,
         "factorization": stats.factorization,
         "eigsh_solves": stats.solves,
@@ -298,9 +266,8 @@ def write_report(result: dict) -> None:
         for stage, s in r["seconds"].items():
             g = r["gflop"][stage]
             top = 2 * peak if stage == "constrained_sparsification" else peak
-            lines.append(
-                f"| {stage} | {s:.2f} | {g:.1f} | {g / s:.1f} | {100 * g / s / top:.1f}% |"
-            )
+            rate = g / s if s > 0 else 0.0
+            lines.append(f"| {stage} | {s:.2f} | {g:.1f} | {rate:.1f} | {100 * rate / top:.1f}% |")
         lines.append("")
     if "superlu_1.0" in result:
         p, q = result["runs"]["1.0"], result["superlu_1.0"]

@@ -20,7 +20,7 @@ from sss_rt.segmentation import (
     superpixels,
 )
 from sss_rt.segmentation.gradient import gradient_magnitude
-from sss_rt.segmentation.segmenter import _initial_segments, segment_arrays
+from sss_rt.segmentation.segmenter import SegmentWork, _initial_segments, segment_arrays
 
 
 def _image(h, w, seed=0):
@@ -307,13 +307,21 @@ def test_segment_arrays_on_a_two_region_image():
     cfg = SegmentConfig(scale=1.0, superpixels=60, eigenvectors=20, initial_segments=8,
                         iterations=20, layers=2, relaxed_iterations=5)  # fmt: skip
     timings: dict[str, float] = {}
-    alphas = segment_arrays(img, feat, cfg, timings)
+    work = SegmentWork()
+    alphas = segment_arrays(img, feat, cfg, timings, work=work)
     assert alphas.shape == (40, 60, 2) and alphas.dtype == np.float32
     np.testing.assert_allclose(alphas.sum(axis=2), 1.0, atol=1e-3)
     left = alphas[:, :25].mean(axis=(0, 1))
     right = alphas[:, 35:].mean(axis=(0, 1))
     assert np.abs(left - right).max() > 0.8  # the two halves land in different layers
     assert set(timings) >= {"superpixels", "eigenvectors", "constrained_sparsification"}
+    # what each stage did: the same layers as without the record
+    assert work.shape == (40, 60) and work.laplacian_nnz > 40 * 60
+    assert work.eigensolver.solves >= 20 and work.eigensolver.factor_nnz > 0
+    assert work.constrained.segments == [2] * 20  # k-means: two distinct feature values
+    assert len(work.constrained.gram_pixels) == 20 and not work.constrained.energies
+    assert len(work.cg_steps) == 6 and work.layers == 2  # 5 IRLS solves and the final one
+    np.testing.assert_array_equal(segment_arrays(img, feat, cfg), alphas)
 
 
 # --- the command line and the one-call API -------------------------------------------------

@@ -302,6 +302,26 @@ def _stage(timings: dict[str, float], name: str, t: float) -> float:
     return now
 
 
+@dataclass
+class SegmentWork:
+    """What one segmentation did, stage by stage, for benchmarks and diagnostics.
+
+    Filled in by :func:`segment_arrays` when it is given one (a uniform photo, answered at
+    once, leaves it as made).
+    """
+
+    shape: tuple[int, int] = (0, 0)  #: the working size segmented, (h, w)
+    laplacian_nnz: int = 0  #: L's stored non-zeros
+    #: the eigensolver's solves and factorization (:class:`eigen.EigenStats`)
+    eigensolver: eigen.EigenStats = field(default_factory=eigen.EigenStats)
+    #: the constrained sparsification's segments and Gram pairs per iteration (no energies)
+    constrained: sparsify.SparsifyTrace = field(
+        default_factory=lambda: sparsify.SparsifyTrace(record_energy=False)
+    )
+    cg_steps: list[int] = field(default_factory=list)  #: the relaxed step's CG steps per solve
+    layers: int = 0  #: layers out of the relaxed sparsification (before padding to K)
+
+
 #: the stages of one segmentation, in order, as ``progress`` callbacks name them
 STAGES = (
     "embedding",
@@ -320,15 +340,17 @@ def segment_arrays(
     config: SegmentConfig,
     timings: dict[str, float] | None = None,
     progress: Callable[[str], None] | None = None,
+    work: SegmentWork | None = None,
 ) -> np.ndarray:
     """Run the algorithm on arrays: H×W×3 uint8 photo, H×W×d features → H×W×K float32.
 
-    ``progress``: called with each stage's name (``STAGES``) as it starts. BLAS runs on one
-    thread meanwhile (:mod:`sss_rt.blas`): the layers never depend on its thread count or on
-    other work in the process.
+    ``progress``: called with each stage's name (``STAGES``) as it starts; ``work``: receives
+    what each stage did (:class:`SegmentWork`). BLAS runs on one thread meanwhile
+    (:mod:`sss_rt.blas`): the layers never depend on its thread count or on other work in the
+    process.
     """
     with blas.one_thread():
-        return _segment_arrays(image, features, config, timings, progress)
+        return _segment_arrays(image, features, config, timings, progress, work)
 
 
 def _segment_arrays(
@@ -337,6 +359,7 @@ def _segment_arrays(
     config: SegmentConfig,
     timings: dict[str, float] | None,
     progress: Callable[[str], None] | None,
+    work: SegmentWork | None,
 ) -> np.ndarray:
     timings = {} if timings is None else timings
     report = progress or (lambda name: None)
@@ -362,20 +385,28 @@ def _segment_arrays(
     report("affinities")
     lap = affinity.segmentation_laplacian(img, sp_)
     t = _stage(timings, "affinities", t)
+    traced = work is not None  # the Gram pairs' count costs a pass over the weights per iteration
+    work = SegmentWork() if work is None else work
+    work.shape, work.laplacian_nnz = (sh, sw), int(lap.nnz)
     report("eigenvectors")
-    vals, vecs = eigen.smallest_eigenvectors(lap, config.eigenvectors, config.seed, shape=(sh, sw))
+    vals, vecs = eigen.smallest_eigenvectors(
+        lap, config.eigenvectors, config.seed, stats=work.eigensolver, shape=(sh, sw)
+    )
     t = _stage(timings, "eigenvectors", t)
     report("constrained sparsification")
     flat = feat.reshape(n, -1)
     initial = _initial_segments(flat, config.initial_segments, config.seed)
-    alpha = sparsify.constrained_sparsification(vecs, vals, lap, initial, config.iterations)
+    alpha = sparsify.constrained_sparsification(
+        vecs, vals, lap, initial, config.iterations, trace=work.constrained if traced else None
+    )
     t = _stage(timings, "constrained_sparsification", t)
     report("relaxed sparsification")
     grouped = sparsify.group_segments(alpha, flat, config.layers, config.seed)
     exponent = 0.9 + np.minimum(gradient_magnitude(img), 0.1).ravel()
     layers = sparsify.relaxed_sparsification(
-        grouped, lap, exponent, iterations=config.relaxed_iterations
+        grouped, lap, exponent, iterations=config.relaxed_iterations, cg_steps=work.cg_steps
     )
+    work.layers = layers.shape[1]
     t = _stage(timings, "relaxed_sparsification", t)
     report("resize")
     order = np.argsort(-layers.sum(axis=0))  # largest layer first

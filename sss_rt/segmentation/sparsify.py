@@ -295,7 +295,7 @@ def _constrained(vecs, vals, lap, initial, iterations, gamma, drop_every, drop_b
                 trace.energies.append(constrained_energy(alpha.T, lap, gamma))
             trace.segments.append(alpha.shape[0])
         if drop:
-            keep = np.abs(alpha).max(axis=1) > drop_below
+            keep = np.maximum(alpha.max(axis=1), -alpha.min(axis=1)) > drop_below  # max |α|
             if not keep.all() and keep.sum() >= 1:
                 alpha = alpha[keep]  # as the authors: the new last one is not reset to 1 − Σ
             next_drop += cycle
