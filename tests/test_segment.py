@@ -611,6 +611,37 @@ def test_pardiso_gives_the_same_bits_whatever_mkls_thread_count():
 
 
 @needs_mkl
+def test_pardiso_calls_spin_briefly_and_restore_the_threads_setting(monkeypatch):
+    """Every PARDISO call runs with MKL's OpenMP threads sleeping after BLOCKTIME ms (their
+    default spin took a core from the products after each solve) and leaves the calling
+    thread's own setting as it found it; the solves are unchanged."""
+    a = _symmetric_indefinite(300, 2)
+    b = np.random.default_rng(1).standard_normal((300, 4))
+    plain = pardiso.PardisoSolver(a).solve(b)
+    omp = pardiso._openmp()
+    if omp is None:
+        pytest.skip("MKL is not threading with Intel's OpenMP here")
+    during: list[int] = []
+    call = pardiso._pardiso
+
+    def recording(*args, **kwargs):
+        during.append(omp.kmp_get_blocktime())
+        return call(*args, **kwargs)
+
+    monkeypatch.setattr(pardiso, "_pardiso", recording)
+    own = omp.kmp_get_blocktime()
+    omp.kmp_set_blocktime(37)
+    try:
+        solver = pardiso.PardisoSolver(a)
+        x = solver.solve(b)
+        assert omp.kmp_get_blocktime() == 37
+    finally:
+        omp.kmp_set_blocktime(own)
+    assert during == [pardiso.BLOCKTIME] * 2  # the factorization and the solve
+    assert np.array_equal(x, plain)
+
+
+@needs_mkl
 def test_pardiso_refuses_a_singular_matrix_and_factorize_falls_back():
     """A graph Laplacian (rows summing to zero: singular) needs a perturbed pivot: PARDISO
     refuses it rather than solve inexactly; ``factorize`` then takes the next backend."""
