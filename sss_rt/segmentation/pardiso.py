@@ -54,7 +54,8 @@ FACTOR_THREADS = 2
 #: each call on the calling thread (and the thread's own setting restored after it; Intel's
 #: OpenMP runtime only). Left at its default, 200, the spinning thread took a core from the
 #: Krylov products that follow every solve: at 640×480 the eigenvector stage 17.4 s against
-#: 16.2 s with 0 (means of six alternating runs), and 3 s more CPU time
+#: 16.2 s with 0 (means of six alternating runs), and 3 s more CPU time. Where MKL threads with
+#: GNU OpenMP instead (PyTorch loaded it first), nothing is set: libgomp spins only briefly
 BLOCKTIME = 0
 
 _lock = threading.Lock()
