@@ -318,6 +318,7 @@ def test_segment_arrays_on_a_two_region_image():
     # what each stage did: the same layers as without the record
     assert work.shape == (40, 60) and work.laplacian_nnz > 40 * 60
     assert work.eigensolver.solves >= 20 and work.eigensolver.factor_nnz > 0
+    assert work.eigenvectors == 20
     assert work.constrained.segments == [2] * 20  # k-means: two distinct feature values
     assert len(work.constrained.gram_pixels) == 20 and not work.constrained.energies
     assert len(work.cg_steps) == 6 and work.layers == 2  # 5 IRLS solves and the final one

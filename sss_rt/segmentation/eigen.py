@@ -234,9 +234,10 @@ def _block_krylov(lap, solve, k, n, norm, rng):
         # two blocks only — S = (L − σI)⁻¹ is symmetric, so in exact arithmetic S·Q_j lies in
         # span(Q_{j−1}, Q_j, Q_{j+1}) (block Lanczos) and this removes all but rounding — the
         # second against the whole basis, which removes what rounding left along every block.
-        # Two full passes cost 3.2 s more at 640×480 for the same solves and orthogonality
-        # (2e-15); one full pass alone lost the basis's orthogonality on a one-object photo
-        # (the shift-invert amplifying what was left) and fell back to ARPACK at 1,088 solves
+        # Two full passes took 4.1 s at 640×480 against 2.7 s (line profile), for the same
+        # solves and orthogonality (2e-15); one full pass alone lost the basis's orthogonality
+        # on a one-object photo (the shift-invert amplifying what was left) and fell back to
+        # ARPACK at 1,088 solves
         recent = q[:, previous:dim]
         w -= blas.matmul(blas.inner(recent, w).T, recent.T).T
         w -= blas.matmul(blas.inner(q[:, :dim], w).T, q[:, :dim].T).T

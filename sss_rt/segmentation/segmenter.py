@@ -312,6 +312,7 @@ class SegmentWork:
 
     shape: tuple[int, int] = (0, 0)  #: the working size segmented, (h, w)
     laplacian_nnz: int = 0  #: L's stored non-zeros
+    eigenvectors: int = 0  #: eigenvectors the segments are made of (m)
     #: the eigensolver's solves and factorization (:class:`eigen.EigenStats`)
     eigensolver: eigen.EigenStats = field(default_factory=eigen.EigenStats)
     #: the constrained sparsification's segments and Gram pairs per iteration (no energies)
@@ -392,6 +393,7 @@ def _segment_arrays(
     vals, vecs = eigen.smallest_eigenvectors(
         lap, config.eigenvectors, config.seed, stats=work.eigensolver, shape=(sh, sw)
     )
+    work.eigenvectors = vecs.shape[1]
     t = _stage(timings, "eigenvectors", t)
     report("constrained sparsification")
     flat = feat.reshape(n, -1)
