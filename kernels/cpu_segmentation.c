@@ -69,6 +69,24 @@
  *   out[i] = Σ_j A_ij x[j] for rows i in [r0, r1), x and out float64 [n][R] row-major, A by
  *   rows as above, any R ≥ 1: the eigensolver's L·Q for a block of vectors (SciPy's CSR product
  *   runs on one thread and copies a column-major block first). Each row summed alone, in order.
+ *
+ * matting_windows(image, win, h, w, eps, y0, y1)
+ *   For every 3×3 window whose top-left pixel is in rows [y0, y1) (y1 ≤ h − 2): its colour mean
+ *   μ and M = (Σ + ε/9·I)⁻¹, Σ = (1/9)·Σ_i (I_i − μ)(I_i − μ)ᵀ over its pixels, as M⁻¹'s
+ *   Cholesky factor.
+ *   image float64 [h][w][3]
+ *   win   float64 [h−2][w−2][9]   per window μ0 μ1 μ2, then M's Cholesky factor G (GGᵀ = M⁻¹,
+ *                                  lower) as 1/G00 G10 G20 1/G11 G21 1/G22
+ * matting_rows(image, win, indptr, indices, values, h, w, y0, y1)
+ *   The closed-form matting affinity W as CSR, for the pixels p of image rows [y0, y1): row p's
+ *   columns (every in-image pixel within 2 rows and columns of p, p itself excepted, in column
+ *   order), and for each later such neighbour q (after p in row-major order)
+ *   W_pq = Σ (1 + (I_p − μ)ᵀM(I_q − μ))/9 over the windows holding both (in row-major order),
+ *   written at (p, q) in row p and at (q, p) in row q. Each pair is computed once, by its earlier
+ *   pixel, so W is exactly symmetric and row ranges may run on any threads with the same bits
+ *   (the windows must all be computed first).
+ *   indptr int64 [h·w + 1]   given: row p holds ny·nx − 1 entries (the neighbourhood's size)
+ *   indices int32, values float64 [indptr[h·w]]   written
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -460,6 +478,122 @@ LAYER_ROWS(8)
 CSR_ROWS(csr_rows_16, FIXED_R, 16, double acc[16], acc)
 CSR_ROWS(csr_rows_any, RUNTIME_R, R, (void)0, o)
 
+/* ---- matting affinity ---------------------------------------------------------------------- */
+
+/* No target clones and no fused multiply-adds here: the affinity has the same bits on every
+ * machine (it is ~1% of the segmentation's time). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define UNFUSED __attribute__((optimize("fp-contract=off")))
+#else
+#define UNFUSED
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+/* windows with top-left rows [y0, y1): colour mean and Cholesky factor of Σ + ε/9·I */
+UNFUSED static void windows_rows(const double *img, double *win, int64_t w, double eps, int64_t y0, int64_t y1)
+{
+    for (int64_t wy = y0; wy < y1; ++wy)
+        for (int64_t wx = 0; wx < w - 2; ++wx) {
+            double mu[3] = {0.0, 0.0, 0.0}, d[9][3], s[6] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+            for (int a = 0; a < 9; ++a) {
+                const double *px = img + ((wy + a / 3) * w + wx + a % 3) * 3;
+                for (int c = 0; c < 3; ++c)
+                    mu[c] += px[c];
+            }
+            for (int c = 0; c < 3; ++c)
+                mu[c] /= 9.0;
+            for (int a = 0; a < 9; ++a) {
+                const double *px = img + ((wy + a / 3) * w + wx + a % 3) * 3;
+                for (int c = 0; c < 3; ++c)
+                    d[a][c] = px[c] - mu[c];
+                s[0] += d[a][0] * d[a][0];
+                s[1] += d[a][0] * d[a][1];
+                s[2] += d[a][0] * d[a][2];
+                s[3] += d[a][1] * d[a][1];
+                s[4] += d[a][1] * d[a][2];
+                s[5] += d[a][2] * d[a][2];
+            }
+            /* Cholesky factor G (lower) of Σ + ε/9·I, kept as its off-diagonal entries and the
+             * reciprocals of its diagonal: backward stable where cofactors are not (a window of
+             * one colour line has eigenvalues ε/9, ε/9 and ~0.3; its cofactor determinant lost
+             * 1% and a pair's affinity 3e-3) */
+            const double reg = eps / 9.0;
+            const double g00 = sqrt(s[0] / 9.0 + reg);
+            const double g10 = (s[1] / 9.0) / g00, g20 = (s[2] / 9.0) / g00;
+            const double g11 = sqrt((s[3] / 9.0 + reg) - g10 * g10);
+            const double g21 = ((s[4] / 9.0) - g20 * g10) / g11;
+            const double g22 = sqrt((s[5] / 9.0 + reg) - g20 * g20 - g21 * g21);
+            double *o = win + (wy * (w - 2) + wx) * 9;
+            o[0] = mu[0];
+            o[1] = mu[1];
+            o[2] = mu[2];
+            o[3] = 1.0 / g00;
+            o[4] = g10;
+            o[5] = g20;
+            o[6] = 1.0 / g11;
+            o[7] = g21;
+            o[8] = 1.0 / g22;
+        }
+}
+
+/* W between pixels p (earlier) and q: the windows holding both, in row-major order */
+UNFUSED static double pair_affinity(const double *img, const double *win, int64_t h, int64_t w, int64_t yp,
+                            int64_t xp, int64_t yq, int64_t xq)
+{
+    const int64_t wy0 = (yp > yq ? yp : yq) - 2 > 0 ? (yp > yq ? yp : yq) - 2 : 0;
+    const int64_t wy1 = (yp < yq ? yp : yq) < h - 3 ? (yp < yq ? yp : yq) : h - 3;
+    const int64_t wx0 = (xp > xq ? xp : xq) - 2 > 0 ? (xp > xq ? xp : xq) - 2 : 0;
+    const int64_t wx1 = (xp < xq ? xp : xq) < w - 3 ? (xp < xq ? xp : xq) : w - 3;
+    const double *ip = img + (yp * w + xp) * 3, *iq = img + (yq * w + xq) * 3;
+    double v = 0.0;
+    for (int64_t wy = wy0; wy <= wy1; ++wy)
+        for (int64_t wx = wx0; wx <= wx1; ++wx) {
+            const double *c = win + (wy * (w - 2) + wx) * 9;
+            /* (I_p − μ)ᵀ(GGᵀ)⁻¹(I_q − μ) = (G⁻¹(I_p − μ))·(G⁻¹(I_q − μ)) */
+            const double a0 = (ip[0] - c[0]) * c[3];
+            const double a1 = ((ip[1] - c[1]) - c[4] * a0) * c[6];
+            const double a2 = ((ip[2] - c[2]) - c[5] * a0 - c[7] * a1) * c[8];
+            const double b0 = (iq[0] - c[0]) * c[3];
+            const double b1 = ((iq[1] - c[1]) - c[4] * b0) * c[6];
+            const double b2 = ((iq[2] - c[2]) - c[5] * b0 - c[7] * b1) * c[8];
+            v += (1.0 + (a0 * b0 + a1 * b1 + a2 * b2)) / 9.0;
+        }
+    return v;
+}
+
+/* pixel rows [y0, y1): their rows' column indices, and W with each later neighbour written at
+ * both (p, q) and (q, p) */
+UNFUSED static void affinity_rows(const double *img, const double *win, const int64_t *indptr, int32_t *indices,
+                          double *values, int64_t h, int64_t w, int64_t y0, int64_t y1)
+{
+    for (int64_t y = y0; y < y1; ++y)
+        for (int64_t x = 0; x < w; ++x) {
+            const int64_t p = y * w + x;
+            const int dy0 = y >= 2 ? -2 : (int)-y, dy1 = y + 2 < h ? 2 : (int)(h - 1 - y);
+            const int dx0 = x >= 2 ? -2 : (int)-x, dx1 = x + 2 < w ? 2 : (int)(w - 1 - x);
+            const int nx = dx1 - dx0 + 1;
+            int64_t slot = indptr[p];
+            for (int dy = dy0; dy <= dy1; ++dy)
+                for (int dx = dx0; dx <= dx1; ++dx)
+                    if (dy || dx)
+                        indices[slot++] = (int32_t)(p + dy * w + dx);
+            for (int dy = 0; dy <= dy1; ++dy)
+                for (int dx = dy ? dx0 : 1; dx <= dx1; ++dx) {
+                    const int64_t yq = y + dy, xq = x + dx, q = yq * w + xq;
+                    const double v = pair_affinity(img, win, h, w, y, x, yq, xq);
+                    /* in row p, q comes after p itself (one slot fewer); in row q, p before q */
+                    values[indptr[p] + (dy - dy0) * nx + (dx - dx0) - 1] = v;
+                    const int qy0 = yq >= 2 ? -2 : (int)-yq, qx0 = xq >= 2 ? -2 : (int)-xq;
+                    const int qx1 = xq + 2 < w ? 2 : (int)(w - 1 - xq);
+                    values[indptr[q] + (-dy - qy0) * (qx1 - qx0 + 1) + (-dx - qx0)] = v;
+                }
+        }
+}
+
+#if !(defined(__GNUC__) && !defined(__clang__))
+#pragma STDC FP_CONTRACT ON
+#endif
+
 /* ---- Python glue -------------------------------------------------------------------------- */
 
 #include "buffer_args.h"
@@ -651,6 +785,76 @@ static PyObject *cg_residual(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     release_buffers(v, 7);
     return Py_BuildValue("(dd)", rz, rr);
+}
+
+/* matting_windows(image, win, h, w, eps, y0, y1) */
+static PyObject *matting_windows(PyObject *self, PyObject *args)
+{
+    PyObject *objs[2];
+    Py_ssize_t h, w, y0, y1;
+    double eps;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOnndnn", &objs[0], &objs[1], &h, &w, &eps, &y0, &y1))
+        return NULL;
+    if (h < 3 || w < 3 || y0 < 0 || y1 > h - 2 || y0 > y1 || !(eps > 0.0)) {
+        PyErr_SetString(PyExc_ValueError, "matting_windows: inconsistent sizes or ε");
+        return NULL;
+    }
+    const BufferArg specs[2] = {{"image", h * w * 3, 8, 0}, {"win", (h - 2) * (w - 2) * 9, 8, 1}};
+    Py_buffer v[2];
+    if (get_buffers(objs, v, specs, 2) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    windows_rows(v[0].buf, v[1].buf, w, eps, y0, y1);
+    Py_END_ALLOW_THREADS
+    release_buffers(v, 2);
+    Py_RETURN_NONE;
+}
+
+/* matting_rows(image, win, indptr, indices, values, h, w, y0, y1) */
+static PyObject *matting_rows(PyObject *self, PyObject *args)
+{
+    PyObject *objs[5];
+    Py_ssize_t h, w, y0, y1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOnnnn", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &h,
+                          &w, &y0, &y1))
+        return NULL;
+    if (h < 3 || w < 3 || y0 < 0 || y1 > h || y0 > y1 || h * w > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "matting_rows: inconsistent sizes");
+        return NULL;
+    }
+    const Py_ssize_t n = h * w;
+    const BufferArg head[3] = {{"image", n * 3, 8, 0}, {"win", (h - 2) * (w - 2) * 9, 8, 0},
+                               {"indptr", n + 1, 8, 0}};
+    Py_buffer v[5];
+    if (get_buffers(objs, v, head, 3) < 0)
+        return NULL;
+    /* the layout the kernel writes: every in-image neighbour within 2 rows and columns */
+    const int64_t *indptr = v[2].buf;
+    int ok = indptr[0] == 0;
+    for (Py_ssize_t y = 0; ok && y < h; ++y) {
+        const int64_t ny = (y + 2 < h ? y + 2 : h - 1) - (y >= 2 ? y - 2 : 0) + 1;
+        for (Py_ssize_t x = 0; ok && x < w; ++x) {
+            const int64_t nx = (x + 2 < w ? x + 2 : w - 1) - (x >= 2 ? x - 2 : 0) + 1;
+            ok = indptr[y * w + x + 1] - indptr[y * w + x] == ny * nx - 1;
+        }
+    }
+    if (!ok) {
+        release_buffers(v, 3);
+        PyErr_SetString(PyExc_ValueError, "matting_rows: indptr is not the 5×5 neighbourhoods'");
+        return NULL;
+    }
+    const BufferArg tail[2] = {{"indices", indptr[n], 4, 1}, {"values", indptr[n], 8, 1}};
+    if (get_buffers(objs + 3, v + 3, tail, 2) < 0) {
+        release_buffers(v, 3);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    affinity_rows(v[0].buf, v[1].buf, indptr, v[3].buf, v[4].buf, h, w, y0, y1);
+    Py_END_ALLOW_THREADS
+    release_buffers(v, 5);
+    Py_RETURN_NONE;
 }
 
 /* grams_variant(): the loop weighted_grams runs here by default: avx512, avx2 or generic */
@@ -927,6 +1131,10 @@ static PyMethodDef methods[] = {
      "The constrained sparsification's IRLS terms of α over pixels [p0, p1) (see the module source)."},
     {"csr_matmul", csr_matmul, METH_VARARGS,
      "out = A·x on rows [r0, r1), x and out row-major (see the module source)."},
+    {"matting_windows", matting_windows, METH_VARARGS,
+     "Each 3×3 window's colour mean and inverse regularized covariance (see the module source)."},
+    {"matting_rows", matting_rows, METH_VARARGS,
+     "The matting affinity's CSR rows of image rows [y0, y1) (see the module source)."},
     {"grams_variant", grams_variant, METH_NOARGS,
      "Which weighted_grams loop runs on this CPU: avx512, avx2 or generic."},
     {NULL, NULL, 0, NULL}};

@@ -8,8 +8,9 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -89,6 +90,8 @@ class PackedGuide:
         return self.pixel.shape[:2]  # type: ignore[return-value]
 
 
+T = TypeVar("T")
+
 #: most parts of a moments reduction (:func:`chunks`: fixed bounds, partial sums in order)
 MOMENT_PARTS = 64
 
@@ -105,6 +108,12 @@ def _workers() -> ThreadPoolExecutor:
             bound = max(32, 4 * default_threads())
             _pool = ThreadPoolExecutor(bound, thread_name_prefix="sss-rt")
         return _pool
+
+
+def beside(run: Callable[..., T], *args: object) -> Future[T]:
+    """``run(*args)`` on the shared pool while the caller goes on (its result, or its
+    exception, from the returned future)."""
+    return _workers().submit(run, *args)
 
 
 def parallel(run: Callable[..., object], jobs: Sequence[tuple]) -> None:

@@ -125,3 +125,51 @@ def matting_laplacian_reference(image: np.ndarray, eps: float = 1e-7) -> np.ndar
                     aff = (1.0 + (win[a] - mu) @ inv @ (win[b] - mu)) / 9.0
                     lap[i, j] += (1.0 if i == j else 0.0) - aff
     return lap
+
+
+def matting_affinity_exact(image: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """The matting affinity W (dense, zero diagonal) in exact rational arithmetic on the float64
+    inputs, rounded once at the end: W_ij = Σ_k (1 + (I_i − μ_k)ᵀ (Σ_k + ε/9·I)⁻¹ (I_j − μ_k)) / 9
+    over the 3×3 windows k holding both. For small images (every window's inverse is exact)."""
+    from fractions import Fraction
+
+    img = np.asarray(image, np.float64)
+    h, w, c = img.shape
+    n = h * w
+    px = [[Fraction(float(v)) for v in img[i // w, i % w]] for i in range(n)]
+    reg = Fraction(float(eps)) / 9
+    out = [[Fraction(0)] * n for _ in range(n)]
+    for y in range(1, h - 1):
+        for x in range(1, w - 1):
+            idx = [(y + dy) * w + (x + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            mu = [sum(px[i][ch] for i in idx) / 9 for ch in range(c)]
+            d = {i: [px[i][ch] - mu[ch] for ch in range(c)] for i in idx}
+            a = [
+                [sum(d[i][r] * d[i][s] for i in idx) / 9 + (reg if r == s else 0) for s in range(c)]
+                for r in range(c)
+            ]
+            inv = _exact_inverse(a)
+            for i in idx:
+                u = [sum(inv[r][s] * d[i][s] for s in range(c)) for r in range(c)]
+                for j in idx:
+                    if i != j:
+                        out[i][j] += (1 + sum(u[r] * d[j][r] for r in range(c))) / 9
+    return np.array([[float(v) for v in row] for row in out])
+
+
+def _exact_inverse(a: list) -> list:
+    """Gauss–Jordan inverse of a non-singular matrix of Fractions."""
+    from fractions import Fraction
+
+    m = len(a)
+    aug = [list(row) + [Fraction(int(r == s)) for s in range(m)] for r, row in enumerate(a)]
+    for col in range(m):
+        pivot = next(r for r in range(col, m) if aug[r][col] != 0)
+        aug[col], aug[pivot] = aug[pivot], aug[col]
+        head = aug[col][col]
+        aug[col] = [v / head for v in aug[col]]
+        for r in range(m):
+            if r != col and aug[r][col] != 0:
+                f = aug[r][col]
+                aug[r] = [v - f * p for v, p in zip(aug[r], aug[col], strict=True)]
+    return [row[m:] for row in aug]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.sparse
-from reference_impl import matting_laplacian_reference
+from reference_impl import matting_affinity_exact, matting_laplacian_reference
 from scipy.special import erf
 
 from sss_rt.segmentation import (
@@ -31,17 +31,54 @@ def _image(h, w, seed=0):
     return np.clip(img + 0.05 * rng.standard_normal((h, w, 3)), 0, 1)
 
 
+_MATTING_PATHS = [
+    pytest.param(
+        True, id="compiled", marks=pytest.mark.skipif(not native.available(), reason="no C kernel")
+    ),
+    pytest.param(False, id="numpy"),
+]
+
+
+@pytest.mark.parametrize("compiled", _MATTING_PATHS)
 @pytest.mark.parametrize("shape", [(6, 7), (3, 3), (3, 4), (4, 3), (5, 12), (12, 4), (9, 5)])
-def test_matting_laplacian_matches_the_per_window_construction(shape):
+def test_matting_laplacian_matches_the_per_window_construction(shape, compiled):
     """Images narrower than a row of offsets (< 5) included: their rows' columns are sorted."""
     img = _image(*shape, seed=1)
-    got = affinity.laplacian(affinity.matting_affinity(img)).toarray()
+    w = affinity.matting_affinity(img, compiled=compiled)
+    got = affinity.laplacian(w).toarray()
     ref = matting_laplacian_reference(img)
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
     assert np.abs(got - got.T).max() == 0  # symmetric
     assert np.abs(got.sum(axis=1)).max() < 1e-9  # rows sum to zero
-    w = affinity.matting_affinity(img)
     assert w.has_canonical_format and w.indices.dtype == np.int32
+
+
+@pytest.mark.parametrize("compiled", _MATTING_PATHS)
+def test_matting_affinity_stays_accurate_where_a_window_has_one_colour_line(compiled):
+    """Colours k·(1, 2, 3)/255: every window's covariance has rank ≤ 1, so Σ + ε/9·I has two
+    eigenvalues ε/9 against ~0.01–0.1 (condition ~1e7). Against exact rational arithmetic on the
+    same inputs: a cofactor inverse of the 3×3 (tried) was off by 5.5e-4 here, 3e-3 on the
+    example photo; the compiled Cholesky path is within 3e-16, NumPy's LU within 2e-10."""
+    k = np.random.default_rng(3).integers(0, 86, (5, 6))
+    img = np.stack([k, 2 * k, 3 * k], axis=-1) / 255.0
+    exact = matting_affinity_exact(img)
+    got = affinity.matting_affinity(img, compiled=compiled).toarray()
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-8 * np.abs(exact).max())
+
+
+@pytest.mark.skipif(not native.available(), reason="no C kernel")
+def test_compiled_matting_affinity_agrees_with_numpy_and_ignores_the_thread_count():
+    img = _image(37, 53, seed=4)
+    img[10:20, 5:30] = 0.5  # flat windows: Σ = 0
+    ref = affinity.matting_affinity(img, compiled=False)
+    one = native.matting_affinity(img, affinity.MATTING_EPS, threads=1)
+    many = native.matting_affinity(img, affinity.MATTING_EPS, threads=5)
+    for a in (one, many):
+        assert a.has_canonical_format and (a != a.T).nnz == 0  # exactly symmetric
+    np.testing.assert_array_equal(one.indptr, many.indptr)
+    np.testing.assert_array_equal(one.indices, many.indices)
+    np.testing.assert_array_equal(one.data, many.data)  # the same bits on any thread count
+    np.testing.assert_allclose(one.toarray(), ref.toarray(), rtol=0, atol=1e-9 * abs(ref).max())
 
 
 def test_superpixel_affinities_follow_their_formulas():

@@ -1,8 +1,8 @@
-"""The segmentation's compiled kernels (``kernels/cpu_segmentation.c``): triangular solves with
-a sparse LU factor, the weighted Grams and the per-iteration terms (weights, right-hand sides)
-of the constrained sparsification, and the relaxed sparsification's operator on all layers at
-once. Where the package was built without a C
-compiler, SuperLU solves and the NumPy/SciPy paths run."""
+"""The segmentation's compiled kernels (``kernels/cpu_segmentation.c``): the matting affinity,
+triangular solves with a sparse LU factor, the weighted Grams and the per-iteration terms
+(weights, right-hand sides) of the constrained sparsification, and the relaxed sparsification's
+operator on all layers at once. Where the package was built without a C compiler, SuperLU
+solves and the NumPy/SciPy paths run."""
 
 from __future__ import annotations
 
@@ -139,7 +139,10 @@ class SparseProduct:
     def __matmul__(self, x: np.ndarray) -> np.ndarray:
         if self._rows is None:
             return np.asarray(self._a @ x)
-        x = np.ascontiguousarray(x, np.float64)
+        if not (x.flags.c_contiguous and x.dtype == np.float64):  # e.g. a Krylov block
+            rows = np.empty(x.shape, np.float64)  # row-major, copied by parts of rows
+            split(len(x), self.threads, lambda a, b: rows.__setitem__(slice(a, b), x[a:b]))
+            x = rows
         out = np.empty_like(x)
         r = 1 if x.ndim == 1 else x.shape[1]
         csr = self._rows.csr
@@ -312,6 +315,29 @@ def _symmetric_from_written(m: int) -> tuple[np.ndarray, np.ndarray]:
     i, j = np.minimum(a, b), np.maximum(a, b)
     upper = (j < full) | (i >= full)  # is (i, j) written
     return np.where(upper, i, j), np.where(upper, j, i)
+
+
+def matting_affinity(image: np.ndarray, eps: float, threads: int | None = None) -> sp.csr_matrix:
+    """The closed-form matting affinity of an H×W×3 float64 image (H, W ≥ 3) as CSR, by the
+    compiled kernel: the windows' means and inverses, then each row's entries, both over image
+    rows on sss-rt's threads (each pair computed whole by one thread: the same bits on any
+    thread count and CPU). Every in-image pixel within two rows and columns is stored, exact
+    zeros included."""
+    img = np.ascontiguousarray(image, np.float64)
+    h, w = img.shape[:2]
+    n = h * w
+    win = np.empty((h - 2, w - 2, 9))
+    threads = threads or default_threads()
+    split(h - 2, threads, lambda a, b: _ext.matting_windows(img, win, h, w, eps, a, b))
+    y, x = np.arange(h), np.arange(w)  # each pixel's neighbourhood: rows × columns in the image
+    ny = np.minimum(y + 2, h - 1) - np.maximum(y - 2, 0) + 1
+    nx = np.minimum(x + 2, w - 1) - np.maximum(x - 2, 0) + 1
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum((ny[:, None] * nx[None, :] - 1).ravel(), out=indptr[1:])
+    indices = np.empty(indptr[-1], np.int32)
+    values = np.empty(indptr[-1], np.float64)
+    split(h, threads, lambda a, b: _ext.matting_rows(img, win, indptr, indices, values, h, w, a, b))
+    return sp.csr_matrix((values, indices, indptr), shape=(n, n))
 
 
 def pad_vectors(vecs: np.ndarray) -> tuple[np.ndarray, int]:

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from sss_rt import blas
+from sss_rt.native import beside
 from sss_rt.segmentation import affinity, eigen, sparsify, superpixels
 from sss_rt.segmentation.enlarge import enlarge_layers
 from sss_rt.segmentation.gradient import gradient_magnitude
@@ -379,6 +380,10 @@ def _segment_arrays(
             timings[name.replace(" ", "_")] = 0.0
         return out
     n = sh * sw
+    flat = feat.reshape(n, -1)
+    # the initial segments' k-means needs the features alone: it runs beside the superpixels
+    # and affinities (single-threaded stages) instead of inside the constrained step's time
+    clusters = beside(_initial_labels, flat, config.initial_segments, config.seed)
     report("superpixels")
     labels = superpixels.slic_zero(img, config.superpixels)
     sp_ = superpixels.describe(labels, img, feat)
@@ -396,8 +401,7 @@ def _segment_arrays(
     work.eigenvectors = vecs.shape[1]
     t = _stage(timings, "eigenvectors", t)
     report("constrained sparsification")
-    flat = feat.reshape(n, -1)
-    initial = _initial_segments(flat, config.initial_segments, config.seed)
+    initial = _one_hot(clusters.result())
     alpha = sparsify.constrained_sparsification(
         vecs, vals, lap, initial, config.iterations, trace=work.constrained if traced else None
     )
@@ -438,7 +442,18 @@ def _at_working_size(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _initial_segments(features: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """One-hot N×k initial segments from k-means on the per-pixel features."""
+    """One-hot N×k initial segments from k-means on the per-pixel features (N×d).
+
+    Column-major: the constrained sparsification takes its segments by rows.
+    """
+    return _one_hot(_initial_labels(features, k, seed))
+
+
+def _initial_labels(features: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Each pixel's k-means cluster (N,) on the per-pixel features (N×d), numbered 0 .. k' − 1.
+
+    k' ≤ k: no more clusters than distinct feature values, empty ones dropped.
+    """
     from scipy.cluster.vq import kmeans2
 
     distinct = len(np.unique(features[:: max(1, len(features) // 20000)], axis=0))
@@ -446,10 +461,14 @@ def _initial_segments(features: np.ndarray, k: int, seed: int) -> np.ndarray:
     with warnings.catch_warnings():  # an empty cluster is dropped below
         warnings.simplefilter("ignore")
         _, label = kmeans2(features, _kmeans_plus_plus(features, k, seed), minit="matrix")
-    used = np.unique(label)
-    onehot = np.zeros((len(features), len(used)))
-    onehot[np.arange(len(features)), np.searchsorted(used, label)] = 1.0
-    return onehot
+    return np.unique(label, return_inverse=True)[1].ravel()
+
+
+def _one_hot(labels: np.ndarray) -> np.ndarray:
+    """N×k' one-hot of labels 0 .. k' − 1, column-major."""
+    onehot = np.zeros((int(labels.max()) + 1, len(labels)))
+    onehot[labels, np.arange(len(labels))] = 1.0
+    return onehot.T
 
 
 def _kmeans_plus_plus(data: np.ndarray, k: int, seed: int) -> np.ndarray:

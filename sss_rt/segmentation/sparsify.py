@@ -439,9 +439,20 @@ def pixel_blocks_inverse(d: np.ndarray, delta: float) -> Callable[[np.ndarray], 
 
 def relaxed_weights(x: np.ndarray, gam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The IRLS weights (u, v) of |α|^γ and |1 − α|^γ at the current α (N×L; γ N×1):
-    γ/2 · max(|·|, floor)^(γ−2), the quadratic surrogate's curvature that majorizes the term."""
-    u = gam * np.maximum(np.abs(x), RELAXED_FLOOR) ** (gam - 2.0) / 2.0
-    v = gam * np.maximum(np.abs(1.0 - x), RELAXED_FLOOR) ** (gam - 2.0) / 2.0
+    γ/2 · max(|·|, floor)^(γ−2), the quadratic surrogate's curvature that majorizes the term.
+    Pixels split over sss-rt's threads (element by element: the same bits on any count)."""
+    u, v = np.empty_like(x, np.float64), np.empty_like(x, np.float64)
+
+    def part(a: int, b: int) -> None:
+        g = gam[a:b]
+        for out, base in ((u[a:b], x[a:b]), (v[a:b], 1.0 - x[a:b])):
+            np.abs(base, out=out)
+            np.maximum(out, RELAXED_FLOOR, out=out)
+            np.power(out, g - 2.0, out=out)
+            np.multiply(g, out, out=out)
+            np.divide(out, 2.0, out=out)
+
+    split(len(x), default_threads(), part)
     return u, v
 
 
