@@ -241,7 +241,9 @@ def write_report(result: dict) -> None:
         "eigenvectors' solves stream the factor from memory, so their rate is bandwidth's, not "
         "the FMA units'; the factorization (named with its factor's size below: PARDISO's "
         "LDLᵀ where MKL is installed, else SuperLU's LU) is counted where PARDISO reports it. "
-        "The stages run under `blas.one_thread()`, as `SoftSegmenter` runs them.",
+        "The stages run under `blas.one_thread()`, as `SoftSegmenter` runs them; the initial "
+        "segments' k-means (the constrained sparsification's start) runs beside the "
+        "single-threaded superpixels and affinities, on the other core.",
         "",
     ]
     for scale, r in result["runs"].items():

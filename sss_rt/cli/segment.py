@@ -29,7 +29,7 @@ from sss_rt.errors import ImageError
     "--max-pixels", type=click.IntRange(min=0), default=640 * 480, show_default=True,
     help="Segment at most this many pixels: larger photos get a smaller scale (time and memory "
     "grow faster than the pixel count: a 640×480 photo segmented at full resolution, --scale 1, "
-    "took 42 s and 2.6 GB on 2 AMD EPYC cores; at the default scale 0.5, 10 s and 0.9 GB). Larger "
+    "took 39 s and 2.6 GB on 2 AMD EPYC cores; at the default scale 0.5, 10 s and 0.9 GB). Larger "
     "photos are segmented at this size and their layers enlarged to the photo's size. "
     "0: no limit.",
 )  # fmt: skip

@@ -32,7 +32,7 @@ class SegmentConfig:
     max_pixels : int
         The size segmented is at most this many pixels, the scale lowered for larger photos
         (0: no limit). Time and memory grow faster than the pixel count: 640×480 at full
-        resolution measured 42 s and 2.6 GB on 2 AMD EPYC cores (320×240: 10 s, 0.9 GB).
+        resolution measured 39 s and 2.6 GB on 2 AMD EPYC cores (320×240: 10 s, 0.9 GB).
     superpixels : int
         SLIC-zero superpixels (2,500).
     eigenvectors : int
