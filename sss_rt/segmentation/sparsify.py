@@ -381,15 +381,15 @@ def relaxed_sparsification(
         compiled kernel (``LayerOperator.cg_update``), sums by fixed parts of rows."""
         inv, coupling = pixel_blocks_terms(ldiag[:, None] + diag, delta)
         x = np.array(x0, np.float64, order="C")
-        r = np.ascontiguousarray(rhs - operator(x, diag, delta))
+        r = operator(x, diag, delta)
+        _by_rows(n, lambda a, b: np.subtract(rhs[a:b], r[a:b], out=r[a:b]))
         p, q, z = np.zeros_like(x), np.zeros_like(x), np.empty_like(x)
         rz, rr = operator.cg_update(x, r, p, q, inv, coupling, z, 0.0)  # z = M·r
         goal = CG_RTOL * np.sqrt(rr)
         rz_prev, steps = 1.0, 0
         while steps < iterations and np.sqrt(rr) > goal:
             if steps:
-                p *= rz / rz_prev
-                p += z
+                _by_rows(n, lambda a, b, beta=rz / rz_prev: _scale_add(p[a:b], beta, z[a:b]))
             else:
                 p[...] = z
             q, pq = operator.with_dot(p, diag, delta)
@@ -405,8 +405,16 @@ def relaxed_sparsification(
         energies.append(relaxed_energy(x, lap, a0, gam[:, 0], sigma_s, sigma_f, delta))
     for _ in range(iterations):
         u, v = relaxed_weights(x, gam)
-        rhs = sigma_s * v + sigma_f * a0 + delta
-        x = solve(x, sigma_s * (u + v) + sigma_f, rhs, cg_iterations)
+
+        def terms(a: int, b: int, u: np.ndarray = u, v: np.ndarray = v) -> None:
+            rhs = sigma_s * v[a:b] + sigma_f * a0[a:b] + delta  # (v, u become rhs, diag)
+            np.add(u[a:b], v[a:b], out=u[a:b])
+            np.multiply(sigma_s, u[a:b], out=u[a:b])
+            np.add(u[a:b], sigma_f, out=u[a:b])
+            v[a:b] = rhs
+
+        _by_rows(n, terms)
+        x = solve(x, u, v, cg_iterations)
         if energies is not None:
             energies.append(relaxed_energy(x, lap, a0, gam[:, 0], sigma_s, sigma_f, delta))
     x = solve(x, np.full((n, layers), sigma_f), sigma_f * x + delta, final_cg_iterations)
@@ -416,9 +424,29 @@ def relaxed_sparsification(
 
 def pixel_blocks_terms(d: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     """(1/d, δ/(1 + δ·Σ_l 1/d_il)) — N×L and (N,), float64 C order — the two terms of
-    :func:`pixel_blocks_inverse` (z_i = inv_i ⊙ r_i − inv_i · coupling_i · Σ_l inv_il r_il)."""
-    inv = np.ascontiguousarray(1.0 / d, np.float64)
-    return inv, delta / (1.0 + delta * inv.sum(axis=1))
+    :func:`pixel_blocks_inverse` (z_i = inv_i ⊙ r_i − inv_i · coupling_i · Σ_l inv_il r_il);
+    rows over sss-rt's threads (row by row: the same bits on any count)."""
+    inv = np.empty(d.shape, np.float64)
+    coupling = np.empty(d.shape[0], np.float64)
+
+    def part(a: int, b: int) -> None:
+        np.divide(1.0, d[a:b], out=inv[a:b])
+        coupling[a:b] = delta / (1.0 + delta * inv[a:b].sum(axis=1))
+
+    _by_rows(d.shape[0], part)
+    return inv, coupling
+
+
+def _by_rows(n: int, run: Callable[[int, int], object]) -> None:
+    """``run(a, b)`` over parts of ``range(n)`` on sss-rt's threads, for element- or row-wise
+    NumPy work (which releases the GIL): the same bits on any thread count."""
+    split(n, default_threads(), run)
+
+
+def _scale_add(p: np.ndarray, beta: float, z: np.ndarray) -> None:
+    """p ← β·p + z in place (CG's next direction)."""
+    p *= beta
+    p += z
 
 
 def pixel_blocks_inverse(d: np.ndarray, delta: float) -> Callable[[np.ndarray], np.ndarray]:
