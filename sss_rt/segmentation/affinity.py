@@ -48,7 +48,7 @@ def matting_affinity(
     Every pixel's row holds the pixels within two rows and columns of it (any two of them share
     a window of the image), in column order; W is exactly symmetric. With the compiled kernel
     (:func:`native.matting_affinity`; ``compiled=False`` forces NumPy's) each pair's sum over
-    its windows is computed once, rows over threads: at 640×480 ~0.05 s against NumPy's
+    its windows is computed once, rows over threads: at 640×480 0.07–0.2 s against NumPy's
     0.7–1.8 s. NumPy's: each window's 9×9 block is added into one H×W plane per offset between
     its pixels — 12 later offsets, the earlier 12 their mirror images — and the CSR arrays are
     written from the planes (where a COO matrix of every window's 81 entries, summed and

@@ -319,10 +319,10 @@ def _symmetric_from_written(m: int) -> tuple[np.ndarray, np.ndarray]:
 
 def matting_affinity(image: np.ndarray, eps: float, threads: int | None = None) -> sp.csr_matrix:
     """The closed-form matting affinity of an H×W×3 float64 image (H, W ≥ 3) as CSR, by the
-    compiled kernel: the windows' means and inverses, then each row's entries, both over image
-    rows on sss-rt's threads (each pair computed whole by one thread: the same bits on any
-    thread count and CPU). Every in-image pixel within two rows and columns is stored, exact
-    zeros included."""
+    compiled kernel: the windows' means and Cholesky factors, then each row's entries, both over
+    image rows on sss-rt's threads (each pair computed whole by one thread: the same bits on
+    any thread count and CPU). Every in-image pixel within two rows and columns is stored,
+    exact zeros included."""
     img = np.ascontiguousarray(image, np.float64)
     h, w = img.shape[:2]
     n = h * w
