@@ -489,6 +489,17 @@ CSR_ROWS(csr_rows_any, RUNTIME_R, R, (void)0, o)
 #pragma STDC FP_CONTRACT OFF
 #endif
 
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* the offsets lo .. hi (within −2 .. 2) from coordinate c that stay inside 0 .. size − 1: a
+ * pixel's neighbourhood along one axis */
+static inline void neighbourhood(int64_t c, int64_t size, int *lo, int *hi)
+{
+    *lo = (int)max64(-2, -c);
+    *hi = (int)min64(2, size - 1 - c);
+}
+
 /* windows with top-left rows [y0, y1): colour mean and Cholesky factor of Σ + ε/9·I */
 UNFUSED static void windows_rows(const double *img, double *win, int64_t w, double eps, int64_t y0, int64_t y1)
 {
@@ -540,10 +551,9 @@ UNFUSED static void windows_rows(const double *img, double *win, int64_t w, doub
 UNFUSED static double pair_affinity(const double *img, const double *win, int64_t h, int64_t w, int64_t yp,
                             int64_t xp, int64_t yq, int64_t xq)
 {
-    const int64_t wy0 = (yp > yq ? yp : yq) - 2 > 0 ? (yp > yq ? yp : yq) - 2 : 0;
-    const int64_t wy1 = (yp < yq ? yp : yq) < h - 3 ? (yp < yq ? yp : yq) : h - 3;
-    const int64_t wx0 = (xp > xq ? xp : xq) - 2 > 0 ? (xp > xq ? xp : xq) - 2 : 0;
-    const int64_t wx1 = (xp < xq ? xp : xq) < w - 3 ? (xp < xq ? xp : xq) : w - 3;
+    /* top-left corners holding both pixels, inside the image */
+    const int64_t wy0 = max64(max64(yp, yq) - 2, 0), wy1 = min64(min64(yp, yq), h - 3);
+    const int64_t wx0 = max64(max64(xp, xq) - 2, 0), wx1 = min64(min64(xp, xq), w - 3);
     const double *ip = img + (yp * w + xp) * 3, *iq = img + (yq * w + xq) * 3;
     double v = 0.0;
     for (int64_t wy = wy0; wy <= wy1; ++wy)
@@ -569,8 +579,9 @@ UNFUSED static void affinity_rows(const double *img, const double *win, const in
     for (int64_t y = y0; y < y1; ++y)
         for (int64_t x = 0; x < w; ++x) {
             const int64_t p = y * w + x;
-            const int dy0 = y >= 2 ? -2 : (int)-y, dy1 = y + 2 < h ? 2 : (int)(h - 1 - y);
-            const int dx0 = x >= 2 ? -2 : (int)-x, dx1 = x + 2 < w ? 2 : (int)(w - 1 - x);
+            int dy0, dy1, dx0, dx1;
+            neighbourhood(y, h, &dy0, &dy1);
+            neighbourhood(x, w, &dx0, &dx1);
             const int nx = dx1 - dx0 + 1;
             int64_t slot = indptr[p];
             for (int dy = dy0; dy <= dy1; ++dy)
@@ -583,8 +594,9 @@ UNFUSED static void affinity_rows(const double *img, const double *win, const in
                     const double v = pair_affinity(img, win, h, w, y, x, yq, xq);
                     /* in row p, q comes after p itself (one slot fewer); in row q, p before q */
                     values[indptr[p] + (dy - dy0) * nx + (dx - dx0) - 1] = v;
-                    const int qy0 = yq >= 2 ? -2 : (int)-yq, qx0 = xq >= 2 ? -2 : (int)-xq;
-                    const int qx1 = xq + 2 < w ? 2 : (int)(w - 1 - xq);
+                    int qy0, qy1, qx0, qx1;
+                    neighbourhood(yq, h, &qy0, &qy1);
+                    neighbourhood(xq, w, &qx0, &qx1);
                     values[indptr[q] + (-dy - qy0) * (qx1 - qx0 + 1) + (-dx - qx0)] = v;
                 }
         }
@@ -834,10 +846,13 @@ static PyObject *matting_rows(PyObject *self, PyObject *args)
     const int64_t *indptr = v[2].buf;
     int ok = indptr[0] == 0;
     for (Py_ssize_t y = 0; ok && y < h; ++y) {
-        const int64_t ny = (y + 2 < h ? y + 2 : h - 1) - (y >= 2 ? y - 2 : 0) + 1;
+        int dy0, dy1;
+        neighbourhood(y, h, &dy0, &dy1);
         for (Py_ssize_t x = 0; ok && x < w; ++x) {
-            const int64_t nx = (x + 2 < w ? x + 2 : w - 1) - (x >= 2 ? x - 2 : 0) + 1;
-            ok = indptr[y * w + x + 1] - indptr[y * w + x] == ny * nx - 1;
+            int dx0, dx1;
+            neighbourhood(x, w, &dx0, &dx1);
+            ok = indptr[y * w + x + 1] - indptr[y * w + x] ==
+                 (int64_t)(dy1 - dy0 + 1) * (dx1 - dx0 + 1) - 1;
         }
     }
     if (!ok) {

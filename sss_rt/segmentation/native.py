@@ -141,7 +141,7 @@ class SparseProduct:
             return np.asarray(self._a @ x)
         if not (x.flags.c_contiguous and x.dtype == np.float64):  # e.g. a Krylov block
             rows = np.empty(x.shape, np.float64)  # row-major, copied by parts of rows
-            split(len(x), self.threads, lambda a, b: rows.__setitem__(slice(a, b), x[a:b]))
+            split(len(x), self.threads, lambda a, b: np.copyto(rows[a:b], x[a:b]))
             x = rows
         out = np.empty_like(x)
         r = 1 if x.ndim == 1 else x.shape[1]

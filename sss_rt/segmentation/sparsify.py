@@ -382,14 +382,15 @@ def relaxed_sparsification(
         inv, coupling = pixel_blocks_terms(ldiag[:, None] + diag, delta)
         x = np.array(x0, np.float64, order="C")
         r = operator(x, diag, delta)
-        _by_rows(n, lambda a, b: np.subtract(rhs[a:b], r[a:b], out=r[a:b]))
+        split(n, default_threads(), lambda a, b: np.subtract(rhs[a:b], r[a:b], out=r[a:b]))
         p, q, z = np.zeros_like(x), np.zeros_like(x), np.empty_like(x)
         rz, rr = operator.cg_update(x, r, p, q, inv, coupling, z, 0.0)  # z = M·r
         goal = CG_RTOL * np.sqrt(rr)
         rz_prev, steps = 1.0, 0
         while steps < iterations and np.sqrt(rr) > goal:
             if steps:
-                _by_rows(n, lambda a, b, beta=rz / rz_prev: _scale_add(p[a:b], beta, z[a:b]))
+                beta = rz / rz_prev
+                split(n, default_threads(), lambda a, b, s=beta: _scale_add(p[a:b], s, z[a:b]))
             else:
                 p[...] = z
             q, pq = operator.with_dot(p, diag, delta)
@@ -404,17 +405,19 @@ def relaxed_sparsification(
     if energies is not None:  # the energy of the start, then of every iterate
         energies.append(relaxed_energy(x, lap, a0, gam[:, 0], sigma_s, sigma_f, delta))
     for _ in range(iterations):
-        u, v = relaxed_weights(x, gam)
+        # the weights (u, v) become, in place, the diagonal σ_S(u + v) + σ_F and the
+        # right-hand side σ_S·v + σ_F·α⁰ + δ
+        diag, rhs = relaxed_weights(x, gam)
 
-        def terms(a: int, b: int, u: np.ndarray = u, v: np.ndarray = v) -> None:
-            rhs = sigma_s * v[a:b] + sigma_f * a0[a:b] + delta  # (v, u become rhs, diag)
+        def terms(a: int, b: int, u: np.ndarray = diag, v: np.ndarray = rhs) -> None:
+            right = sigma_s * v[a:b] + sigma_f * a0[a:b] + delta
             np.add(u[a:b], v[a:b], out=u[a:b])
             np.multiply(sigma_s, u[a:b], out=u[a:b])
             np.add(u[a:b], sigma_f, out=u[a:b])
-            v[a:b] = rhs
+            v[a:b] = right
 
-        _by_rows(n, terms)
-        x = solve(x, u, v, cg_iterations)
+        split(n, default_threads(), terms)
+        x = solve(x, diag, rhs, cg_iterations)
         if energies is not None:
             energies.append(relaxed_energy(x, lap, a0, gam[:, 0], sigma_s, sigma_f, delta))
     x = solve(x, np.full((n, layers), sigma_f), sigma_f * x + delta, final_cg_iterations)
@@ -433,14 +436,8 @@ def pixel_blocks_terms(d: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndar
         np.divide(1.0, d[a:b], out=inv[a:b])
         coupling[a:b] = delta / (1.0 + delta * inv[a:b].sum(axis=1))
 
-    _by_rows(d.shape[0], part)
+    split(d.shape[0], default_threads(), part)
     return inv, coupling
-
-
-def _by_rows(n: int, run: Callable[[int, int], object]) -> None:
-    """``run(a, b)`` over parts of ``range(n)`` on sss-rt's threads, for element- or row-wise
-    NumPy work (which releases the GIL): the same bits on any thread count."""
-    split(n, default_threads(), run)
 
 
 def _scale_add(p: np.ndarray, beta: float, z: np.ndarray) -> None:
